@@ -1,0 +1,66 @@
+"""Decoding and resizing rules, shared by the pipeline stages, evaluation and ``eyelip predict``.
+
+One rule each, used everywhere, because IoU at a reduced size depends on how the ground truth was
+resized (NEAREST and area-average masks of the same faces agree only to IoU ~0.93 at 128 px):
+
+- images: JPEG decoded at reduced scale where the format allows (``Image.draft``: a 1024 px JPEG
+  decodes at 1/8 scale straight to 128 px, ~5x faster than a full decode), then bilinear
+  (antialiased) resize to ``size`` x ``size``.
+- masks: area-average (box filter) to ``size``, then foreground where coverage >= 0.5.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+from PIL import Image
+
+from eyelip.errors import DataError
+
+
+def _open(data: bytes, where: str) -> Image.Image:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            return Image.open(io.BytesIO(data))
+    except Exception as exc:  # PIL raises several types for undecodable input
+        raise DataError(f"{where}: not a readable image ({exc}); replace the file or set "
+                        f"data.on_error: skip") from exc
+
+
+def decode_image(data: bytes, size: int, where: str) -> np.ndarray:
+    """RGB uint8 array (size, size, 3) from encoded image bytes (any format and size)."""
+    image = _open(data, where)
+    try:
+        image.draft("RGB", (size, size))  # no-op for formats other than JPEG
+        image = image.convert("RGB")
+        if image.size != (size, size):
+            image = image.resize((size, size), Image.Resampling.BILINEAR)
+        return np.asarray(image, dtype=np.uint8)
+    except (OSError, SyntaxError, ValueError) as exc:  # truncated or corrupt data surfaces here
+        raise DataError(f"{where}: corrupt or truncated image ({exc}); replace the file or set "
+                        f"data.on_error: skip") from exc
+
+
+def decode_mask(data: bytes, where: str) -> np.ndarray:
+    """Boolean (H, W) foreground of a part PNG: any non-zero value, whether it decodes as L or RGB."""
+    image = _open(data, where)
+    try:
+        if image.mode not in ("1", "L", "RGB"):
+            image = image.convert("L")  # palette indices are not intensities
+        array = np.asarray(image)
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise DataError(f"{where}: corrupt or truncated mask ({exc}); replace the file or set "
+                        f"data.on_error: skip") from exc
+    return array.any(axis=2) if array.ndim == 3 else array > 0
+
+
+def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
+    """Boolean (size, size) mask: box-filter coverage of each output pixel, kept where >= 0.5."""
+    if mask.shape == (size, size):
+        return mask.astype(bool, copy=False)
+    image = Image.fromarray(mask.astype(np.uint8) * 255)
+    # BOX averages each output pixel's footprint; 127.5 rounds to 128, so exactly half counts.
+    return np.asarray(image.resize((size, size), Image.Resampling.BOX)) >= 128

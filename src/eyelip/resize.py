@@ -1,0 +1,68 @@
+"""Resize images and fused masks to the training size, as memory-mappable arrays.
+
+Output (written atomically): ``images.npy`` uint8 (N, S, S, 3), ``masks.npy`` uint8 (N, C, S, S)
+with values 0/1, ``ids.txt`` (array order) and ``skipped.json`` (unreadable images, with reasons).
+The rules (reduced-scale JPEG decode, area-average masks kept at >= 0.5) are ``eyelip.preprocess``'s.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from eyelip import atomic
+from eyelip.arrays import NpyRowWriter, ids_text
+from eyelip.fuse import FusedMasks
+from eyelip.layout import image_relpath
+from eyelip.parallel import map_samples
+from eyelip.preprocess import decode_image, resize_mask
+from eyelip.source import Source
+
+
+@dataclass
+class ResizeSample:
+    """Picklable per-sample job: (image (S, S, 3), masks (C, S, S)) as uint8."""
+
+    source: Source
+    fused_dir: Path
+    size: int
+
+    def __post_init__(self) -> None:
+        self._fused: FusedMasks | None = None
+        self._row: dict[int, int] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_fused": None, "_row": {}}  # re-opened (memory-mapped) per worker
+
+    def __call__(self, sample_id: int) -> tuple[np.ndarray, np.ndarray]:
+        if self._fused is None:
+            self._fused = FusedMasks(self.fused_dir)
+            self._row = {i: r for r, i in enumerate(self._fused.ids)}
+        rel = image_relpath(sample_id)
+        image = decode_image(self.source.read(rel), self.size, self.source.describe(rel))
+        masks = np.stack([resize_mask(m, self.size) for m in self._fused[self._row[sample_id]]])
+        return image, masks.astype(np.uint8)
+
+
+def resize_dataset(source: Source, fused_dir: str | Path, out_dir: str | Path, size: int,
+                   on_error: str = "fail", n_jobs: int = -1, backend: str = "loky") -> dict[str, Any]:
+    fused = FusedMasks(fused_dir)
+    channels = len(fused.targets)
+    skipped: dict[int, str] = {}
+    kept: list[int] = []
+    with atomic.atomic_path(out_dir, directory=True) as tmp:
+        with NpyRowWriter(tmp / "images.npy", (size, size, 3), np.uint8) as images, \
+                NpyRowWriter(tmp / "masks.npy", (channels, size, size), np.uint8) as masks:
+            job = ResizeSample(source, Path(fused_dir), size)
+            for sample_id, (image, mask) in map_samples(job, fused.ids, on_error=on_error, skipped=skipped,
+                                                        n_jobs=n_jobs, backend=backend, desc="resize"):
+                images.append(image[None])
+                masks.append(mask[None])
+                kept.append(sample_id)
+        (tmp / "ids.txt").write_text(ids_text(kept))
+        (tmp / "skipped.json").write_text(json.dumps({str(k): v for k, v in skipped.items()}, indent=2))
+    return {"samples": len(kept), "skipped": len(skipped), "size": size}

@@ -1,0 +1,29 @@
+"""What every pipeline script shares: params, user-facing errors, and the metrics files."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from eyelip import params as P
+from eyelip.errors import EyelipError
+from eyelip.parallel import BACKENDS
+
+
+def run(name: str, body: Callable[[dict[str, Any]], None]) -> None:
+    """Run a stage body with params.yaml; an EyelipError is printed as one line, exit status 1."""
+    try:
+        body(P.load())
+    except EyelipError as exc:
+        print(f"eyelip {name}: error: {exc}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print(f"eyelip {name}: interrupted; no partial output was kept", file=sys.stderr)
+        sys.exit(130)
+
+
+def workers(params: dict[str, Any]) -> dict[str, Any]:
+    """joblib settings from ``preprocess.*`` (not DVC deps: they never change the result)."""
+    return {"n_jobs": P.integer(params, "preprocess.n_jobs", default=-1),
+            "backend": P.choice(params, "preprocess.backend", BACKENDS, default="loky")}

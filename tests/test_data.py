@@ -1,0 +1,205 @@
+"""The data library on the real mini set: fusing, the zip reader, resizing rules and bad input."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from eyelip import atomic
+from eyelip.arrays import NpyRowWriter, read_ids
+from eyelip.errors import DataError, ParamError
+from eyelip.fuse import FusedMasks, check_targets, fuse, fuse_dataset
+from eyelip.layout import mask_relpath
+from eyelip.preprocess import decode_image, resize_mask
+from eyelip.resize import resize_dataset
+from eyelip.source import Source
+
+EYES_LIPS = {"eyes_lips": ["l_eye", "r_eye", "u_lip", "l_lip"]}
+TWO = {"eyes": ["l_eye", "r_eye"], "lips": ["u_lip", "l_lip"]}
+
+
+def naive_union(root: Path, sample_id: int, parts: list[str]) -> np.ndarray:
+    """Independent reference: OR of the part PNGs that exist, any non-zero value as foreground."""
+    out = np.zeros((512, 512), dtype=bool)
+    for part in parts:
+        path = root / mask_relpath(sample_id, part)
+        if path.exists():
+            out |= np.array(Image.open(path).convert("L")) > 0
+    return out
+
+
+def mini_subset(mini: Path, dest: Path, ids: list[int]) -> Path:
+    """A folder with a few real samples (a temporary working copy, deleted with tmp_path)."""
+    for sample_id in ids:
+        for src in [mini / "CelebA-HQ-img" / f"{sample_id}.jpg",
+                    *(mini / "CelebAMask-HQ-mask-anno" / str(sample_id // 2000)).glob(f"{sample_id:05d}_*.png")]:
+            target = dest / src.relative_to(mini)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, target)
+    return dest
+
+
+@pytest.mark.parametrize("targets", [EYES_LIPS, TWO], ids=["eyes_lips", "eyes+lips"])
+def test_fused_masks_equal_independent_union(mini: Path, tmp_path: Path, targets: dict) -> None:
+    summary = fuse_dataset(Source(mini), tmp_path / "fused", targets, n_jobs=2)
+    fused = FusedMasks(tmp_path / "fused")
+    assert summary["samples"] == len(fused) == 504 and summary["skipped"] == 0
+    missing_eye = [i for i in fused.ids if not (mini / mask_relpath(i, "l_eye")).exists()]
+    assert missing_eye, "the mini set has samples without l_eye"
+    check = sorted({*range(0, 500, 7), *missing_eye, 2000, 2001, 2002, 2003})
+    for sample_id in check:
+        masks = fused[fused.ids.index(sample_id)]
+        assert masks.shape == (len(targets), 512, 512)
+        for channel, parts in enumerate(targets.values()):
+            np.testing.assert_array_equal(masks[channel], naive_union(mini, sample_id, parts), err_msg=f"id {sample_id}")
+
+
+def test_fusing_is_identical_for_any_n_jobs(mini: Path, tmp_path: Path) -> None:
+    subset = mini_subset(mini, tmp_path / "data", list(range(70)))
+    fuse_dataset(Source(subset), tmp_path / "a", EYES_LIPS, n_jobs=1)
+    fuse_dataset(Source(subset), tmp_path / "b", EYES_LIPS, n_jobs=2)
+    assert (tmp_path / "a" / "masks.npy").read_bytes() == (tmp_path / "b" / "masks.npy").read_bytes()
+
+
+def test_label_map_rule_lets_later_parts_cover_eyes() -> None:
+    eye = np.zeros((4, 4), bool)
+    eye[1, 1:3] = True
+    hair = np.zeros((4, 4), bool)
+    hair[1, 2] = True
+    parts = {"l_eye": eye, "hair": hair}
+    union = fuse(parts, {"e": ["l_eye"]}, "union", (4, 4))[0]
+    label = fuse(parts, {"e": ["l_eye"]}, "label_map", (4, 4))[0]
+    assert union.sum() == 2 and label.sum() == 1 and not label[1, 2]
+
+
+def test_zip_reads_like_the_folder(mini: Path, tmp_path: Path) -> None:
+    subset = mini_subset(mini, tmp_path / "CelebAMask-HQ", [0, 1, 2, 2000])
+    archive = tmp_path / "CelebAMask-HQ.zip"
+    with zipfile.ZipFile(archive, "w") as zf:  # the official zip's top-level folder
+        for path in sorted(subset.rglob("*")):
+            zf.write(path, path.relative_to(tmp_path))
+    fuse_dataset(Source(subset), tmp_path / "f1", TWO, n_jobs=1)
+    fuse_dataset(Source(archive), tmp_path / "f2", TWO, n_jobs=1)
+    assert read_ids(tmp_path / "f2" / "ids.txt") == [0, 1, 2, 2000]
+    assert (tmp_path / "f1" / "masks.npy").read_bytes() == (tmp_path / "f2" / "masks.npy").read_bytes()
+    resize_dataset(Source(subset), tmp_path / "f1", tmp_path / "r1", 64, n_jobs=1)
+    resize_dataset(Source(archive), tmp_path / "f2", tmp_path / "r2", 64, n_jobs=1)
+    for name in ("images.npy", "masks.npy"):
+        assert (tmp_path / "r1" / name).read_bytes() == (tmp_path / "r2" / name).read_bytes()
+
+
+def test_resized_arrays_follow_the_documented_rules(mini: Path, tmp_path: Path) -> None:
+    subset = mini_subset(mini, tmp_path / "data", [3, 2001])  # a 512 px and a 1024 px photo
+    fuse_dataset(Source(subset), tmp_path / "fused", TWO, n_jobs=1)
+    resize_dataset(Source(subset), tmp_path / "fused", tmp_path / "resized", 128, n_jobs=1)
+    images = np.load(tmp_path / "resized" / "images.npy", mmap_mode="r")
+    masks = np.load(tmp_path / "resized" / "masks.npy", mmap_mode="r")
+    assert isinstance(images, np.memmap) and images.shape == (2, 128, 128, 3) and images.dtype == np.uint8
+    assert masks.shape == (2, 2, 128, 128) and set(np.unique(masks)) <= {0, 1}
+    fused = FusedMasks(tmp_path / "fused")
+    # Area rule: a 128 px pixel is foreground iff >= half of its 4x4 block of 512 px pixels is.
+    blocks = fused[1].reshape(2, 128, 4, 128, 4).mean(axis=(2, 4))
+    np.testing.assert_array_equal(masks[1], blocks >= 0.5)
+    # Reduced-scale decode stays within JPEG noise of a full decode + resize.
+    full = Image.open(subset / "CelebA-HQ-img" / "2001.jpg").convert("RGB").resize((128, 128), Image.Resampling.BOX)
+    assert np.abs(images[1].astype(int) - np.asarray(full, dtype=int)).mean() < 3
+
+
+def test_resize_mask_keeps_half_covered_pixels() -> None:
+    mask = np.zeros((4, 4), bool)
+    mask[0, 0:2] = True   # 2 of 4 pixels in the top-left 2x2 block: kept
+    mask[2, 2] = True     # 1 of 4: dropped
+    np.testing.assert_array_equal(resize_mask(mask, 2), [[True, False], [False, False]])
+
+
+# --- bad input: one clear message naming the file or key ---------------------------------------
+
+def test_missing_or_wrong_root_is_named(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"data.root: .*nowhere does not exist"):
+        Source(tmp_path / "nowhere")
+    (tmp_path / "photos").mkdir()
+    with pytest.raises(DataError, match=r"not CelebAMask-HQ-shaped: CelebA-HQ-img/ not found"):
+        Source(tmp_path / "photos")
+    (tmp_path / "notes.zip").write_text("not a zip")
+    with pytest.raises(DataError, match=r"neither a folder nor a zip"):
+        Source(tmp_path / "notes.zip")
+
+
+def test_unknown_part_names_the_key() -> None:
+    with pytest.raises(ParamError, match=r"data.targets.eyes: unknown part 'l_eyes'"):
+        check_targets({"eyes": ["l_eyes"]})
+
+
+@pytest.fixture
+def damaged(mini: Path, tmp_path: Path) -> Path:
+    """Ten real samples: #2 has a truncated JPEG, #4 a corrupt part PNG, #6 a 256 px mask."""
+    root = mini_subset(mini, tmp_path / "data", list(range(10)))
+    jpg = root / "CelebA-HQ-img" / "2.jpg"
+    jpg.write_bytes(jpg.read_bytes()[: jpg.stat().st_size // 2])
+    (root / mask_relpath(4, "u_lip")).write_bytes(b"\x89PNG garbage")
+    small = root / mask_relpath(6, "skin")
+    Image.open(small).resize((256, 256)).save(small)
+    for part in ("l_eye", "r_eye", "u_lip", "l_lip"):  # only the resized part is left to size sample 6
+        (root / mask_relpath(6, part)).unlink(missing_ok=True)
+    return root
+
+
+def test_bad_samples_fail_with_the_file_named(damaged: Path, tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"00004_u_lip.png: not a readable image"):
+        fuse_dataset(Source(damaged), tmp_path / "fused", EYES_LIPS, n_jobs=1)
+    assert not (tmp_path / "fused").exists(), "a failed stage must leave no output"
+
+
+def test_bad_samples_are_skipped_and_listed(damaged: Path, tmp_path: Path) -> None:
+    summary = fuse_dataset(Source(damaged), tmp_path / "fused", EYES_LIPS, on_error="skip", n_jobs=2)
+    skipped = (tmp_path / "fused" / "skipped.json").read_text()
+    assert summary["skipped"] == 2 and "00004_u_lip.png" in skipped and "256x256" in skipped
+    with pytest.raises(DataError, match=r"2.jpg: corrupt or truncated image"):
+        resize_dataset(Source(damaged), tmp_path / "fused", tmp_path / "resized", 64, n_jobs=1)
+    assert not (tmp_path / "resized").exists()
+    summary = resize_dataset(Source(damaged), tmp_path / "fused", tmp_path / "resized", 64, on_error="skip", n_jobs=1)
+    assert read_ids(tmp_path / "resized" / "ids.txt") == [0, 1, 3, 5, 7, 8, 9] and summary["skipped"] == 1
+
+
+def test_missing_mask_folder_is_named(mini: Path, tmp_path: Path) -> None:
+    root = mini_subset(mini, tmp_path / "data", [0, 2000])
+    shutil.rmtree(root / "CelebAMask-HQ-mask-anno" / "1")
+    with pytest.raises(DataError, match=r"2000.jpg: its mask folder .*CelebAMask-HQ-mask-anno/1/ is missing"):
+        fuse_dataset(Source(root), tmp_path / "fused", EYES_LIPS, n_jobs=1)
+
+
+def test_decode_image_rejects_non_images() -> None:
+    with pytest.raises(DataError, match=r"photo.jpg: not a readable image"):
+        decode_image(b"hello", 64, "photo.jpg")
+    png = io.BytesIO()
+    Image.new("RGB", (40, 30), "red").save(png, "PNG")
+    assert decode_image(png.getvalue(), 16, "x.png").shape == (16, 16, 3)
+
+
+# --- output mechanics ---------------------------------------------------------------------------
+
+def test_interrupted_output_leaves_nothing(tmp_path: Path) -> None:
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "old.txt").write_text("previous run")
+    with pytest.raises(KeyboardInterrupt):
+        with atomic.atomic_path(tmp_path / "out", directory=True) as tmp:
+            (tmp / "half.npy").write_bytes(b"...")
+            raise KeyboardInterrupt
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert (tmp_path / "out" / "old.txt").read_text() == "previous run"
+
+
+def test_row_writer_makes_a_loadable_memmap(tmp_path: Path) -> None:
+    rows = np.arange(5 * 3 * 4, dtype=np.uint8).reshape(5, 3, 4)
+    with NpyRowWriter(tmp_path / "a.npy", (3, 4), np.uint8) as writer:
+        writer.append(rows[:2])
+        writer.append(rows[2:])
+    loaded = np.load(tmp_path / "a.npy", mmap_mode="r")
+    assert loaded.shape == (5, 3, 4)
+    np.testing.assert_array_equal(loaded, rows)

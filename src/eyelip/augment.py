@@ -1,0 +1,180 @@
+"""Batched data augmentation on tensors, run on the training device.
+
+Random parameters are drawn per sample from an explicit ``torch.Generator``, so a run is
+reproducible from its seed, independently of data-loader workers. Geometric transforms are
+applied identically to images and masks; colour transforms touch images only.
+
+Strengths (the ``train.augment`` params dict; a missing key or 0 disables that transform):
+
+* ``hflip``: probability of a horizontal flip. Target channels listed in ``flip_pairs``
+  swap places (e.g. ``l_eye`` / ``r_eye`` if they were separate channels; with the default
+  fused ``eyes_lips`` or ``eyes`` / ``lips`` layouts there is nothing to swap).
+* ``brightness``, ``contrast``, ``saturation``: factor drawn from ``U(1 - s, 1 + s)``.
+* ``hue``: rotation of the chroma plane (YIQ space) by ``U(-h, h)`` of a full turn; a cheap
+  linear stand-in for an HSV hue shift, ``h`` <= 0.5.
+* ``rotate``: rotation in degrees drawn from ``U(-r, r)``.
+* ``scale``: zoom factor drawn from ``U(1 - s, 1 + s)``.
+* ``translate``: shift of ``U(-t, t)`` of the image size along each axis.
+
+Rotation, scale and translation form one affine warp (``affine_grid`` + ``grid_sample``).
+Areas moved in from outside the frame are zero (black image, background mask). Masks are
+warped bilinearly and re-binarised at 0.5, which keeps their boundaries in place better than
+nearest-neighbour sampling.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+# Valid range of each strength: (upper bound, whether the bound itself is allowed).
+_RANGES = {
+    "hflip": (1.0, True),
+    "brightness": (1.0, True),
+    "contrast": (1.0, True),
+    "saturation": (1.0, True),
+    "hue": (0.5, True),
+    "rotate": (180.0, True),
+    "scale": (1.0, False),  # the zoom factor 1 - scale must stay positive
+    "translate": (1.0, True),
+}
+KEYS = tuple(_RANGES)
+_LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601, also the Y row of YIQ
+_RGB_TO_YIQ = torch.tensor([_LUMA, (0.596, -0.274, -0.322), (0.211, -0.523, 0.312)])
+
+Uniform = Callable[[float, float], torch.Tensor]  # (low, high) -> (N,) per-sample draws
+
+
+class Augment:
+    """Random flip, colour jitter and affine warp of a batch.
+
+    Args:
+        cfg: strengths keyed by :data:`KEYS` (see the module docstring); an unknown key or an
+            out-of-range value raises ``ValueError`` naming ``train.augment.<key>``.
+        flip_pairs: pairs ``(i, j)`` of mask channels that swap under a horizontal flip.
+    """
+
+    def __init__(self, cfg: dict[str, Any], flip_pairs: Sequence[tuple[int, int]] = ()) -> None:
+        for key, value in cfg.items():
+            if key not in KEYS:
+                raise ValueError(f"train.augment.{key}: unknown key; expected one of {list(KEYS)}")
+            upper, inclusive = _RANGES[key]
+            if not (0 <= value <= upper if inclusive else 0 <= value < upper):
+                bracket = "]" if inclusive else ")"
+                raise ValueError(
+                    f"train.augment.{key}: must be in [0, {upper:g}{bracket}, got {value!r}"
+                )
+        self.cfg = {key: float(cfg.get(key, 0.0)) for key in KEYS}
+        channels = [c for pair in flip_pairs for c in pair]
+        if len(set(channels)) != len(channels) or any(len(pair) != 2 for pair in flip_pairs):
+            raise ValueError(f"flip_pairs must be disjoint (i, j) pairs, got {flip_pairs!r}")
+        self.flip_pairs = [tuple(pair) for pair in flip_pairs]
+
+    def __call__(
+        self, images: torch.Tensor, masks: torch.Tensor, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Augment a batch.
+
+        Args:
+            images: float (N, 3, H, W) in [0, 1].
+            masks: float (N, C, H, W) with values 0/1.
+            generator: source of randomness; it may live on the CPU even for CUDA batches
+                (the few per-sample numbers are copied over), which also makes a seed give the
+                same augmentations on every device.
+
+        Returns:
+            New ``(images, masks)`` tensors of the same shapes; the inputs are not modified.
+        """
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"images must be (N, 3, H, W), got {tuple(images.shape)}")
+        n = images.shape[0]
+        if masks.ndim != 4 or masks.shape[0] != n or masks.shape[2:] != images.shape[2:]:
+            raise ValueError(
+                f"masks must be (N, C, H, W) matching images {tuple(images.shape)}, "
+                f"got {tuple(masks.shape)}"
+            )
+
+        def uniform(low: float, high: float) -> torch.Tensor:
+            values = torch.rand(n, generator=generator, device=generator.device)
+            return (low + (high - low) * values).to(images.device, images.dtype)
+
+        cfg = self.cfg
+        if cfg["hflip"]:
+            flip = (uniform(0, 1) < cfg["hflip"]).view(n, 1, 1, 1)
+            images = torch.where(flip, images.flip(-1), images)
+            masks = torch.where(flip, self._swap_pairs(masks.flip(-1)), masks)
+        if cfg["brightness"]:
+            images = images * _factor(uniform, cfg["brightness"])
+        if cfg["contrast"]:
+            mean = _gray(images).mean((2, 3), keepdim=True)
+            images = mean + (images - mean) * _factor(uniform, cfg["contrast"])
+        if cfg["saturation"]:
+            gray = _gray(images)
+            images = gray + (images - gray) * _factor(uniform, cfg["saturation"])
+        if cfg["hue"]:
+            images = _rotate_hue(images, uniform(-cfg["hue"], cfg["hue"]) * 2 * math.pi)
+        if cfg["brightness"] or cfg["contrast"] or cfg["saturation"] or cfg["hue"]:
+            images = images.clamp(0, 1)
+        if cfg["rotate"] or cfg["scale"] or cfg["translate"]:
+            images, masks = self._warp(images, masks, uniform)
+        return images, masks
+
+    def _swap_pairs(self, masks: torch.Tensor) -> torch.Tensor:
+        order = list(range(masks.shape[1]))
+        for i, j in self.flip_pairs:
+            if max(i, j) >= len(order):
+                raise ValueError(f"flip pair {(i, j)} out of range for {len(order)} mask channels")
+            order[i], order[j] = order[j], order[i]
+        return masks[:, order]
+
+    def _warp(
+        self, images: torch.Tensor, masks: torch.Tensor, uniform: Uniform
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        cfg = self.cfg
+        n, _, height, width = images.shape
+        angle = uniform(-cfg["rotate"], cfg["rotate"]) * (math.pi / 180)
+        scale = uniform(1 - cfg["scale"], 1 + cfg["scale"])
+        # affine_grid maps output to input coordinates, so the inverse zoom (1 / scale) makes
+        # the content scale times larger. Normalised coordinates run over [-1, 1], hence 2 *
+        # translate; the H/W ratios keep rotation rigid on non-square images.
+        cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+        shift_x = uniform(-1, 1) * 2 * cfg["translate"]
+        shift_y = uniform(-1, 1) * 2 * cfg["translate"]
+        theta = torch.stack(
+            [
+                torch.stack([cos, -sin * height / width, shift_x], -1),
+                torch.stack([sin * width / height, cos, shift_y], -1),
+            ],
+            dim=1,
+        )
+        grid = F.affine_grid(theta, [n, 1, height, width], align_corners=False)
+        images = F.grid_sample(images, grid, padding_mode="zeros", align_corners=False)
+        masks = F.grid_sample(
+            masks, grid.to(masks.dtype), padding_mode="zeros", align_corners=False
+        )
+        return images, (masks > 0.5).to(masks.dtype)
+
+
+def _factor(uniform: Uniform, strength: float) -> torch.Tensor:
+    return uniform(1 - strength, 1 + strength).view(-1, 1, 1, 1)
+
+
+def _gray(images: torch.Tensor) -> torch.Tensor:
+    weights = images.new_tensor(_LUMA).view(1, 3, 1, 1)
+    return (images * weights).sum(1, keepdim=True)
+
+
+def _rotate_hue(images: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
+    """Rotate the I/Q chroma plane by ``angle`` (N,) radians, keeping luma Y fixed."""
+    angle = angle.float()  # linalg.inv has no half-precision kernels
+    to_yiq = _RGB_TO_YIQ.to(angle.device)
+    rotation = torch.zeros(len(angle), 3, 3, device=angle.device)
+    rotation[:, 0, 0] = 1
+    rotation[:, 1, 1], rotation[:, 1, 2] = angle.cos(), -angle.sin()
+    rotation[:, 2, 1], rotation[:, 2, 2] = angle.sin(), angle.cos()
+    transform = torch.linalg.inv(to_yiq) @ rotation @ to_yiq  # (N, 3, 3) in RGB space
+    return torch.einsum("nij,njhw->nihw", transform.to(images.dtype), images)

@@ -1,0 +1,146 @@
+import pytest
+import torch
+
+from eyelip.augment import KEYS, Augment
+
+FULL = {"hflip": 0.5, "brightness": 0.2, "contrast": 0.2, "saturation": 0.2, "hue": 0.05,
+        "rotate": 10, "scale": 0.1, "translate": 0.05}  # fmt: skip
+
+
+def batch(n: int = 4, channels: int = 2, size: int = 16, seed: int = 0):
+    generator = torch.Generator().manual_seed(seed)
+    images = torch.rand(n, 3, size, size, generator=generator)
+    masks = (torch.rand(n, channels, size, size, generator=generator) > 0.7).float()
+    return images, masks
+
+
+def run(cfg, images, masks, seed=0, flip_pairs=()):
+    return Augment(cfg, flip_pairs)(images, masks, torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("cfg", [{}, dict.fromkeys(KEYS, 0)])
+def test_disabled_augmentation_is_identity(cfg):
+    images, masks = batch()
+    out_images, out_masks = run(cfg, images, masks)
+    assert torch.equal(out_images, images) and torch.equal(out_masks, masks)
+
+
+def test_same_seed_same_output_and_inputs_untouched():
+    images, masks = batch()
+    before = images.clone(), masks.clone()
+    first = run(FULL, images, masks, seed=7)
+    second = run(FULL, images, masks, seed=7)
+    other = run(FULL, images, masks, seed=8)
+    assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
+    assert not torch.equal(first[0], other[0])
+    assert torch.equal(images, before[0]) and torch.equal(masks, before[1])
+
+
+def test_full_augmentation_keeps_ranges_and_shapes():
+    images, masks = batch(n=8)
+    out_images, out_masks = run(FULL, images, masks)
+    assert out_images.shape == images.shape and out_masks.shape == masks.shape
+    assert 0 <= out_images.min() and out_images.max() <= 1
+    assert set(out_masks.unique().tolist()) <= {0.0, 1.0}
+
+
+def test_hflip_swaps_paired_channels():
+    images, masks = batch(channels=3)
+    out_images, out_masks = run({"hflip": 1.0}, images, masks, flip_pairs=[(0, 2)])
+    assert torch.equal(out_images, images.flip(-1))
+    assert torch.equal(out_masks[:, 0], masks[:, 2].flip(-1))
+    assert torch.equal(out_masks[:, 2], masks[:, 0].flip(-1))
+    assert torch.equal(out_masks[:, 1], masks[:, 1].flip(-1))
+
+
+def test_hflip_without_pairs_keeps_channel_order():
+    images, masks = batch()
+    _, out_masks = run({"hflip": 1.0}, images, masks)
+    assert torch.equal(out_masks, masks.flip(-1))
+
+
+def test_hflip_is_decided_per_sample_and_jointly():
+    images, masks = batch(n=32)
+    out_images, out_masks = run({"hflip": 0.5}, images, masks)
+    flipped = [torch.equal(out_images[i], images[i].flip(-1)) for i in range(32)]
+    kept = [torch.equal(out_images[i], images[i]) for i in range(32)]
+    assert all(f != k for f, k in zip(flipped, kept))
+    assert 0 < sum(flipped) < 32
+    for i in range(32):
+        assert torch.equal(out_masks[i], masks[i].flip(-1) if flipped[i] else masks[i])
+
+
+def test_affine_warp_moves_image_and_mask_together():
+    _, masks = batch(n=6, channels=1, size=32)
+    masks[:, :, 8:24, 8:24] = 1  # a solid block that survives the warp
+    images = masks.repeat(1, 3, 1, 1)  # the image is the mask, so both must warp identically
+    out_images, out_masks = run({"rotate": 30, "scale": 0.2, "translate": 0.1}, images, masks)
+    assert not torch.equal(out_masks, masks)
+    assert torch.equal((out_images > 0.5).float(), out_masks.expand_as(out_images))
+
+
+def test_pure_translation_keeps_area_and_bounds_the_shift():
+    # translate t shifts by U(-t, t) of the size: 0.125 * 32 = 4 pixels at most per axis.
+    masks = torch.zeros(8, 1, 32, 32)
+    masks[:, :, 12:20, 12:20] = 1
+    out_images, out_masks = run({"translate": 0.125}, masks.repeat(1, 3, 1, 1), masks)
+    coords = torch.arange(32.0)
+    for mask in out_masks[:, 0]:
+        assert 56 <= mask.sum() <= 72  # 64 pixels, +-1 row/column from re-binarisation
+        cy = (mask.sum(1) * coords).sum() / mask.sum()
+        cx = (mask.sum(0) * coords).sum() / mask.sum()
+        assert abs(cy - 15.5) <= 4.5 and abs(cx - 15.5) <= 4.5
+
+
+def test_colour_jitter_leaves_masks_alone_and_gray_stays_gray():
+    images, masks = batch()
+    gray = images[:, :1].expand(-1, 3, -1, -1)
+    out_images, out_masks = run({"saturation": 0.5, "hue": 0.5}, gray, masks)
+    torch.testing.assert_close(out_images, gray.clamp(0, 1))  # no chroma to scale or rotate
+    assert torch.equal(out_masks, masks)
+
+
+def test_brightness_scales_each_image_by_one_factor_in_range():
+    images, masks = batch()
+    images = images * 0.5 + 0.1  # keep clear of the clamp
+    out_images, _ = run({"brightness": 0.2}, images, masks)
+    ratio = out_images / images
+    per_image = ratio.flatten(1)
+    torch.testing.assert_close(per_image, per_image[:, :1].expand_as(per_image))
+    assert ((0.8 <= per_image[:, 0]) & (per_image[:, 0] <= 1.2)).all()
+
+
+def test_contrast_keeps_mean_luma_and_scales_deviations():
+    images, masks = batch()
+    images = images * 0.5 + 0.25  # keep clear of the clamp: factors are within 1 +- 0.2
+    out_images, _ = run({"contrast": 0.2}, images, masks)
+    luma = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+    def mean_luma(x: torch.Tensor) -> torch.Tensor:
+        return (x * luma).sum(1, keepdim=True).mean((2, 3), keepdim=True)
+
+    mean = mean_luma(images)
+    torch.testing.assert_close(mean_luma(out_images), mean)
+    factor = ((out_images - mean) / (images - mean)).flatten(1).median(1).values
+    assert ((0.8 <= factor) & (factor <= 1.2)).all() and not torch.allclose(factor, torch.ones(4))
+
+
+@pytest.mark.parametrize(
+    ("cfg", "message"),
+    [
+        ({"flip": 0.5}, r"train\.augment\.flip: unknown key; expected one of"),
+        ({"hflip": 1.5}, r"train\.augment\.hflip: must be in \[0, 1\]"),
+        ({"rotate": -5}, r"train\.augment\.rotate: must be in \[0, 180\]"),
+        ({"scale": 1.0}, r"train\.augment\.scale: must be in \[0, 1\)"),
+    ],
+)
+def test_bad_params_are_rejected_with_their_key(cfg, message):
+    with pytest.raises(ValueError, match=message):
+        Augment(cfg)
+
+
+def test_bad_flip_pairs_are_rejected():
+    with pytest.raises(ValueError, match="disjoint"):
+        Augment({}, flip_pairs=[(0, 1), (1, 2)])
+    images, masks = batch(channels=2)
+    with pytest.raises(ValueError, match="out of range"):
+        run({"hflip": 1.0}, images, masks, flip_pairs=[(0, 2)])

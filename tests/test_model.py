@@ -1,0 +1,117 @@
+import warnings
+
+import pytest
+import torch
+
+from eyelip.model import UNet, build_model
+
+
+def n_params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize(
+    ("base_width", "depth", "norm", "size"),
+    [(8, 3, "batch", 24), (16, 4, "batch", 32), (4, 4, "group", 48), (8, 2, "none", 20)],
+)
+def test_output_is_logits_of_input_size(base_width, depth, norm, size):
+    model = UNet(out_channels=2, base_width=base_width, depth=depth, norm=norm).eval()
+    out = model(torch.rand(2, 3, size, size))
+    assert out.shape == (2, 2, size, size)
+    assert out.dtype == torch.float32
+
+
+def test_non_square_input():
+    assert UNet(base_width=4, depth=3).eval()(torch.rand(1, 3, 16, 40)).shape == (1, 1, 16, 40)
+
+
+def test_size_not_divisible_by_2_pow_depth_raises():
+    with pytest.raises(ValueError, match=r"divisible by 16, got 40x48"):
+        UNet(base_width=4, depth=4)(torch.rand(1, 3, 40, 48))
+    # the same size is fine one level shallower (40 and 48 are multiples of 8)
+    UNet(base_width=4, depth=3).eval()(torch.rand(1, 3, 40, 48))
+
+
+def test_parameter_counts():
+    # Measured once and pinned: a change here means the architecture changed.
+    assert n_params(UNet(base_width=16, depth=4)) == 1_942_577  # ~1.94M, the default
+    assert n_params(UNet(base_width=16, depth=4, norm="group")) == 1_942_577  # same affine params
+    assert n_params(UNet(base_width=16, depth=4, norm="none")) == 1_941_105  # conv biases, no norm
+    assert n_params(UNet(base_width=16, depth=3)) == 482_737
+    # Width scales the conv weights quadratically; 64/4 is the classic ~31.0M U-Net (the seed).
+    assert n_params(UNet(base_width=64, depth=4)) == 31_037_633
+
+
+def test_every_parameter_gets_a_gradient():
+    model = UNet(out_channels=2, base_width=4, depth=3, norm="group", dropout=0.1)
+    model(torch.rand(2, 3, 16, 16)).sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+
+
+def test_dropout_only_in_training_mode():
+    model = UNet(base_width=4, depth=2, norm="none", dropout=0.5)
+    x = torch.rand(2, 3, 16, 16)
+    torch.manual_seed(0)
+    assert not torch.equal(model(x), model(x))
+    model.eval()
+    assert torch.equal(model(x), model(x))
+
+
+def test_jit_trace_matches_eager_without_tracer_warnings():
+    model = UNet(out_channels=2, base_width=4, depth=3).eval()
+    x = torch.rand(1, 3, 32, 32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", torch.jit.TracerWarning)
+        traced = torch.jit.trace(model, x)
+    other = torch.rand(3, 3, 32, 32)
+    torch.testing.assert_close(traced(other), model(other))
+
+
+def test_torch_export_with_dynamic_batch_and_size():
+    # torch.export is the front end of the default (dynamo) torch.onnx.export path.
+    model = UNet(base_width=4, depth=3).eval()
+    k = torch.export.Dim("k", min=1, max=32)
+    program = torch.export.export(
+        model,
+        (torch.rand(2, 3, 32, 32),),
+        dynamic_shapes=({0: torch.export.Dim("batch"), 2: 8 * k, 3: 8 * k},),
+    )
+    x = torch.rand(3, 3, 48, 48)
+    torch.testing.assert_close(program.module()(x), model(x))
+
+
+def test_legacy_onnx_export_runs_in_onnxruntime(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    model = UNet(out_channels=2, base_width=4, depth=3).eval()
+    path = tmp_path / "unet.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter
+        torch.onnx.export(
+            model, (torch.rand(1, 3, 32, 32),), str(path), dynamo=False,
+            input_names=["image"], output_names=["logits"], dynamic_axes={"image": {0: "batch"}},
+        )  # fmt: skip
+    x = torch.rand(2, 3, 32, 32)
+    (out,) = ort.InferenceSession(str(path)).run(None, {"image": x.numpy()})
+    torch.testing.assert_close(torch.from_numpy(out), model(x), atol=1e-4, rtol=1e-4)
+
+
+def test_build_model_from_params():
+    model = build_model({"base_width": 8, "depth": 3, "norm": "group", "dropout": 0.2}, 2)
+    assert model.head.out_channels == 2
+    assert model.depth == 3
+    assert n_params(build_model({}, 1)) == n_params(UNet())
+
+
+@pytest.mark.parametrize(
+    ("cfg", "message"),
+    [
+        ({"width": 8}, r"model\.width: unknown key"),
+        ({"norm": "layer"}, r"norm must be one of"),
+        ({"depth": 0}, r"depth must be >= 1"),
+        ({"dropout": 1.0}, r"dropout must be in \[0, 1\)"),
+    ],
+)
+def test_build_model_rejects_bad_params(cfg, message):
+    with pytest.raises(ValueError, match=message):
+        build_model(cfg, 1)

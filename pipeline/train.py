@@ -1,0 +1,45 @@
+"""Stage `train`: U-Net on the train split, early-stopped on val IoU; tracked in MLflow and DVC.
+
+Writes models/model.pt (best epoch), models/checkpoint.pt (persisted: resumes an interrupted
+run), models/run.json (the MLflow run that evaluate and export add to), metrics/train.json,
+metrics/train_history.csv and metrics/train_curves.png.
+"""
+
+from pathlib import Path
+
+from eyelip import atomic
+from eyelip import params as P
+from eyelip import stage
+from eyelip.dataset import ResizedArrays, split_rows, to_input
+from eyelip.fuse import check_targets
+from eyelip.plots import history_csv, training_curves
+from eyelip.tracking import TrackedRun
+from eyelip.train import TrainConfig, fit, load_model
+
+MODEL, CHECKPOINT = Path("models/model.pt"), Path("models/checkpoint.pt")
+HISTORY, CURVES = Path("metrics/train_history.csv"), Path("metrics/train_curves.png")
+
+
+def main(params: dict) -> None:
+    cfg = TrainConfig.from_params(params)
+    targets = check_targets(P.get(params, "data.targets"))
+    arrays = ResizedArrays("data/resized")
+    train_rows, val_rows = split_rows(arrays, "data/split", "train"), split_rows(arrays, "data/split", "val")
+    print(f"training on {len(train_rows)} images, validating on {len(val_rows)} "
+          f"({arrays.size} px, targets: {', '.join(targets)})")
+    run = TrackedRun(P.get(params, "tracking.experiment", "eyelip"), params)
+    meta = {"targets": list(targets), "target_parts": targets, "rule": P.get(params, "data.rule"), "size": arrays.size}
+    summary = fit(cfg, arrays, train_rows, val_rows, meta, MODEL, CHECKPOINT, cfg.fingerprint(run.data_version),
+                  on_epoch=run.log_epoch, on_start=run.start)
+    history = summary.pop("history")
+    summary.pop("run_id")
+    atomic.write_json("metrics/train.json", summary)
+    atomic.write_text(HISTORY, history_csv(history))
+    training_curves(history, CURVES, summary["best_epoch"])
+    model, _ = load_model(MODEL)
+    run.finish([HISTORY, CURVES], model, to_input(arrays.images[val_rows[:2]]).numpy())
+    print(f"best val IoU {summary['best_val_iou']:.4f} at epoch {summary['best_epoch']} -> {MODEL}")
+
+
+if __name__ == "__main__":
+    stage.run("train", main)

@@ -1,0 +1,63 @@
+"""Training batches from the memory-mapped arrays of the ``resize`` stage.
+
+Only the rows of a batch are read from disk, so a 256 px full dataset (~6 GB) never has to fit in
+RAM. Model input is RGB scaled to [0, 1], (N, 3, S, S) float32; targets are (N, C, S, S) float32.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from eyelip.arrays import read_ids
+from eyelip.errors import DataError
+from eyelip.inference import to_nchw
+
+
+def to_input(images: np.ndarray) -> torch.Tensor:
+    """uint8 (N, S, S, 3) -> float (N, 3, S, S) in [0, 1], by the predictors' own rule."""
+    return torch.from_numpy(to_nchw(images))
+
+
+class ResizedArrays:
+    """``images.npy`` / ``masks.npy`` / ``ids.txt`` of a resized dataset, memory-mapped."""
+
+    def __init__(self, directory: str | Path) -> None:
+        directory = Path(directory)
+        self.images = np.load(directory / "images.npy", mmap_mode="r")
+        self.masks = np.load(directory / "masks.npy", mmap_mode="r")
+        self.ids = read_ids(directory / "ids.txt")
+        self._row = {sample_id: row for row, sample_id in enumerate(self.ids)}
+
+    @property
+    def size(self) -> int:
+        return int(self.images.shape[1])
+
+    @property
+    def channels(self) -> int:
+        return int(self.masks.shape[1])
+
+    def rows(self, ids: Sequence[int], name: str = "split") -> np.ndarray:
+        missing = [i for i in ids if i not in self._row]
+        if missing:
+            raise DataError(f"{name}: ids {missing[:5]} are not in the resized data; re-run `dvc repro`")
+        return np.array([self._row[i] for i in ids], dtype=np.int64)
+
+    def batch(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        order = np.sort(rows)  # sorted reads are sequential on disk; order within a batch is irrelevant
+        return to_input(self.images[order]), torch.from_numpy(self.masks[order].astype(np.float32))
+
+    def batches(self, rows: np.ndarray, batch_size: int, generator: torch.Generator | None = None
+                ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Batches over ``rows``; shuffled with ``generator`` when given (training), else in order."""
+        if generator is not None:
+            rows = rows[torch.randperm(len(rows), generator=generator).numpy()]
+        for start in range(0, len(rows), batch_size):
+            yield self.batch(rows[start:start + batch_size])
+
+
+def split_rows(arrays: ResizedArrays, split_dir: str | Path, name: str) -> np.ndarray:
+    return arrays.rows(read_ids(Path(split_dir) / f"{name}.txt"), f"data/split/{name}.txt")

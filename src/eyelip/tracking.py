@@ -1,0 +1,122 @@
+"""MLflow tracking: where runs go, what each run records, and how later stages find it.
+
+The store is SQLite at the repository root (``sqlite:///<root>/mlflow.db``). ``DVC_ROOT`` (set by
+``dvc repro`` and ``dvc exp run``, also in ``--temp``/``--queue`` copies) names the root, so runs
+land in the original repository rather than vanishing with a temporary copy.
+``MLFLOW_TRACKING_URI`` overrides it (a shared tracking server).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from eyelip import atomic
+from eyelip.params import flatten
+
+RUN_FILE = "models/run.json"
+
+
+def project_root() -> Path:
+    return Path(os.environ.get("DVC_ROOT") or Path.cwd()).resolve()
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_root() / 'mlflow.db'}"
+
+
+def git_commit(cwd: Path | None = None) -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"  # not a git checkout, or no commit yet
+
+
+def data_version(lock_file: str | Path = "dvc.lock", stages: tuple[str, ...] = ("resize", "split")) -> str:
+    """Short hash of the data outputs recorded in dvc.lock: equal hashes mean the same data."""
+    try:
+        lock = yaml.safe_load(Path(lock_file).read_text()) or {}
+    except OSError:
+        return "unknown"
+    hashes = [out.get("md5", "") for name in stages for out in lock.get("stages", {}).get(name, {}).get("outs", [])]
+    return hashlib.sha1("".join(hashes).encode()).hexdigest()[:12] if any(hashes) else "unknown"
+
+
+def run_tags() -> dict[str, str]:
+    tags = {"git_commit": git_commit(), "data_version": data_version()}
+    if os.environ.get("DVC_EXP_NAME"):
+        tags["dvc_experiment"] = os.environ["DVC_EXP_NAME"]
+    return tags
+
+
+def start_run(experiment: str, params: Mapping[str, Any], run_id: str | None = None):
+    """Start (or, with ``run_id``, resume) the pipeline's MLflow run; returns the active run."""
+    import mlflow  # imported lazily: it takes seconds, and only training needs it at start-up
+
+    # A stray MLFLOW_RUN_ID would silently override run_id and mix two runs.
+    os.environ.pop("MLFLOW_RUN_ID", None)
+    mlflow.set_tracking_uri(tracking_uri())
+    if run_id:
+        return mlflow.start_run(run_id=run_id)
+    mlflow.set_experiment(experiment)
+    run = mlflow.start_run(run_name=os.environ.get("DVC_EXP_NAME") or None)
+    mlflow.log_params({k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in flatten(params).items()})
+    mlflow.set_tags(run_tags())
+    return run
+
+
+def write_run_file(run: Any, path: str | Path = RUN_FILE) -> None:
+    atomic.write_json(path, {"run_id": run.info.run_id, "experiment_id": run.info.experiment_id,
+                             "run_name": run.info.run_name})
+
+
+def read_run_id(path: str | Path = RUN_FILE) -> str | None:
+    path = Path(path)
+    return json.loads(path.read_text())["run_id"] if path.exists() else None
+
+
+class TrackedRun:
+    """The training stage's MLflow run: params and tags once, metrics per epoch, artifacts at the end."""
+
+    def __init__(self, experiment: str, params: Mapping[str, Any]) -> None:
+        self.experiment, self.params = experiment, params
+        self.data_version = data_version()
+        self.run: Any = None
+
+    def start(self, run_id: str | None) -> str:
+        """Start a new run, or continue ``run_id`` (a resumed training); returns the run id."""
+        self.run = start_run(self.experiment, self.params, run_id)
+        write_run_file(self.run)
+        print(f"MLflow: run {self.run.info.run_name!r} ({self.run.info.run_id}) in {tracking_uri()}")
+        return self.run.info.run_id
+
+    def log_epoch(self, row: Mapping[str, float]) -> None:
+        import mlflow
+
+        mlflow.log_metrics({k: float(v) for k, v in row.items() if k not in ("epoch", "seconds")},
+                           step=int(row["epoch"]))
+
+    def finish(self, artifacts: list[Path], model: Any, input_example: Any) -> None:
+        """Log files and the model (with signature and input example), then close the run."""
+        import mlflow
+        import torch
+        from mlflow.models import infer_signature
+
+        for path in artifacts:
+            mlflow.log_artifact(str(path))
+        model.eval()
+        with torch.no_grad():
+            output = model(torch.from_numpy(input_example)).numpy()
+        # Explicit requirements: inferring them warns about torch's local "+cpu" version label.
+        requirements = [f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}"]
+        mlflow.pytorch.log_model(model, name="model", input_example=input_example, pip_requirements=requirements,
+                                 signature=infer_signature(input_example, output))
+        mlflow.end_run()

@@ -1,0 +1,111 @@
+"""Training: it learns real faces, logs every epoch to a real MLflow store, resumes, and sweeps."""
+
+from __future__ import annotations
+
+import csv
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from eyelip.dataset import ResizedArrays
+from eyelip.fuse import fuse_dataset
+from eyelip.resize import resize_dataset
+from eyelip.source import Source
+from eyelip.train import TrainConfig, Trainer
+
+EPOCH_KEYS = {"train_iou", "val_iou", "train_jaccard_loss", "val_jaccard_loss", "train_loss", "val_loss", "lr"}
+# Small and fast: 64 px, a narrow U-Net; enough to check the mechanics on real faces.
+FAST = {"resize": {"size": 64}, "model": {"base_width": 8, "depth": 3},
+        "train": {"epochs": 2, "batch_size": 32, "threads": 2}}
+
+
+def test_overfits_a_few_real_faces(mini: Path, tmp_path: Path) -> None:
+    """The model, loss, augmentation-free loop and IoU together can fit real eyes and lips."""
+    source = Source(mini)
+    fuse_dataset(source, tmp_path / "fused", {"eyes_lips": ["l_eye", "r_eye", "u_lip", "l_lip"]}, n_jobs=1)
+    resize_dataset(source, tmp_path / "fused", tmp_path / "resized", 128, n_jobs=1)
+    arrays = ResizedArrays(tmp_path / "resized")
+    rows = np.arange(8)
+    cfg = TrainConfig(model={"base_width": 16, "depth": 4}, epochs=150, batch_size=8, lr=3e-3, warmup_epochs=0,
+                      schedule="constant", loss={"jaccard": 1.0, "bce": 0.5})
+    trainer = Trainer(cfg, arrays, rows, rows, ["eyes_lips"])
+    before = trainer.evaluate(rows)["val_iou"]
+    for epoch in range(1, cfg.epochs + 1):
+        trainer.train_epoch(epoch)
+        if epoch % 25 == 0 and trainer.evaluate(rows)["val_iou"] > 0.8:
+            break
+    after = trainer.evaluate(rows)["val_iou"]
+    assert before < 0.1 and after > 0.8, (before, after)
+
+
+def history(project) -> list[dict[str, str]]:
+    with open(project.root / "metrics" / "train_history.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def test_two_epoch_repro_is_tracked_in_mlflow_and_dvc(project, mini: Path) -> None:
+    project.set_params(data={"root": str(mini)}, **FAST)
+    project.dvc("repro", "train")
+    store = project.root / "mlflow.db"
+    assert store.exists(), "the default store is SQLite at the repository root"
+    client = MlflowClient(f"sqlite:///{store}")
+    experiment = client.get_experiment_by_name("eyelip")
+    (run,) = client.search_runs([experiment.experiment_id])
+    for key in EPOCH_KEYS:
+        steps = client.get_metric_history(run.info.run_id, key)
+        assert [m.step for m in steps] == [1, 2], key
+    assert run.data.params["train.lr"] == str(project.params["train"]["lr"])
+    assert run.data.params["resize.size"] == "64"
+    assert len(run.data.tags["git_commit"]) in (7, 40) or run.data.tags["git_commit"] == "unknown"
+    assert run.data.tags["data_version"] != "unknown"
+    metrics = json.loads((project.root / "metrics" / "train.json").read_text())
+    for key in ("train_iou", "val_iou", "train_jaccard_loss", "val_jaccard_loss"):
+        assert metrics["final"][key] == pytest.approx(run.data.metrics[key], rel=1e-6)
+    assert metrics["best_val_iou"] == pytest.approx(max(float(r["val_iou"]) for r in history(project)))
+    assert json.loads((project.root / "models" / "run.json").read_text())["run_id"] == run.info.run_id
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"train_history.csv", "train_curves.png"} <= artifacts
+    shown = project.dvc("metrics", "show").stdout
+    assert "best_val_iou" in shown
+
+
+def test_resume_after_a_kill_continues_from_the_checkpoint(project, mini: Path) -> None:
+    project.set_params(data={"root": str(mini)}, **{**FAST, "train": {**FAST["train"], "epochs": 3}})
+    project.dvc("repro", "split")
+    # Interrupt training (SIGKILL: no chance to clean up) once epoch 1's checkpoint is on disk.
+    proc = subprocess.Popen(["python", "pipeline/train.py"], cwd=project.root, env=project.env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoint = project.root / "models" / "checkpoint.pt"
+    deadline = time.monotonic() + 300
+    while not checkpoint.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert checkpoint.exists(), "training never wrote a checkpoint"
+    assert not (project.root / "metrics" / "train.json").exists()
+    resumed = project.dvc("repro", "train")
+    assert "resuming from models/checkpoint.pt after epoch" in resumed.stdout
+    first_run = [float(r["val_iou"]) for r in history(project)]
+
+    project.dvc("repro", "--force", "train")  # a finished checkpoint is not resumed: trains from scratch
+    assert [float(r["val_iou"]) for r in history(project)] == pytest.approx(first_run, abs=1e-6)
+
+
+def test_experiment_sweep_gives_one_mlflow_run_each(project, mini: Path) -> None:
+    project.set_params(data={"root": str(mini)}, **FAST)
+    project.dvc("repro", "split")
+    project.run("git", "add", "-A")
+    project.run("git", "commit", "-qm", "baseline")
+    project.dvc("exp", "run", "--temp", "-S", "train.lr=0.001", "-n", "lr-small")
+    project.dvc("exp", "run", "--temp", "-S", "train.lr=0.01", "-n", "lr-large")
+    client = MlflowClient(f"sqlite:///{project.root / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("eyelip").experiment_id])
+    assert sorted((r.info.run_name, r.data.params["train.lr"]) for r in runs) == [("lr-large", "0.01"),
+                                                                                   ("lr-small", "0.001")]
+    assert {r.data.tags["dvc_experiment"] for r in runs} == {"lr-small", "lr-large"}

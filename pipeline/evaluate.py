@@ -1,0 +1,50 @@
+"""Stage `evaluate`: models/model.pt on the test split; metrics for DVC, the same numbers in MLflow.
+
+Writes metrics/evaluate.json (IoU at the model size and at the native mask resolution, Dice,
+precision, recall, accuracy and its all-background baseline), metrics/evaluate_thresholds.csv,
+metrics/evaluate_per_image.csv and PNGs (IoU by threshold, per-image histogram, best/worst
+overlays), and adds them as ``test_*`` metrics and artifacts to the training stage's MLflow run.
+"""
+
+from pathlib import Path
+
+from eyelip import atomic
+from eyelip import params as P
+from eyelip import stage
+from eyelip.dataset import ResizedArrays, split_rows
+from eyelip.errors import EyelipError
+from eyelip.evaluate import array_batches, evaluate, write_reports
+from eyelip.fuse import FusedMasks
+from eyelip.inference import TorchPredictor
+from eyelip.tracking import read_run_id, start_run
+
+MODEL, METRICS, REPORTS = Path("models/model.pt"), Path("metrics/evaluate.json"), Path("metrics/evaluate")
+BATCH_SIZE = 32
+
+
+def main(params: dict) -> None:
+    predictor = TorchPredictor(MODEL)
+    arrays, fused = ResizedArrays("data/resized"), FusedMasks("data/fused")
+    if arrays.size != predictor.size or list(fused.targets) != predictor.targets:
+        raise EyelipError(f"{MODEL} ({predictor.size} px, targets {predictor.targets}) does not match data/resized "
+                          f"({arrays.size} px, targets {list(fused.targets)}); re-run `dvc repro`")
+    rows = split_rows(arrays, "data/split", "test")
+    ids = [arrays.ids[r] for r in rows]
+    result = evaluate(predictor, array_batches(arrays.images, arrays.masks, rows, ids, fused, BATCH_SIZE))
+    atomic.write_json(METRICS, result.metrics)
+    artifacts = [METRICS, *write_reports(result, REPORTS)]
+    print(result.table())
+
+    import mlflow
+
+    run_id = read_run_id()
+    if run_id is None:
+        print("models/run.json not found: logging to a new MLflow run")
+    with start_run(P.get(params, "tracking.experiment", "eyelip"), params, run_id):  # ends the run, even on error
+        mlflow.log_metrics({f"test_{k}": float(v) for k, v in result.metrics.items()})
+        for path in artifacts:
+            mlflow.log_artifact(str(path))
+
+
+if __name__ == "__main__":
+    stage.run("evaluate", main)

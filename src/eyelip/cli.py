@@ -24,8 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict = commands.add_parser(
         "predict", help="write mask and overlay PNGs for face photos",
         description="For each photo (any size), write NAME_mask.png at the photo's own resolution "
-                    "(one channel per target, 255 = inside) and NAME_overlay.png (prediction tinted on the "
-                    "photo). Uses the exported ONNX model with onnxruntime.")
+                    "(255 = inside; NAME_TARGET_mask.png per target when the model has several) and "
+                    "NAME_overlay.png (prediction tinted on the photo). Uses the exported ONNX model with "
+                    "onnxruntime only, so predicting needs no training stack.")
     predict.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files or folders of images")
     predict.add_argument("--model", default="models/model.onnx", help="exported model (default: %(default)s)")
     predict.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")

@@ -1,0 +1,209 @@
+"""ONNX / TorchScript export, parity on real faces, latency, the export stage and the champion gate."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from eyelip.export import TorchScriptPredictor, export_onnx, export_torchscript, measure_latency, parity
+from eyelip.inference import OnnxPredictor, TorchPredictor
+from eyelip.model import UNet, build_model
+from eyelip.preprocess import decode_image
+from eyelip.train import save_model
+
+REPO = Path(__file__).resolve().parents[1]
+SIZE, TARGETS, CFG = 64, ["eyes_lips"], {"base_width": 4, "depth": 2}
+FACES = (3, 7, 21, 2001, 0, 1)
+
+
+def small_model(seed: int = 0) -> UNet:
+    """Random weights with non-trivial BatchNorm statistics (eval mode uses them, export folds them)."""
+    torch.manual_seed(seed)
+    model = build_model(CFG, out_channels=len(TARGETS))
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.3, 0.3)
+            module.running_var.uniform_(0.5, 2.0)
+    return model.eval()
+
+
+def faces(mini: Path, ids: tuple[int, ...] = FACES, size: int = SIZE) -> np.ndarray:
+    return np.stack([decode_image((mini / "CelebA-HQ-img" / f"{i}.jpg").read_bytes(), size, f"{i}.jpg") for i in ids])
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("export")
+    model = small_model()
+    paths = {"pt": root / "model.pt", "onnx": root / "model.onnx", "ts": root / "model.ts"}
+    save_model(paths["pt"], model, CFG, {"targets": TARGETS, "size": SIZE, "epoch": 1, "val_iou": 0.5})
+    export_onnx(model, paths["onnx"], SIZE, TARGETS, {"epoch": 1, "val_iou": 0.5, "model": CFG})
+    export_torchscript(model, paths["ts"], SIZE)
+    return paths
+
+
+def test_onnx_and_torchscript_match_pytorch_on_real_faces(exported: dict[str, Path], mini: Path) -> None:
+    images = faces(mini)
+    reference = TorchPredictor(exported["pt"])
+    for candidate in (OnnxPredictor(exported["onnx"]), TorchScriptPredictor(exported["ts"], SIZE, TARGETS)):
+        result = parity(reference, candidate, images, batch_size=4)
+        assert result["images"] == len(images)
+        assert result["max_abs_prob_diff"] < 1e-4
+        assert result["identical_mask_fraction"] > 0.999
+
+
+def test_parity_reports_a_disagreement(exported: dict[str, Path], mini: Path) -> None:
+    reference = TorchPredictor(exported["pt"])
+    result = parity(reference, lambda x: 1.0 - reference(x), faces(mini, (3,)))
+    assert result["max_abs_prob_diff"] > 0.01
+    assert result["identical_mask_fraction"] < 0.5
+
+
+def test_onnx_runs_with_onnxruntime_only_and_carries_metadata(exported: dict[str, Path]) -> None:
+    """Without torch or eyelip importable: any batch size, and other multiples of 4 (dynamic H/W)."""
+    script = textwrap.dedent(f"""
+        import json, sys
+        sys.modules["torch"] = sys.modules["eyelip"] = None  # importing either now fails
+        import numpy as np, onnxruntime as ort
+        session = ort.InferenceSession({str(exported["onnx"])!r}, providers=["CPUExecutionProvider"])
+        meta = session.get_modelmeta().custom_metadata_map
+        shapes = {{}}
+        for shape in [(1, 3, 64, 64), (3, 3, 64, 64), (2, 3, 96, 128)]:
+            x = np.random.default_rng(0).random(shape, dtype=np.float32)
+            shapes[str(shape)] = list(session.run(["logits"], {{"image": x}})[0].shape)
+        print(json.dumps({{"meta": meta, "shapes": shapes}}))
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    result = json.loads(out.stdout)
+    meta = result["meta"]
+    assert int(meta["size"]) == SIZE and json.loads(meta["targets"]) == TARGETS
+    assert meta["normalisation"] == "RGB/255, NCHW" and float(meta["threshold"]) == 0.5
+    assert "bilinear" in meta["mask_resize_rule"] and json.loads(meta["model"]) == CFG
+    assert meta["epoch"] == "1" and meta["val_iou"] == "0.5"
+    assert result["shapes"] == {"(1, 3, 64, 64)": [1, 1, 64, 64], "(3, 3, 64, 64)": [3, 1, 64, 64],
+                                "(2, 3, 96, 128)": [2, 1, 96, 128]}
+
+
+def test_onnx_dynamic_size_matches_pytorch(exported: dict[str, Path], mini: Path) -> None:
+    x = torch.from_numpy(faces(mini, (3, 2001), size=96).transpose(0, 3, 1, 2) / np.float32(255))
+    with torch.no_grad():
+        expected = small_model()(x).numpy()
+    (logits,) = OnnxPredictor(exported["onnx"]).session.run(None, {"image": x.numpy()})
+    assert np.abs(logits - expected).max() < 1e-4
+
+
+def test_torchscript_loads_without_eyelip(exported: dict[str, Path]) -> None:
+    script = textwrap.dedent(f"""
+        import sys
+        sys.modules["eyelip"] = None
+        import torch
+        module = torch.jit.load({str(exported["ts"])!r})
+        print(tuple(module(torch.rand(2, 3, 64, 64)).shape))
+    """)
+    out = subprocess.run([sys.executable, "-W", "ignore", "-c", script], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "(2, 1, 64, 64)"
+
+
+def test_latency_covers_every_runtime_and_batch(exported: dict[str, Path]) -> None:
+    result = measure_latency(small_model(), exported["onnx"], exported["ts"], SIZE, batch_sizes=(1, 4), repeats=3)
+    assert set(result["latency_ms"]) == {"torch_eager", "onnxruntime", "torchscript"}
+    assert all(set(ms) == {"b1", "b4"} and min(ms.values()) > 0 for ms in result["latency_ms"].values())
+    assert set(result["speedup_vs_eager"]) == {"onnxruntime", "torchscript"}
+
+
+# --- the export stage and the registry gate, in one real SQLite MLflow store ----------------------
+
+STAGE_SCRIPT = """
+import json, runpy, sys
+import mlflow
+from eyelip import tracking
+from eyelip.export import register
+
+run = tracking.start_run("eyelip-test", {"model": {"base_width": 4}})
+tracking.write_run_file(run)
+mlflow.end_run()
+try:
+    runpy.run_path("pipeline/export.py", run_name="__main__")
+except SystemExit as exc:
+    if exc.code:
+        raise
+onnx_uri = mlflow.search_logged_models(experiment_ids=[run.info.experiment_id], output_format="list")[0].model_uri
+decisions = [register(onnx_uri, "eyelip", iou) for iou in (0.7, 0.8, 0.9)]  # worse, tie, better
+client = mlflow.MlflowClient()
+print("RESULT " + json.dumps({
+    "decisions": decisions, "aliases": client.get_registered_model("eyelip").aliases,
+    "run": client.get_run(run.info.run_id).data.metrics,
+    "artifacts": [a.path for a in client.list_artifacts(run.info.run_id)]}))
+"""
+
+
+@pytest.fixture(scope="module")
+def stage_run(tmp_path_factory: pytest.TempPathFactory, mini: Path) -> tuple[Path, subprocess.CompletedProcess]:
+    """pipeline/export.py in a minimal project (real faces at 64 px), then three more gated versions."""
+    root = tmp_path_factory.mktemp("project")
+    (root / "pipeline").mkdir()
+    (root / "pipeline" / "export.py").write_text((REPO / "pipeline" / "export.py").read_text())
+    (root / "params.yaml").write_text("tracking:\n  experiment: eyelip-test\nexport:\n  registered_model: eyelip\n"
+                                       "  latency_repeats: 1\n")
+    ids = list(range(8))
+    (root / "data" / "resized").mkdir(parents=True)
+    np.save(root / "data" / "resized" / "images.npy", faces(mini, tuple(ids)))
+    np.save(root / "data" / "resized" / "masks.npy", np.zeros((len(ids), 1, SIZE, SIZE), np.uint8))
+    (root / "data" / "resized" / "ids.txt").write_text("".join(f"{i}\n" for i in ids))
+    (root / "data" / "split").mkdir()
+    (root / "data" / "split" / "test.txt").write_text("3\n5\n6\n")
+    save_model(root / "models" / "model.pt", small_model(), CFG, {"targets": TARGETS, "size": SIZE, "epoch": 2,
+                                                                  "val_iou": 0.6, "rule": "union"})
+    (root / "metrics").mkdir()
+    (root / "metrics" / "evaluate.json").write_text(json.dumps({"iou": 0.8}))
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}"}
+    env.pop("DVC_ROOT", None)
+    proc = subprocess.run([sys.executable, "-c", STAGE_SCRIPT], cwd=root, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return root, proc
+
+
+def result_of(proc: subprocess.CompletedProcess) -> dict:
+    return json.loads(next(line for line in proc.stdout.splitlines() if line.startswith("RESULT "))[7:])
+
+
+def test_export_stage_writes_models_metrics_and_logs_to_the_training_run(stage_run) -> None:
+    root, proc = stage_run
+    assert (root / "models" / "model.onnx").is_file() and (root / "models" / "model.ts").is_file()
+    assert not [p for p in (root / "models").iterdir() if p.name.startswith(".")]  # no temporaries left
+    metrics = json.loads((root / "metrics" / "export.json").read_text())
+    assert metrics["parity"]["onnxruntime"]["images"] == 3
+    assert metrics["parity"]["onnxruntime"]["max_abs_prob_diff"] < 1e-4
+    assert set(metrics["latency_ms"]["torchscript"]) == {"b1", "b32"}
+    result = result_of(proc)
+    assert "export.json" in result["artifacts"]
+    assert "export_onnxruntime_max_abs_prob_diff" in result["run"] and "latency_ms_onnxruntime_b32" in result["run"]
+    assert "champion: v1 test IoU 0.8000 (no champion before): promoted" in proc.stdout
+
+
+def test_champion_moves_only_to_a_strictly_better_model(stage_run) -> None:
+    _, proc = stage_run
+    worse, tie, better = result_of(proc)["decisions"]
+    assert (worse["promoted"], worse["champion"], worse["previous_champion_test_iou"]) == (False, 1, 0.8)
+    assert "kept v1 (0.8000 >= 0.7000)" in proc.stdout
+    assert (tie["promoted"], tie["champion"]) == (False, 1)
+    assert (better["promoted"], better["champion"], better["version"]) == (True, 4, 4)
+    assert "champion: v4 test IoU 0.9000 > v1 0.8000: promoted" in proc.stdout
+    assert result_of(proc)["aliases"] == {"champion": 4, "candidate": 4}
+
+
+def test_export_stage_needs_the_evaluate_metrics(tmp_path: Path) -> None:
+    (tmp_path / "params.yaml").write_text("export:\n  registered_model: eyelip\n")
+    proc = subprocess.run([sys.executable, str(REPO / "pipeline" / "export.py")], cwd=tmp_path, capture_output=True,
+                          text=True)
+    assert proc.returncode == 1
+    assert "metrics/evaluate.json: not found" in proc.stderr and "dvc repro evaluate" in proc.stderr

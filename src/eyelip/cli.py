@@ -1,19 +1,25 @@
-"""The ``eyelip`` command: use a trained model outside the pipeline.
+"""The ``eyelip`` command: use a trained model outside the pipeline, report on a run, browse runs.
 
-Each sub-command lives in the module that implements it; this file only wires arguments.
+Each sub-command lives in the module that implements it; this file wires arguments, plus ``ui``,
+a thin launcher of the MLflow server.
 """
 
 from __future__ import annotations
 
 import argparse
+import socket
+import subprocess
 import sys
+from pathlib import Path
 from collections.abc import Sequence
 
 from eyelip.errors import EyelipError
+from eyelip.report import TOLERANCE
 
 DESCRIPTION = """\
 eyelip segments the eyes and lips in face photos. Train with `dvc repro` (see README.md);
-these commands use the exported model without the training stack."""
+predict and evaluate use the exported model without the training stack; report and ui look
+at runs."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,7 +51,60 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--ids", metavar="FILE", help="file with one sample id per line (default: all)")
     evaluate.add_argument("--json", metavar="OUT", help="write the metrics as JSON to this file")
     evaluate.add_argument("--batch-size", type=int, default=32, help="images per batch (default: %(default)s)")
+
+    report = commands.add_parser(
+        "report", help="markdown report: this workspace's run vs a baseline git revision",
+        description="Run from the project root after `dvc repro`. Writes a markdown report: a first line with "
+                    "the verdict (better / worse / same test IoU than the baseline revision, within "
+                    "--tolerance, and the registry's champion decision), the changed metrics and params "
+                    "(`dvc metrics diff` / `dvc params diff` against REV) as tables, and the training curves, "
+                    "threshold sweep and overlay grid. CI posts the same report on pull requests.")
+    report.add_argument("--baseline", required=True, metavar="REV",
+                        help="git revision to compare with: HEAD~1, main, a commit sha")
+    report.add_argument("--out", default="report.md", help="markdown file to write (default: %(default)s)")
+    report.add_argument("--tolerance", type=float, default=TOLERANCE,
+                        help="test IoU change below which the verdict is 'same' (default: %(default)s)")
+    images = report.add_mutually_exclusive_group()
+    images.add_argument("--embed", action="store_true",
+                        help="embed the plots as base64 data URIs: one self-contained file for local previews "
+                             "(GitHub strips them from comments and job summaries); default: relative links")
+    images.add_argument("--no-images", action="store_true",
+                        help="name the plots instead of showing them (for PR comments and job summaries)")
+
+    ui = commands.add_parser(
+        "ui", help="start the MLflow UI on this project's runs",
+        description="Start the MLflow UI (`mlflow server`) on the project's store (the SQLite file "
+                    "mlflow.db at the project root, or $MLFLOW_TRACKING_URI) and print its URL. Runs until "
+                    "Ctrl+C. With MLFLOW_TRACKING_URI pointing at a server, prints that URL instead.")
+    ui.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: %(default)s, this "
+                                                        "machine only)")
+    ui.add_argument("--port", type=int, default=5000, help="port (default: %(default)s)")
     return parser
+
+
+def run_ui(host: str, port: int) -> None:
+    from eyelip.tracking import tracking_uri
+
+    uri = tracking_uri()
+    if uri.startswith(("http://", "https://")):
+        print(f"MLflow tracking server (MLFLOW_TRACKING_URI): {uri}")
+        return
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
+        raise EyelipError(f"{uri}: no MLflow store yet; run `dvc repro` first (or set MLFLOW_TRACKING_URI)")
+    with socket.socket() as probe:  # mlflow's own message for a taken port is buried in a traceback
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise EyelipError(f"{host}:{port}: cannot listen there ({exc.strerror}); pick another --port") from exc
+    print(f"MLflow UI on {uri}: http://{host}:{port}  (Ctrl+C stops it)", flush=True)
+    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host", host,
+           "--port", str(port), "--workers", "1"]
+    try:
+        code = subprocess.run(cmd).returncode
+    except KeyboardInterrupt:
+        return
+    if code != 0:
+        raise EyelipError(f"mlflow server exited with status {code}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -59,6 +118,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             from eyelip.evaluate import run_evaluate_cli
 
             run_evaluate_cli(args)
+        elif args.command == "report":
+            from eyelip.report import run_report
+
+            run_report(args)
+        elif args.command == "ui":
+            run_ui(args.host, args.port)
     except EyelipError as exc:
         print(f"eyelip {args.command}: error: {exc}", file=sys.stderr)
         return 1

@@ -17,8 +17,6 @@ worst images are kept, so memory does not grow with the number of images.
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +34,7 @@ from eyelip.inference import Predictor
 from eyelip.layout import image_relpath
 from eyelip.metrics import accuracy, confusion, dice, iou, precision, recall
 from eyelip.parallel import map_samples
+from eyelip.plots import rows_csv, save_figure
 from eyelip.preprocess import decode_image, resize_mask
 from eyelip.source import Source
 
@@ -285,14 +284,6 @@ def run_evaluate_cli(args: Any) -> None:
 # --- reports ---------------------------------------------------------------------------------
 
 
-def rows_csv(rows: Sequence[dict[str, Any]]) -> str:
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return out.getvalue()
-
-
 def overlay(image: np.ndarray, truth: np.ndarray, pred: np.ndarray, alpha: float = 0.6) -> np.ndarray:
     """Ground truth only green, prediction only magenta, both white, blended over the photo."""
     colour = np.zeros_like(image)
@@ -320,9 +311,7 @@ def crop(truth: np.ndarray, pred: np.ndarray, margin: int) -> tuple[slice, slice
 
 def write_reports(result: Evaluation, prefix: str | Path) -> list[Path]:
     """``<prefix>_thresholds.csv/.png``, ``_per_image.csv``, ``_histogram.png``, ``_overlays.png``."""
-    from eyelip.plots import save_figure  # first: it selects the headless backend
-
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # after eyelip.plots, which selects the headless backend
 
     prefix = Path(prefix)
     paths = {name: prefix.with_name(f"{prefix.name}_{name}") for name in

@@ -58,7 +58,15 @@ def _soft_overlap(
     return intersection, cardinality
 
 
-class JaccardLoss(nn.Module):
+class _SoftOverlapLoss(nn.Module):
+    def __init__(self, smooth: float = 1.0, reduction: Reduction = "per_image") -> None:
+        super().__init__()
+        _check(smooth, reduction)
+        self.smooth = smooth
+        self.reduction = reduction
+
+
+class JaccardLoss(_SoftOverlapLoss):
     """Soft Jaccard (IoU) loss ``1 - (I + smooth) / (U + smooth)`` on sigmoid probabilities.
 
     ``I = sum(p * t)`` and ``U = sum(p) + sum(t) - I``; see the module docstring for
@@ -66,27 +74,15 @@ class JaccardLoss(nn.Module):
     channels.
     """
 
-    def __init__(self, smooth: float = 1.0, reduction: Reduction = "per_image") -> None:
-        super().__init__()
-        _check(smooth, reduction)
-        self.smooth = smooth
-        self.reduction = reduction
-
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         intersection, cardinality = _soft_overlap(logits, targets, self.reduction)
         union = cardinality - intersection
         return (1 - (intersection + self.smooth) / (union + self.smooth)).mean()
 
 
-class DiceLoss(nn.Module):
+class DiceLoss(_SoftOverlapLoss):
     """Soft Dice loss ``1 - (2 I + smooth) / (|P| + |T| + smooth)``; reductions as
     :class:`JaccardLoss`."""
-
-    def __init__(self, smooth: float = 1.0, reduction: Reduction = "per_image") -> None:
-        super().__init__()
-        _check(smooth, reduction)
-        self.smooth = smooth
-        self.reduction = reduction
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         intersection, cardinality = _soft_overlap(logits, targets, self.reduction)

@@ -6,6 +6,7 @@ import csv
 import io
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -15,11 +16,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 from eyelip import atomic  # noqa: E402
 
 
-def history_csv(history: Sequence[dict[str, float]]) -> str:
+def rows_csv(rows: Sequence[dict[str, Any]]) -> str:
+    """CSV text of equal-keyed rows: the tables DVC draws as plots."""
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=list(history[0]), lineterminator="\n")
+    writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
     writer.writeheader()
-    writer.writerows(history)
+    writer.writerows(rows)
     return out.getvalue()
 
 

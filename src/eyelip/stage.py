@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from eyelip import params as P
-from eyelip.errors import EyelipError
+from eyelip.errors import EyelipError, ParamError
 from eyelip.parallel import BACKENDS
 
 
@@ -25,5 +25,7 @@ def run(name: str, body: Callable[[dict[str, Any]], None]) -> None:
 
 def workers(params: dict[str, Any]) -> dict[str, Any]:
     """joblib settings from ``preprocess.*`` (not DVC deps: they never change the result)."""
-    return {"n_jobs": P.integer(params, "preprocess.n_jobs", default=-1),
-            "backend": P.choice(params, "preprocess.backend", BACKENDS, default="loky")}
+    n_jobs = P.integer(params, "preprocess.n_jobs", default=-1)
+    if n_jobs == 0:
+        raise ParamError("preprocess.n_jobs: 0 workers; use -1 for all cores or a positive count")
+    return {"n_jobs": n_jobs, "backend": P.choice(params, "preprocess.backend", BACKENDS, default="loky")}

@@ -144,3 +144,13 @@ def test_bad_flip_pairs_are_rejected():
     images, masks = batch(channels=2)
     with pytest.raises(ValueError, match="out of range"):
         run({"hflip": 1.0}, images, masks, flip_pairs=[(0, 2)])
+
+
+def test_mirror_pairs_follow_the_targets_parts() -> None:
+    from eyelip.augment import mirror_pairs
+
+    assert mirror_pairs({"eyes_lips": ["l_eye", "r_eye", "u_lip", "l_lip"]}) == []
+    assert mirror_pairs({"eyes": ["l_eye", "r_eye"], "lips": ["u_lip", "l_lip"]}) == []
+    assert mirror_pairs({"lips": ["u_lip"], "right": ["r_eye", "r_brow"], "left": ["l_brow", "l_eye"]}) == [(1, 2)]
+    with pytest.raises(ValueError, match=r"train.augment.hflip: target 'left'"):
+        mirror_pairs({"left": ["l_eye"]})

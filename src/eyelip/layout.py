@@ -23,3 +23,7 @@ def image_relpath(sample_id: int) -> str:
 
 def mask_relpath(sample_id: int, part: str) -> str:
     return f"{MASK_DIR}/{sample_id // MASKS_PER_FOLDER}/{sample_id:05d}_{part}.png"
+
+# Parts that swap under a horizontal flip (l_lip/u_lip are lower/upper, not left/right).
+MIRROR: dict[str, str] = {"l_eye": "r_eye", "r_eye": "l_eye", "l_brow": "r_brow", "r_brow": "l_brow",
+                          "l_ear": "r_ear", "r_ear": "l_ear"}

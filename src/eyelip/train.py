@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from eyelip import atomic
 from eyelip import params as P
-from eyelip.augment import Augment
+from eyelip.augment import Augment, mirror_pairs
 from eyelip.dataset import ResizedArrays
 from eyelip.errors import ParamError
 from eyelip.losses import CombinedLoss, build_loss
@@ -174,7 +174,7 @@ class Epoch:
 
 class Trainer:
     def __init__(self, cfg: TrainConfig, arrays: ResizedArrays, train_rows: np.ndarray, val_rows: np.ndarray,
-                 targets: list[str]) -> None:
+                 targets: list[str], flip_pairs: list[tuple[int, int]] | None = None) -> None:
         self.cfg, self.arrays, self.targets = cfg, arrays, targets
         self.train_rows, self.val_rows = train_rows, val_rows
         if cfg.threads:
@@ -186,7 +186,7 @@ class Trainer:
         # The loss always reports the Jaccard term, whatever its weight, so val_jaccard_loss exists.
         self.criterion: CombinedLoss = build_loss(cfg.loss).to(self.device)
         self.jaccard_only = set(self.criterion.weights) == {"jaccard"}
-        self.augment = Augment(cfg.augment)
+        self.augment = Augment(cfg.augment, flip_pairs or ())
         self.optimizer = make_optimizer(cfg, self.model)
         self.steps_per_epoch = math.ceil(len(train_rows) / cfg.batch_size)
         total, warmup = cfg.epochs * self.steps_per_epoch, round(cfg.warmup_epochs * self.steps_per_epoch)
@@ -268,7 +268,11 @@ def fit(cfg: TrainConfig, arrays: ResizedArrays, train_rows: np.ndarray, val_row
     checkpoints. ``model_meta`` (targets, target_parts, rule, size) is saved with the best model.
     Returns a summary: best epoch and val IoU, final metrics, timing.
     """
-    trainer = Trainer(cfg, arrays, train_rows, val_rows, list(model_meta["targets"]))
+    try:  # left/right targets swap channels when the image is flipped
+        pairs = mirror_pairs(model_meta["target_parts"]) if cfg.augment.get("hflip") else []
+    except ValueError as exc:
+        raise ParamError(str(exc)) from exc
+    trainer = Trainer(cfg, arrays, train_rows, val_rows, list(model_meta["targets"]), pairs)
     run_id = None
     if checkpoint_path.exists():
         ckpt = torch.load(checkpoint_path, map_location=trainer.device, weights_only=False)
@@ -307,4 +311,6 @@ def fit(cfg: TrainConfig, arrays: ResizedArrays, train_rows: np.ndarray, val_row
             "epochs_run": len(trainer.history), "early_stopped": stop,
             "final": {k: v for k, v in trainer.history[-1].items() if k not in ("epoch", "seconds")},
             "train_images_per_second": round(seen / train_seconds, 1) if seen else None,
+            # Wall time of all epochs (training + validation), resumed ones included: the training budget.
+            "train_minutes": round(sum(row["seconds"] for row in trainer.history) / 60, 2),
             "history": trainer.history, "run_id": run_id}

@@ -3,16 +3,20 @@
 Writes models/model.pt (best epoch), models/checkpoint.pt (persisted: resumes an interrupted
 run), models/run.json (the MLflow run that evaluate and export add to), metrics/train.json,
 metrics/train_history.csv and metrics/train_curves.png.
+
+With `train.nproc: N` > 1 the stage re-runs itself under `torchrun --standalone --nproc-per-node=N`
+(DistributedDataParallel, see eyelip.distributed); under torchrun, only rank 0 writes and logs.
 """
 
+import sys
 from pathlib import Path
 
-from eyelip import atomic
+from eyelip import atomic, distributed
 from eyelip import params as P
 from eyelip import stage
 from eyelip.dataset import ResizedArrays, split_rows, to_input
 from eyelip.fuse import check_targets
-from eyelip.plots import history_csv, training_curves
+from eyelip.plots import rows_csv, training_curves
 from eyelip.tracking import TrackedRun
 from eyelip.train import TrainConfig, fit, load_model
 
@@ -22,19 +26,27 @@ HISTORY, CURVES = Path("metrics/train_history.csv"), Path("metrics/train_curves.
 
 def main(params: dict) -> None:
     cfg = TrainConfig.from_params(params)
+    if cfg.nproc > 1 and not distributed.launched():
+        sys.exit(distributed.relaunch(cfg.nproc, __file__))
+    dist = distributed.init(cfg.distributed, cfg.device)
     targets = check_targets(P.get(params, "data.targets"))
     arrays = ResizedArrays("data/resized")
     train_rows, val_rows = split_rows(arrays, "data/split", "train"), split_rows(arrays, "data/split", "val")
-    print(f"training on {len(train_rows)} images, validating on {len(val_rows)} "
-          f"({arrays.size} px, targets: {', '.join(targets)})")
+    if dist.main:
+        print(f"training on {len(train_rows)} images, validating on {len(val_rows)} "
+              f"({arrays.size} px, targets: {', '.join(targets)}, {dist.world} process(es))")
     run = TrackedRun(P.get(params, "tracking.experiment", "eyelip"), params)
     meta = {"targets": list(targets), "target_parts": targets, "rule": P.get(params, "data.rule"), "size": arrays.size}
-    summary = fit(cfg, arrays, train_rows, val_rows, meta, MODEL, CHECKPOINT, cfg.fingerprint(run.data_version),
-                  on_epoch=run.log_epoch, on_start=run.start)
+    summary = fit(cfg, arrays, train_rows, val_rows, meta, MODEL, CHECKPOINT,
+                  cfg.fingerprint(run.data_version, dist.world), on_epoch=run.log_epoch, on_start=run.start, dist=dist)
+    dist.close()
+    if not dist.main:
+        return
     history = summary.pop("history")
     summary.pop("run_id")
     atomic.write_json("metrics/train.json", summary)
-    atomic.write_text(HISTORY, history_csv(history))
+    run.log_summary(summary)
+    atomic.write_text(HISTORY, rows_csv(history))
     training_curves(history, CURVES, summary["best_epoch"])
     model, _ = load_model(MODEL)
     run.finish([HISTORY, CURVES], model, to_input(arrays.images[val_rows[:2]]).numpy())

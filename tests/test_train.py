@@ -109,3 +109,6 @@ def test_experiment_sweep_gives_one_mlflow_run_each(project, mini: Path) -> None
     assert sorted((r.info.run_name, r.data.params["train.lr"]) for r in runs) == [("lr-large", "0.01"),
                                                                                    ("lr-small", "0.001")]
     assert {r.data.tags["dvc_experiment"] for r in runs} == {"lr-small", "lr-large"}
+    for run in runs:  # artifacts live in the repository's mlruns/, not in the deleted temporary copy
+        assert run.info.artifact_uri.startswith((project.root.resolve() / "mlruns").as_uri())
+        assert "train_history.csv" in {a.path for a in client.list_artifacts(run.info.run_id)}

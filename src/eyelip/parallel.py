@@ -16,7 +16,8 @@ from eyelip.errors import DataError
 
 T = TypeVar("T")
 ON_ERROR = ("fail", "skip")
-BACKENDS = ("loky", "multiprocessing", "threading", "sequential")
+# joblib's "multiprocessing" backend is left out: it cannot stream results (return_as="generator").
+BACKENDS = ("loky", "threading", "sequential")
 # Samples per task: large enough to amortise joblib's per-task overhead, small enough to balance.
 CHUNK = 32
 

@@ -57,6 +57,22 @@ def run_tags() -> dict[str, str]:
     return tags
 
 
+def ensure_experiment(name: str) -> str:
+    """The experiment's id, creating it if needed. With the local SQLite store its artifacts go to
+    ``<root>/mlruns``: MLflow's default is relative to the working directory, which for
+    ``dvc exp run --temp/--queue`` is a temporary copy that DVC deletes, artifacts included."""
+    import mlflow
+
+    found = mlflow.get_experiment_by_name(name)
+    if found:
+        return found.experiment_id
+    served = tracking_uri().startswith(("http://", "https://", "databricks"))  # the server picks the place
+    try:
+        return mlflow.create_experiment(name, None if served else (project_root() / "mlruns").as_uri())
+    except mlflow.exceptions.MlflowException:  # a parallel queue worker created it first
+        return mlflow.get_experiment_by_name(name).experiment_id
+
+
 def start_run(experiment: str, params: Mapping[str, Any], run_id: str | None = None):
     """Start (or, with ``run_id``, resume) the pipeline's MLflow run; returns the active run."""
     import mlflow  # imported lazily: it takes seconds, and only training needs it at start-up
@@ -66,7 +82,7 @@ def start_run(experiment: str, params: Mapping[str, Any], run_id: str | None = N
     mlflow.set_tracking_uri(tracking_uri())
     if run_id:
         return mlflow.start_run(run_id=run_id)
-    mlflow.set_experiment(experiment)
+    mlflow.set_experiment(experiment_id=ensure_experiment(experiment))
     run = mlflow.start_run(run_name=os.environ.get("DVC_EXP_NAME") or None)
     mlflow.log_params({k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in flatten(params).items()})
     mlflow.set_tags(run_tags())
@@ -103,6 +119,13 @@ class TrackedRun:
 
         mlflow.log_metrics({k: float(v) for k, v in row.items() if k not in ("epoch", "seconds")},
                            step=int(row["epoch"]))
+
+    def log_summary(self, summary: Mapping[str, Any]) -> None:
+        """The run's numeric summary (best_val_iou, train_minutes, ...), so runs compare without files."""
+        import mlflow
+
+        mlflow.log_metrics({k: float(v) for k, v in summary.items()
+                            if isinstance(v, (int, float)) and not isinstance(v, bool)})
 
     def finish(self, artifacts: list[Path], model: Any, input_example: Any) -> None:
         """Log files and the model (with signature and input example), then close the run."""

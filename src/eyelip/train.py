@@ -30,9 +30,10 @@ from eyelip import atomic
 from eyelip import params as P
 from eyelip.augment import Augment, mirror_pairs
 from eyelip.dataset import ResizedArrays
+from eyelip.distributed import MODES, SINGLE, Dist
 from eyelip.errors import ParamError
 from eyelip.losses import CombinedLoss, build_loss
-from eyelip.metrics import ConfusionMeter
+from eyelip.metrics import ConfusionMeter, iou
 from eyelip.model import UNet, build_model
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
@@ -41,7 +42,10 @@ DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "bf16", "fp32")
 MODEL_KEYS = ("base_width", "depth", "norm", "dropout")
 TRAIN_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "optimizer", "schedule", "warmup_epochs",
-              "patience", "seed", "threads", "device", "precision", "loss", "augment")
+              "patience", "seed", "threads", "device", "precision", "loss", "augment", "distributed", "nproc",
+              "compile")
+# Hardware and launch settings: they do not identify a training job (the world size is passed in).
+NOT_IN_FINGERPRINT = ("threads", "device", "distributed", "nproc", "compile")
 
 
 @dataclass
@@ -63,6 +67,9 @@ class TrainConfig:
     precision: str = "auto"
     loss: dict[str, Any] = field(default_factory=lambda: {"jaccard": 1.0})
     augment: dict[str, Any] = field(default_factory=dict)
+    distributed: str | bool = "auto"  # auto: DDP when torchrun started more than one process
+    nproc: int = 1  # > 1: pipeline/train.py re-launches itself under torchrun with this many processes
+    compile: bool = False  # torch.compile the training module (slow to compile on CPU)
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> TrainConfig:
@@ -84,7 +91,14 @@ class TrainConfig:
             precision=P.choice(params, "train.precision", PRECISIONS, default="auto"),
             loss=P.section(params, "train.loss", ("jaccard", "bce", "dice", "smooth", "reduction", "pos_weight")),
             augment=dict(P.get(params, "train.augment", {}) or {}),
+            distributed=P.get(params, "train.distributed", "auto"),
+            nproc=P.integer(params, "train.nproc", minimum=1, default=1),
+            compile=P.get(params, "train.compile", False),
         )
+        if cfg.distributed not in MODES:
+            raise ParamError(f"train.distributed: expected auto or false, got {cfg.distributed!r}")
+        if not isinstance(cfg.compile, bool):
+            raise ParamError(f"train.compile: expected true or false, got {cfg.compile!r}")
         try:  # the model, loss and augmentation check their own keys and name them
             build_model(cfg.model, out_channels=1)
             build_loss(cfg.loss)
@@ -93,10 +107,11 @@ class TrainConfig:
             raise ParamError(str(exc)) from exc
         return cfg
 
-    def fingerprint(self, data_version: str) -> str:
-        """Identifies a training job: a checkpoint is resumed only by the same job."""
-        job = {k: v for k, v in asdict(self).items() if k not in ("threads", "device")}
-        return hashlib.sha1(json.dumps([job, data_version], sort_keys=True).encode()).hexdigest()
+    def fingerprint(self, data_version: str, world: int = 1) -> str:
+        """Identifies a training job: a checkpoint is resumed only by the same job. ``world`` (the
+        number of processes) is part of it: it sets the global batch."""
+        job = {k: v for k, v in asdict(self).items() if k not in NOT_IN_FINGERPRINT}
+        return hashlib.sha1(json.dumps([job, data_version, world], sort_keys=True).encode()).hexdigest()
 
 
 def pick_device(name: str) -> torch.device:
@@ -164,18 +179,22 @@ class Epoch:
             self.totals[key] = self.totals.get(key, 0.0) + float(value) * n
         self.images += n
 
-    def row(self, prefix: str, combined: bool) -> dict[str, float]:
-        out = {f"{prefix}_iou": self.meter.compute()["iou"],
-               f"{prefix}_jaccard_loss": self.totals["jaccard_loss"] / self.images}
+    def row(self, prefix: str, combined: bool, dist: Dist = SINGLE) -> dict[str, float]:
+        """Pooled IoU and mean losses over the images of every rank (sums all-reduced under DDP)."""
+        counts = dist.all_sum(self.meter.counts().sum(0))
+        keys = sorted(self.totals)
+        sums = dist.all_sum(torch.tensor([self.images] + [self.totals[k] for k in keys], dtype=torch.float64))
+        images, totals = sums[0].item(), dict(zip(keys, sums[1:].tolist()))
+        out = {f"{prefix}_iou": iou(counts).mean().item(), f"{prefix}_jaccard_loss": totals["jaccard_loss"] / images}
         if combined:
-            out[f"{prefix}_loss"] = self.totals["loss"] / self.images
+            out[f"{prefix}_loss"] = totals["loss"] / images
         return out
 
 
 class Trainer:
     def __init__(self, cfg: TrainConfig, arrays: ResizedArrays, train_rows: np.ndarray, val_rows: np.ndarray,
-                 targets: list[str], flip_pairs: list[tuple[int, int]] | None = None) -> None:
-        self.cfg, self.arrays, self.targets = cfg, arrays, targets
+                 targets: list[str], flip_pairs: list[tuple[int, int]] | None = None, dist: Dist = SINGLE) -> None:
+        self.cfg, self.arrays, self.targets, self.dist = cfg, arrays, targets, dist
         self.train_rows, self.val_rows = train_rows, val_rows
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
@@ -183,17 +202,22 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.model = build_model(cfg.model, out_channels=len(targets)).to(self.device)
         self.model = self.model.to(memory_format=torch.channels_last)
+        # self.model is saved and evaluated; self.net (DDP and/or compiled around it) is trained.
+        self.model, self.net = dist.wrap(self.model)
+        if cfg.compile:
+            self.net = torch.compile(self.net)
         # The loss always reports the Jaccard term, whatever its weight, so val_jaccard_loss exists.
         self.criterion: CombinedLoss = build_loss(cfg.loss).to(self.device)
         self.jaccard_only = set(self.criterion.weights) == {"jaccard"}
         self.augment = Augment(cfg.augment, flip_pairs or ())
         self.optimizer = make_optimizer(cfg, self.model)
-        self.steps_per_epoch = math.ceil(len(train_rows) / cfg.batch_size)
+        self.steps_per_epoch = math.ceil(math.ceil(len(train_rows) / dist.world) / cfg.batch_size)
         total, warmup = cfg.epochs * self.steps_per_epoch, round(cfg.warmup_epochs * self.steps_per_epoch)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: lr_factor(step, total, warmup, cfg.schedule))
         self.shuffle = torch.Generator().manual_seed(cfg.seed)
-        self.aug_rng = torch.Generator().manual_seed(cfg.seed + 1)
+        # Each rank its own augmentation stream; rank 0's is the single-process one.
+        self.aug_rng = torch.Generator().manual_seed(cfg.seed + 1 + 1000 * dist.rank)
         dtype = autocast_dtype(cfg.precision, self.device)
         self.autocast = torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
         self.history: list[dict[str, float]] = []
@@ -212,13 +236,13 @@ class Trainer:
     def train_epoch(self, epoch: int) -> dict[str, float]:
         self.model.train()
         stats = Epoch(ConfusionMeter())
-        batches = self.arrays.batches(self.train_rows, self.cfg.batch_size, self.shuffle)
+        batches = self.arrays.batches(self.dist.shard(self.train_rows, self.shuffle), self.cfg.batch_size)
         bar = tqdm(batches, total=self.steps_per_epoch, desc=f"epoch {epoch}/{self.cfg.epochs}", unit="batch",
-                   leave=False, mininterval=1.0)
+                   leave=False, mininterval=1.0, disable=not self.dist.main)
         for x, y in bar:
             x, y = self.augment(*self._to(x, y), self.aug_rng)
             with self.autocast:
-                logits = self.model(x)
+                logits = self.net(x)
             loss, components = self._losses(logits, y)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -227,20 +251,22 @@ class Trainer:
             stats.meter.update(torch.sigmoid(logits.detach().float()), y)
             stats.add(components, loss, len(x))
             bar.set_postfix(loss=f"{stats.totals['loss'] / stats.images:.4f}", refresh=False)
-        return stats.row("train", not self.jaccard_only)
+        return stats.row("train", not self.jaccard_only, self.dist)
 
     @torch.no_grad()
     def evaluate(self, rows: np.ndarray) -> dict[str, float]:
+        """Val metrics over ``rows``, each rank scoring its share with the plain model (no DDP
+        collectives per batch, so ranks may run different batch counts)."""
         self.model.eval()
         stats = Epoch(ConfusionMeter())
-        for x, y in self.arrays.batches(rows, self.cfg.batch_size * 2):
+        for x, y in self.arrays.batches(self.dist.part(rows), self.cfg.batch_size * 2):
             x, y = self._to(x, y)
             with self.autocast:
                 logits = self.model(x)
             loss, components = self._losses(logits, y)
             stats.meter.update(torch.sigmoid(logits.float()), y)
             stats.add(components, loss, len(x))
-        return stats.row("val", not self.jaccard_only)
+        return stats.row("val", not self.jaccard_only, self.dist)
 
     def state(self) -> dict[str, Any]:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
@@ -261,26 +287,29 @@ class Trainer:
 def fit(cfg: TrainConfig, arrays: ResizedArrays, train_rows: np.ndarray, val_rows: np.ndarray,
         model_meta: dict[str, Any], model_path: Path, checkpoint_path: Path, fingerprint: str,
         on_epoch: Callable[[dict[str, float]], None] = lambda row: None,
-        on_start: Callable[[str | None], str | None] = lambda run_id: run_id) -> dict[str, Any]:
+        on_start: Callable[[str | None], str | None] = lambda run_id: run_id, dist: Dist = SINGLE) -> dict[str, Any]:
     """Train, resuming from ``checkpoint_path`` when it holds an unfinished run of the same job.
 
     ``on_start`` receives the resumed run's tracking id (or None) and returns the id to store in
     checkpoints. ``model_meta`` (targets, target_parts, rule, size) is saved with the best model.
-    Returns a summary: best epoch and val IoU, final metrics, timing.
+    Returns a summary: best epoch and val IoU, final metrics, timing. Under DDP (``dist``) every
+    rank trains and gets the same global metrics; only rank 0 calls the callbacks and writes files.
     """
     try:  # left/right targets swap channels when the image is flipped
         pairs = mirror_pairs(model_meta["target_parts"]) if cfg.augment.get("hflip") else []
     except ValueError as exc:
         raise ParamError(str(exc)) from exc
-    trainer = Trainer(cfg, arrays, train_rows, val_rows, list(model_meta["targets"]), pairs)
+    trainer = Trainer(cfg, arrays, train_rows, val_rows, list(model_meta["targets"]), pairs, dist)
     run_id = None
     if checkpoint_path.exists():
         ckpt = torch.load(checkpoint_path, map_location=trainer.device, weights_only=False)
         if ckpt.get("fingerprint") == fingerprint and not ckpt.get("finished"):
             trainer.load_state(ckpt["state"])
             run_id = ckpt.get("run_id")
-            print(f"resuming from {checkpoint_path} after epoch {len(trainer.history)}")
-    run_id = on_start(run_id)
+            if dist.main:
+                print(f"resuming from {checkpoint_path} after epoch {len(trainer.history)}")
+    if dist.main:
+        run_id = on_start(run_id)
     stop = False
     train_seconds, seen = 0.0, 0
     for epoch in range(len(trainer.history) + 1, cfg.epochs + 1):
@@ -294,18 +323,22 @@ def fit(cfg: TrainConfig, arrays: ResizedArrays, train_rows: np.ndarray, val_row
         trainer.history.append(row)
         if row["val_iou"] > trainer.best["val_iou"]:
             trainer.best = {"val_iou": row["val_iou"], "epoch": epoch}
-            save_model(model_path, trainer.model, cfg.model, {**model_meta, "epoch": epoch, "val_iou": row["val_iou"]})
+            if dist.main:
+                save_model(model_path, trainer.model, cfg.model,
+                           {**model_meta, "epoch": epoch, "val_iou": row["val_iou"]})
         since_best = epoch - trainer.best["epoch"]
-        stop = bool(cfg.patience) and since_best >= cfg.patience
-        finished = stop or epoch == cfg.epochs
-        with atomic.atomic_path(checkpoint_path) as tmp:
-            torch.save({"fingerprint": fingerprint, "run_id": run_id, "finished": finished,
-                        "state": trainer.state()}, tmp)
-        on_epoch(row)
-        print(f"epoch {epoch}/{cfg.epochs}: " + "  ".join(
-            f"{k} {v:.4f}" for k, v in row.items() if k not in ("epoch", "seconds", "lr")) + f"  ({row['seconds']:.0f}s)")
+        stop = bool(cfg.patience) and since_best >= cfg.patience  # the same on every rank: val_iou is global
+        if dist.main:
+            with atomic.atomic_path(checkpoint_path) as tmp:
+                torch.save({"fingerprint": fingerprint, "run_id": run_id, "finished": stop or epoch == cfg.epochs,
+                            "state": trainer.state()}, tmp)
+            on_epoch(row)
+            print(f"epoch {epoch}/{cfg.epochs}: " + "  ".join(
+                f"{k} {v:.4f}" for k, v in row.items() if k not in ("epoch", "seconds", "lr"))
+                + f"  ({row['seconds']:.0f}s)")
+            if stop:
+                print(f"early stop: val_iou has not improved for {cfg.patience} epochs")
         if stop:
-            print(f"early stop: val_iou has not improved for {cfg.patience} epochs")
             break
     return {"best_epoch": trainer.best["epoch"], "best_val_iou": trainer.best["val_iou"],
             "epochs_run": len(trainer.history), "early_stopped": stop,

@@ -10,8 +10,8 @@ import argparse
 import socket
 import subprocess
 import sys
-from pathlib import Path
 from collections.abc import Sequence
+from pathlib import Path
 
 from eyelip.errors import EyelipError
 from eyelip.report import TOLERANCE
@@ -79,6 +79,26 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: %(default)s, this "
                                                         "machine only)")
     ui.add_argument("--port", type=int, default=5000, help="port (default: %(default)s)")
+
+    profile = commands.add_parser(
+        "profile", help="merge a params profile and a dataset path into params.yaml",
+        description="Merge profiles/NAME.yaml (a partial params file: mini = the 504-face real mini set with "
+                    "5-fold CV on a CPU; celebamask-hq = the seed's full-data setup for a GPU) and data.root into "
+                    "params.yaml, keeping its comments and key order. Prints the changed keys; `git diff "
+                    "params.yaml` shows them too, and `dvc repro` then runs with them.")
+    profile.add_argument("name", metavar="NAME", help="profile name: a file profiles/NAME.yaml")
+    profile.add_argument("--data-root", required=True, metavar="PATH",
+                         help="CelebAMask-HQ folder or zip (stored absolute when outside the project, so "
+                              "`dvc exp run --queue` copies find it)")
+
+    results = commands.add_parser(
+        "results", help="markdown table of an MLflow experiment's runs, grouped by recipe",
+        description="Read the project's MLflow store and write a markdown table of the finished runs of one "
+                    "experiment, grouped by recipe (runs whose params differ only in split.fold are the folds "
+                    "of one cross-validation): the params that differ between recipes, training minutes, "
+                    "test IoU mean ± std over folds (per target when there are several) and val IoU.")
+    results.add_argument("--experiment", required=True, help="MLflow experiment name (tracking.experiment)")
+    results.add_argument("--out", default="docs/results.md", help="markdown file to write (default: %(default)s)")
     return parser
 
 
@@ -124,6 +144,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_report(args)
         elif args.command == "ui":
             run_ui(args.host, args.port)
+        elif args.command == "profile":
+            from eyelip.profiles import run_profile
+
+            run_profile(args)
+        elif args.command == "results":
+            from eyelip.results import run_results
+
+            run_results(args)
     except EyelipError as exc:
         print(f"eyelip {args.command}: error: {exc}", file=sys.stderr)
         return 1

@@ -1,7 +1,12 @@
-"""Seeded random train/val/test split of the sample ids.
+"""Seeded random train/val/test split of the sample ids, or one fold of a k-fold split.
 
 Sizes are all counts (the seed's full-data setup: 8100 / 900 / 1000) or all fractions of the
 dataset (e.g. 0.8 / 0.1 / 0.1). Each list is written sorted, so diffs between runs are readable.
+
+With ``split.folds`` = k >= 2 (cross-validation on a small set), the seeded permutation is cut
+into k near-equal folds: test is fold ``split.fold``, val is ``split.val`` (a count, or a share
+of the remaining ids) and train is the rest; ``split.train`` and ``split.test`` are not used.
+Sweeping ``split.fold`` over 0..k-1 tests every id exactly once.
 """
 
 from __future__ import annotations
@@ -40,6 +45,26 @@ def split_counts(sizes: Mapping[str, int | float], n: int) -> dict[str, int]:
         raise ParamError(f"split: train {counts['train']} + val {counts['val']} + test {counts['test']} = {total} "
                          f"> {n} samples in the dataset; lower split.* in params.yaml or use fractions")
     return counts
+
+
+def fold_split(ids: Sequence[int], folds: int, fold: int, val: int | float, seed: int) -> dict[str, list[int]]:
+    """Fold ``fold`` of ``folds`` as the test split; ``val`` ids of the rest (a count or a share)."""
+    if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2 or folds > len(ids):
+        raise ParamError(f"split.folds: expected 0 (off) or 2..{len(ids)} folds, got {folds!r}")
+    if isinstance(fold, bool) or not isinstance(fold, int) or not 0 <= fold < folds:
+        raise ParamError(f"split.fold: expected a fold index 0..{folds - 1}, got {fold!r}")
+    order = np.random.default_rng(seed).permutation(len(ids))
+    chunks = np.array_split(order, folds)
+    # The rest keeps its permuted order, so its first n_val ids are a seeded random sample.
+    rest = np.concatenate([c for k, c in enumerate(chunks) if k != fold])
+    if isinstance(val, bool) or not isinstance(val, (int, float)) or val < 0 or (isinstance(val, float) and val >= 1):
+        raise ParamError(f"split.val: with folds, expected a count (e.g. 50) or a share of the "
+                         f"non-test ids in [0, 1) (e.g. 0.1), got {val!r}")
+    n_val = val if isinstance(val, int) else int(round(val * len(rest)))
+    if n_val >= len(rest):
+        raise ParamError(f"split.val: {n_val} validation ids leave no training ids ({len(rest)} outside the test fold)")
+    picked = {"test": chunks[fold], "val": rest[:n_val], "train": rest[n_val:]}
+    return {name: sorted(ids[i] for i in picked[name]) for name in SPLITS}
 
 
 def split_ids(ids: Sequence[int], counts: Mapping[str, int], seed: int) -> dict[str, list[int]]:

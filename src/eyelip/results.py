@@ -1,0 +1,147 @@
+"""``eyelip results``: the runs of one MLflow experiment as a markdown table, grouped by recipe.
+
+A recipe is a run's params without the ones that only say *where* or *how fast* it ran (the test
+fold, threads, device, data path, tracking and export settings): the runs of a k-fold sweep share
+a recipe and are summarised as mean ± std over their folds. Only the params that differ between
+recipes are shown, so the table reads as "what changed and what it did".
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from eyelip import atomic
+from eyelip.errors import EyelipError
+from eyelip.tracking import tracking_uri
+
+# Params that do not change what is learned, or that name the fold a run holds out.
+NOT_RECIPE = {"split.fold", "train.threads", "train.device", "data.root"}
+NOT_RECIPE_SECTIONS = ("preprocess.", "tracking.", "export.", "sample.")
+
+
+@dataclass
+class Run:
+    name: str
+    params: dict[str, str]
+    metrics: dict[str, float]
+
+    @property
+    def recipe(self) -> tuple[tuple[str, str], ...]:
+        return tuple(sorted((k, v) for k, v in self.params.items()
+                            if k not in NOT_RECIPE and not k.startswith(NOT_RECIPE_SECTIONS)))
+
+    @property
+    def targets(self) -> list[str]:
+        """Output channels: tracking logs ``data.targets`` flattened, one ``data.targets.<name>`` each."""
+        return [k.removeprefix("data.targets.") for k in self.params if k.startswith("data.targets.")]
+
+
+@dataclass
+class Recipe:
+    params: dict[str, str]
+    runs: list[Run] = field(default_factory=list)
+
+
+def group(runs: Iterable[Run]) -> list[Recipe]:
+    """Runs with the same recipe, in the order each recipe first appears."""
+    recipes: dict[tuple[tuple[str, str], ...], Recipe] = {}
+    for run in runs:
+        recipes.setdefault(run.recipe, Recipe(dict(run.recipe))).runs.append(run)
+    return list(recipes.values())
+
+
+def differing(recipes: Sequence[Recipe]) -> list[str]:
+    keys = sorted({k for r in recipes for k in r.params})
+    return [k for k in keys if len({r.params.get(k) for r in recipes}) > 1]
+
+
+def mean_std(values: Sequence[float], digits: int = 3) -> str:
+    if not values:
+        return "–"
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+
+def _metric(runs: Sequence[Run], key: str) -> list[float]:
+    return [r.metrics[key] for r in runs if key in r.metrics]
+
+
+def _names(runs: Sequence[Run]) -> str:
+    names = sorted({r.name for r in runs})
+    return ", ".join(names) if len(names) <= 2 else f"{names[0]}, … ({len(names)} runs)"
+
+
+def _fold(run: Run) -> str:
+    folds = run.params.get("split.folds", "0")
+    return f"{run.params.get('split.fold', '0')}/{folds}" if folds not in ("0", "None") else "–"
+
+
+def table(recipes: Sequence[Recipe]) -> str:
+    """One row per recipe: differing params, runs, folds, minutes, speed, test IoU (per target), val IoU."""
+    keys = differing(recipes)
+    targets = sorted({t for r in recipes for run in r.runs for t in run.targets if len(run.targets) > 1})
+    # Minutes depend on how busy the machine was; images/s says how fast it was training.
+    header = ["recipe (params that differ)", "runs", "folds", "train min/run", "train img/s", "test IoU"]
+    header += [f"test IoU {t}" for t in targets] + ["best val IoU"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for recipe in recipes:
+        runs = recipe.runs
+        label = ", ".join(f"`{k}={recipe.params.get(k, '–')}`" for k in keys) or "(all runs share one recipe)"
+        row = [label, _names(runs), ", ".join(sorted(_fold(r) for r in runs)),
+               mean_std(_metric(runs, "train_minutes"), 1), mean_std(_metric(runs, "train_images_per_second"), 0),
+               mean_std(_metric(runs, "test_iou"))]
+        row += [mean_std(_metric(runs, f"test_iou_{t}")) for t in targets]
+        row.append(mean_std(_metric(runs, "best_val_iou")))
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def load_runs(experiment: str, uri: str | None = None) -> list[Run]:
+    """Finished runs of ``experiment`` that reached evaluation (have ``test_iou``), oldest first."""
+    from mlflow.tracking import MlflowClient
+
+    uri = uri or tracking_uri()
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
+        raise EyelipError(f"{uri}: no MLflow store; run `dvc repro` first (or set MLFLOW_TRACKING_URI)")
+    client = MlflowClient(uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        names = sorted(e.name for e in client.search_experiments())
+        raise EyelipError(f"no MLflow experiment {experiment!r} in {uri}; experiments: {', '.join(names) or 'none'}")
+    runs = client.search_runs([found.experiment_id], "attributes.status = 'FINISHED'",
+                              order_by=["attributes.start_time ASC"], max_results=10_000)
+    return [Run(r.info.run_name or r.info.run_id[:8], dict(r.data.params), dict(r.data.metrics))
+            for r in runs if "test_iou" in r.data.metrics]
+
+
+def render(experiment: str, runs: Sequence[Run]) -> str:
+    if not runs:
+        raise EyelipError(f"experiment {experiment!r} has no finished runs with test metrics")
+    recipes = group(runs)
+    common = {k: v for k, v in recipes[0].params.items() if k not in differing(recipes)}
+    shared = ", ".join(f"`{k}={v}`" for k, v in sorted(common.items()))
+    return "\n".join([
+        f"# Results: MLflow experiment `{experiment}`",
+        "",
+        f"Generated by `eyelip results --experiment {experiment}` from the MLflow store; do not edit by hand.",
+        "One row per recipe; the runs of a k-fold sweep (`split.fold` = 0..k-1) share a row: mean ± std "
+        "over folds (sample std). Test IoU is pooled over the test fold at the model's input size; "
+        "`best val IoU` is the validation IoU of the epoch kept, the number recipes were chosen by.",
+        "",
+        table(recipes),
+        "",
+        f"Shared by all rows: {shared}",
+        "",
+    ])
+
+
+def run_results(args: Any) -> None:
+    text = render(args.experiment, load_runs(args.experiment))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    atomic.write_text(args.out, text)
+    print(f"{args.out}: {text.count(chr(10) + '| ') - 1} recipes from experiment {args.experiment!r}")

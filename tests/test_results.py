@@ -1,0 +1,64 @@
+"""`eyelip results`: a markdown table from a real (small) MLflow store, grouped by recipe."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from eyelip.cli import main
+from eyelip.errors import EyelipError
+from eyelip.results import load_runs, render
+
+# As tracking logs them: data.targets flattened, one JSON list per target.
+TARGETS = {"data.targets.eyes": json.dumps(["l_eye", "r_eye"]), "data.targets.lips": json.dumps(["u_lip", "l_lip"])}
+
+
+def log_run(name: str, fold: int, width: int, test_iou: float, eyes: float, lips: float) -> None:
+    with mlflow.start_run(run_name=name):
+        mlflow.log_params({"split.folds": 5, "split.fold": fold, "model.base_width": width, "train.threads": 2,
+                           "train.epochs": 25, **TARGETS})
+        mlflow.log_metrics({"test_iou": test_iou, "test_iou_eyes": eyes, "test_iou_lips": lips,
+                            "best_val_iou": test_iou + 0.01, "train_minutes": 4.0 + fold,
+                            "train_images_per_second": 50.0})
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One store for the module: creating a SQLite store runs migrations (~8 s)."""
+    uri = f"sqlite:///{tmp_path_factory.mktemp('store') / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", uri)
+        mlflow.set_tracking_uri(uri)
+        mlflow.set_experiment("cv")
+        log_run("w16-fold0", 0, 16, 0.80, 0.76, 0.84)
+        log_run("w16-fold1", 1, 16, 0.82, 0.78, 0.86)
+        log_run("w24", 0, 24, 0.83, 0.80, 0.86)
+        with mlflow.start_run(run_name="crashed"):  # no test metrics: left out
+            mlflow.log_params({"model.base_width": 32})
+        yield uri
+
+
+def test_folds_of_a_recipe_share_a_row_with_mean_and_std(store: str) -> None:
+    runs = load_runs("cv")
+    assert [r.name for r in runs] == ["w16-fold0", "w16-fold1", "w24"]
+    text = render("cv", runs)
+    rows = [line for line in text.splitlines() if line.startswith("| `")]
+    assert len(rows) == 2
+    assert rows[0].startswith("| `model.base_width=16` | w16-fold0, w16-fold1 | 0/5, 1/5 | 4.5 ± 0.7 | 50 ± 0 | 0.810 ± 0.014 |")
+    assert "| 0.770 ± 0.014 | 0.850 ± 0.014 | 0.820 ± 0.014 |" in rows[0]
+    assert rows[1].startswith("| `model.base_width=24` | w24 | 0/5 | 4.0 | 50 | 0.830 | 0.800 | 0.860 | 0.840 |")
+    assert "test IoU eyes | test IoU lips" in text
+    assert "`train.epochs=25`" in text.split("Shared by all rows:")[1]
+
+
+def test_command_writes_the_file_and_names_a_missing_experiment(store: str, tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "docs" / "results.md"
+    assert main(["results", "--experiment", "cv", "--out", str(out)]) == 0
+    assert out.read_text().startswith("# Results: MLflow experiment `cv`")
+    with pytest.raises(EyelipError, match=r"no MLflow experiment 'nope' .* experiments: Default, cv"):
+        load_runs("nope")

@@ -28,8 +28,8 @@ import yaml
 from eyelip.synthetic import generate_sample
 
 REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-PROJECT_FILES = ("dvc.yaml", "params.yaml", "pipeline", "src", "pyproject.toml")
+sys.path.insert(0, str(REPO / "tests"))
+from conftest import BIN, copy_project  # noqa: E402  (the tests' copy of the project, reused)
 MiB = 2 ** 20
 
 
@@ -94,13 +94,7 @@ def main() -> None:
 
         root = work / "project"
         shutil.rmtree(root, ignore_errors=True)
-        root.mkdir()
-        for name in PROJECT_FILES:
-            src = REPO / name
-            if src.is_dir():
-                shutil.copytree(src, root / name, ignore=shutil.ignore_patterns("__pycache__"))
-            else:
-                shutil.copy2(src, root / name)
+        copy_project(root)
         params = yaml.safe_load((root / "params.yaml").read_text())
         params["data"]["root"] = str(data)
         params["resize"]["size"] = args.size

@@ -54,16 +54,21 @@ class Project:
         (self.root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-@pytest.fixture
-def project(tmp_path: Path) -> Project:
-    root = tmp_path / "eyelip"
-    root.mkdir()
+def copy_project(root: Path) -> None:
+    """The pipeline's files into an empty folder ``root`` (benchmarks/scale.py uses it too)."""
+    root.mkdir(parents=True)
     for name in PROJECT_FILES:
         src = REPO / name
         if src.is_dir():
             shutil.copytree(src, root / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy2(src, root / name)
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Project:
+    root = tmp_path / "eyelip"
+    copy_project(root)
     proj = Project(root)
     proj.run("git", "init", "-q")
     proj.run("git", "config", "user.email", "test@example.com")

@@ -31,11 +31,10 @@ from eyelip.arrays import unpack_masks
 from eyelip.errors import EyelipError
 from eyelip.fuse import FuseSample, FusedMasks, check_targets
 from eyelip.inference import Predictor
-from eyelip.layout import image_relpath
 from eyelip.metrics import accuracy, confusion, dice, iou, precision, recall
 from eyelip.parallel import map_samples
 from eyelip.plots import rows_csv, save_figure
-from eyelip.preprocess import decode_image, resize_mask
+from eyelip.resize import resize_sample
 from eyelip.source import Source
 
 THRESHOLD = 0.5
@@ -210,9 +209,8 @@ class EvaluateSample:
 
     def __call__(self, sample_id: int) -> tuple[np.ndarray, np.ndarray, tuple[tuple[int, int], np.ndarray]]:
         shape, packed = self.fuse(sample_id)
-        masks = np.stack([resize_mask(m, self.size) for m in unpack_masks(packed, shape[1])]).astype(np.uint8)
-        source, rel = self.fuse.source, image_relpath(sample_id)
-        return decode_image(source.read(rel), self.size, source.describe(rel)), masks, (shape, packed)
+        image, masks = resize_sample(self.fuse.source, sample_id, unpack_masks(packed, shape[1]), self.size)
+        return image, masks, (shape, packed)
 
 
 def source_batches(source: Source, ids: Sequence[int], predictor: Predictor, batch_size: int,

@@ -23,6 +23,14 @@ from eyelip.preprocess import decode_image, resize_mask
 from eyelip.source import Source
 
 
+def resize_sample(source: Source, sample_id: int, native_masks: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """One sample at the training size, by the pipeline's rules: the image decoded from ``source``
+    (uint8 (S, S, 3)) and its (C, H, W) native masks area-resized (uint8 (C, S, S), 0/1)."""
+    rel = image_relpath(sample_id)
+    image = decode_image(source.read(rel), size, source.describe(rel))
+    return image, np.stack([resize_mask(m, size) for m in native_masks]).astype(np.uint8)
+
+
 @dataclass
 class ResizeSample:
     """Picklable per-sample job: (image (S, S, 3), masks (C, S, S)) as uint8."""
@@ -42,10 +50,7 @@ class ResizeSample:
         if self._fused is None:
             self._fused = FusedMasks(self.fused_dir)
             self._row = {i: r for r, i in enumerate(self._fused.ids)}
-        rel = image_relpath(sample_id)
-        image = decode_image(self.source.read(rel), self.size, self.source.describe(rel))
-        masks = np.stack([resize_mask(m, self.size) for m in self._fused[self._row[sample_id]]])
-        return image, masks.astype(np.uint8)
+        return resize_sample(self.source, sample_id, self._fused[self._row[sample_id]], self.size)
 
 
 def resize_dataset(source: Source, fused_dir: str | Path, out_dir: str | Path, size: int,

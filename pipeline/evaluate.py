@@ -25,9 +25,11 @@ BATCH_SIZE = 32
 def main(params: dict) -> None:
     predictor = TorchPredictor(MODEL)
     arrays, fused = ResizedArrays("data/resized"), FusedMasks("data/fused")
-    if arrays.size != predictor.size or list(fused.targets) != predictor.targets:
-        raise EyelipError(f"{MODEL} ({predictor.size} px, targets {predictor.targets}) does not match data/resized "
-                          f"({arrays.size} px, targets {list(fused.targets)}); re-run `dvc repro`")
+    if ((arrays.input_size, arrays.size) != (predictor.input_size, predictor.size)
+            or list(fused.targets) != predictor.targets):
+        raise EyelipError(f"{MODEL} ({predictor.input_size} -> {predictor.size} px, targets {predictor.targets}) does "
+                          f"not match data/resized ({arrays.input_size} -> {arrays.size} px, targets "
+                          f"{list(fused.targets)}); re-run `dvc repro`")
     rows = split_rows(arrays, "data/split", "test")
     ids = [arrays.ids[r] for r in rows]
     result = evaluate(predictor, array_batches(arrays.images, arrays.masks, rows, ids, fused, BATCH_SIZE))

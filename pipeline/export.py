@@ -56,9 +56,11 @@ def main(params: dict) -> None:
 
     model, ckpt = load_model(MODEL)
     size, targets = int(ckpt["size"]), list(ckpt["targets"])
+    input_size = int(ckpt.get("input_size", size))
     arrays = ResizedArrays("data/resized")
-    if arrays.size != size:
-        raise DataError(f"data/resized: images are {arrays.size} px but {MODEL} expects {size}; run `dvc repro`")
+    if (arrays.input_size, arrays.size) != (input_size, size):
+        raise DataError(f"data/resized: images/masks are {arrays.input_size}/{arrays.size} px but {MODEL} expects "
+                        f"{input_size}/{size}; run `dvc repro`")
     rows = np.sort(split_rows(arrays, "data/split", "test")[:PARITY_IMAGES])
     if not len(rows):
         raise DataError("data/split/test.txt: empty; parity needs test images (raise split.test)")
@@ -71,13 +73,13 @@ def main(params: dict) -> None:
             "data_version": tracking.data_version()}
     # Both files stay temporary until both pass parity: a failed check publishes neither.
     with atomic.atomic_path(ONNX) as onnx_tmp, atomic.atomic_path(TORCHSCRIPT) as ts_tmp:
-        export_onnx(model, onnx_tmp, size, targets, meta)
-        export_torchscript(model, ts_tmp, size)
+        export_onnx(model, onnx_tmp, size, targets, meta, input_size)
+        export_torchscript(model, ts_tmp, input_size)
         checks = {"onnxruntime": parity(reference, OnnxPredictor(onnx_tmp), images),
                   "torchscript": parity(reference, TorchScriptPredictor(ts_tmp, size, targets), images)}
         for fmt, result in checks.items():
             check_parity(fmt, result)
-        speed = measure_latency(model, onnx_tmp, ts_tmp, size, repeats=repeats)
+        speed = measure_latency(model, onnx_tmp, ts_tmp, input_size, repeats=repeats)
     summary = {"parity": checks, **speed, "onnx_bytes": ONNX.stat().st_size,
                "torchscript_bytes": TORCHSCRIPT.stat().st_size}
     atomic.write_json(METRICS, summary)

@@ -1,4 +1,5 @@
-"""Stage `resize`: images and fused masks -> data/resized/{images,masks}.npy at resize.size."""
+"""Stage `resize`: fused masks -> data/resized/masks.npy at resize.size, images -> images.npy at
+resize.size x resize.input_scale."""
 
 from eyelip import atomic
 from eyelip import params as P
@@ -11,6 +12,7 @@ from eyelip.source import Source
 def main(params: dict) -> None:
     summary = resize_dataset(Source(P.get(params, "data.root")), "data/fused", "data/resized",
                              size=P.integer(params, "resize.size", minimum=8),
+                             input_scale=P.integer(params, "resize.input_scale", minimum=1, default=1),
                              on_error=P.choice(params, "data.on_error", ON_ERROR), **stage.workers(params))
     atomic.write_json("metrics/resize.json", summary)
     print(f"resized {summary['samples']} samples ({summary['skipped']} skipped) into data/resized/")

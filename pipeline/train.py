@@ -34,9 +34,10 @@ def main(params: dict) -> None:
     train_rows, val_rows = split_rows(arrays, "data/split", "train"), split_rows(arrays, "data/split", "val")
     if dist.main:
         print(f"training on {len(train_rows)} images, validating on {len(val_rows)} "
-              f"({arrays.size} px, targets: {', '.join(targets)}, {dist.world} process(es))")
+              f"({arrays.input_size} px in, {arrays.size} px out, targets: {', '.join(targets)}, {dist.world} process(es))")
     run = TrackedRun(P.get(params, "tracking.experiment", "eyelip"), params)
-    meta = {"targets": list(targets), "target_parts": targets, "rule": P.get(params, "data.rule"), "size": arrays.size}
+    meta = {"targets": list(targets), "target_parts": targets, "rule": P.get(params, "data.rule"), "size": arrays.size,
+            "input_size": arrays.input_size}
     summary = fit(cfg, arrays, train_rows, val_rows, meta, MODEL, CHECKPOINT,
                   cfg.fingerprint(run.data_version, dist.world), on_epoch=run.log_epoch, on_start=run.start, dist=dist)
     dist.close()

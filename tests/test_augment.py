@@ -79,6 +79,20 @@ def test_affine_warp_moves_image_and_mask_together():
     assert torch.equal((out_images > 0.5).float(), out_masks.expand_as(out_images))
 
 
+def test_warp_moves_masks_smaller_than_the_image_with_it():
+    # resize.input_scale 2: images are twice the mask size; one warp must move both the same way.
+    masks = torch.zeros(6, 1, 32, 32)
+    masks[:, :, 8:24, 10:20] = 1
+    images = torch.nn.functional.interpolate(masks, scale_factor=2, mode="nearest").repeat(1, 3, 1, 1)
+    out_images, out_masks = run({"hflip": 0.5, "rotate": 30, "scale": 0.2, "translate": 0.1}, images, masks)
+    assert out_images.shape == (6, 3, 64, 64) and out_masks.shape == (6, 1, 32, 32)
+    down = torch.nn.functional.avg_pool2d(out_images[:, :1], 2) > 0.5
+    agree = (down == out_masks.bool()).float().mean()
+    assert agree > 0.98, agree  # only re-binarisation at the edges may differ
+    with pytest.raises(ValueError, match="masks must be"):
+        run({}, images, torch.zeros(6, 1, 24, 24))
+
+
 def test_pure_translation_keeps_area_and_bounds_the_shift():
     # translate t shifts by U(-t, t) of the size: 0.125 * 32 = 4 pixels at most per axis.
     masks = torch.zeros(8, 1, 32, 32)

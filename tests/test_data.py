@@ -13,6 +13,7 @@ from PIL import Image
 
 from eyelip import atomic
 from eyelip.arrays import NpyRowWriter, read_ids
+from eyelip.dataset import ResizedArrays
 from eyelip.errors import DataError, ParamError
 from eyelip.fuse import FusedMasks, check_targets, fuse, fuse_dataset
 from eyelip.layout import mask_relpath
@@ -109,6 +110,19 @@ def test_resized_arrays_follow_the_documented_rules(mini: Path, tmp_path: Path) 
     # Reduced-scale decode stays within JPEG noise of a full decode + resize.
     full = Image.open(subset / "CelebA-HQ-img" / "2001.jpg").convert("RGB").resize((128, 128), Image.Resampling.BOX)
     assert np.abs(images[1].astype(int) - np.asarray(full, dtype=int)).mean() < 3
+
+
+def test_input_scale_stores_images_larger_than_masks(mini: Path, tmp_path: Path) -> None:
+    subset = mini_subset(mini, tmp_path / "data", [3, 2001])
+    fuse_dataset(Source(subset), tmp_path / "fused", TWO, n_jobs=1)
+    summary = resize_dataset(Source(subset), tmp_path / "fused", tmp_path / "r1", 64, n_jobs=1)
+    resize_dataset(Source(subset), tmp_path / "fused", tmp_path / "r2", 64, input_scale=2, n_jobs=1)
+    one, two = ResizedArrays(tmp_path / "r1"), ResizedArrays(tmp_path / "r2")
+    assert (summary["size"], summary["input_size"]) == (64, 64)
+    assert (two.size, two.input_size, two.input_scale) == (64, 128, 2) and two.images.shape == (2, 128, 128, 3)
+    np.testing.assert_array_equal(one.masks, two.masks)  # the targets do not change, only the photo's detail
+    np.testing.assert_array_equal(two.images[1], decode_image((subset / "CelebA-HQ-img" / "2001.jpg").read_bytes(),
+                                                              128, "2001.jpg"))
 
 
 def test_resize_mask_keeps_half_covered_pixels() -> None:

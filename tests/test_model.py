@@ -32,6 +32,20 @@ def test_size_not_divisible_by_2_pow_depth_raises():
     UNet(base_width=4, depth=3).eval()(torch.rand(1, 3, 40, 48))
 
 
+def test_input_scale_folds_a_larger_image_into_the_output_size():
+    model = UNet(base_width=4, depth=3, input_scale=2).eval()
+    assert model(torch.rand(2, 3, 64, 48)).shape == (2, 1, 32, 24)
+    # Each output pixel sees its own 2x2 input block: changing one block moves the logits there.
+    x = torch.rand(1, 3, 64, 64)
+    y = x.clone()
+    y[..., 40:42, 20:22] += 0.5
+    diff = (model(y) - model(x)).abs()[0, 0]
+    assert diff[20, 10] > 0 and diff[0, 0] == 0
+    with pytest.raises(ValueError, match=r"input_scale=2\) needs H and W divisible by 16, got 40x48"):
+        model(torch.rand(1, 3, 40, 48))
+    assert n_params(UNet(base_width=4, depth=3, input_scale=2)) > n_params(UNet(base_width=4, depth=3))
+
+
 def test_parameter_counts():
     # Measured once and pinned: a change here means the architecture changed.
     assert n_params(UNet(base_width=16, depth=4)) == 1_942_577  # ~1.94M, the default

@@ -83,7 +83,8 @@ class Augment:
 
         Args:
             images: float (N, 3, H, W) in [0, 1].
-            masks: float (N, C, H, W) with values 0/1.
+            masks: float (N, C, H/k, W/k) with values 0/1; k >= 1 (``resize.input_scale``), and the
+                same warp is applied at both sizes.
             generator: source of randomness; it may live on the CPU even for CUDA batches
                 (the few per-sample numbers are copied over), which also makes a seed give the
                 same augmentations on every device.
@@ -94,9 +95,11 @@ class Augment:
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"images must be (N, 3, H, W), got {tuple(images.shape)}")
         n = images.shape[0]
-        if masks.ndim != 4 or masks.shape[0] != n or masks.shape[2:] != images.shape[2:]:
+        if (masks.ndim != 4 or masks.shape[0] != n
+                or images.shape[2] * masks.shape[3] != images.shape[3] * masks.shape[2]
+                or images.shape[2] % masks.shape[2]):
             raise ValueError(
-                f"masks must be (N, C, H, W) matching images {tuple(images.shape)}, "
+                f"masks must be (N, C, H/k, W/k) for images {tuple(images.shape)} (integer k >= 1), "
                 f"got {tuple(masks.shape)}"
             )
 
@@ -153,8 +156,11 @@ class Augment:
             ],
             dim=1,
         )
+        # Normalised coordinates make one theta the same warp at the image and the mask size.
         grid = F.affine_grid(theta, [n, 1, height, width], align_corners=False)
         images = F.grid_sample(images, grid, padding_mode="zeros", align_corners=False)
+        if masks.shape[2:] != images.shape[2:]:
+            grid = F.affine_grid(theta, [n, 1, *masks.shape[2:]], align_corners=False)
         masks = F.grid_sample(
             masks, grid.to(masks.dtype), padding_mode="zeros", align_corners=False
         )

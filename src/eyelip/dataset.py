@@ -1,7 +1,8 @@
 """Training batches from the memory-mapped arrays of the ``resize`` stage.
 
 Only the rows of a batch are read from disk, so a 256 px full dataset (~6 GB) never has to fit in
-RAM. Model input is RGB scaled to [0, 1], (N, 3, S, S) float32; targets are (N, C, S, S) float32.
+RAM. Model input is RGB scaled to [0, 1], (N, 3, S*k, S*k) float32 (k = ``resize.input_scale``);
+targets are (N, C, S, S) float32.
 """
 
 from __future__ import annotations
@@ -34,7 +35,17 @@ class ResizedArrays:
 
     @property
     def size(self) -> int:
+        """Mask (model output) size."""
+        return int(self.masks.shape[-1])
+
+    @property
+    def input_size(self) -> int:
+        """Image (model input) size: ``size * input_scale``."""
         return int(self.images.shape[1])
+
+    @property
+    def input_scale(self) -> int:
+        return self.input_size // self.size
 
     @property
     def channels(self) -> int:

@@ -47,10 +47,10 @@ SCORES = {"iou": lambda c: iou(c), "iou_per_image": lambda c: iou(c, "per_image"
 
 @dataclass
 class Batch:
-    """Images at the model size, their target masks (C, S, S) and native masks (C, H, W)."""
+    """Images at the model's input size, target masks (C, S, S) and native masks (C, H, W)."""
 
     ids: list[int]
-    images: np.ndarray  # uint8 (B, S, S, 3)
+    images: np.ndarray  # uint8 (B, I, I, 3); I = S * input_scale
     masks: np.ndarray  # 0/1 (B, C, S, S)
     native: list[np.ndarray]  # bool (C, H, W) each; a list, as sizes may differ between samples
 
@@ -138,7 +138,7 @@ def evaluate(predictor: Predictor, batches: Iterable[Batch]) -> Evaluation:
         # Ranked by the per-image IoU averaged over targets; the overlay shows all targets at once.
         ranking = iou(batch_counts, "none").mean(1).tolist()
         pred, truth = probs_np >= THRESHOLD, np.asarray(batch.masks) > 0
-        shown = [Shown(i, r, batch.images[b].copy(), truth[b].any(0), pred[b].any(0))
+        shown = [Shown(i, r, _block_mean(batch.images[b], size), truth[b].any(0), pred[b].any(0))
                  for b, (i, r) in enumerate(zip(batch.ids, ranking))]
         best, worst = _keep(best, shown, True), _keep(worst, shown, False)
     if not ids:
@@ -206,10 +206,12 @@ class EvaluateSample:
 
     fuse: FuseSample
     size: int
+    input_size: int
 
     def __call__(self, sample_id: int) -> tuple[np.ndarray, np.ndarray, tuple[tuple[int, int], np.ndarray]]:
         shape, packed = self.fuse(sample_id)
-        image, masks = resize_sample(self.fuse.source, sample_id, unpack_masks(packed, shape[1]), self.size)
+        image, masks = resize_sample(self.fuse.source, sample_id, unpack_masks(packed, shape[1]), self.size,
+                                     self.input_size)
         return image, masks, (shape, packed)
 
 
@@ -217,7 +219,7 @@ def source_batches(source: Source, ids: Sequence[int], predictor: Predictor, bat
                    n_jobs: int = -1) -> Iterator[Batch]:
     """Batches prepared from a dataset copy exactly as the fuse-masks and resize stages do."""
     parts = _model_parts(predictor)
-    job = EvaluateSample(FuseSample(source, parts, predictor.rule), int(predictor.size))
+    job = EvaluateSample(FuseSample(source, parts, predictor.rule), int(predictor.size), int(predictor.input_size))
     samples = ((i, (image, masks, unpack_masks(packed, shape[1])))
                for i, (image, masks, (shape, packed)) in map_samples(job, ids, on_error="fail", skipped={},
                                                                      n_jobs=n_jobs, desc="evaluate"))
@@ -280,6 +282,12 @@ def run_evaluate_cli(args: Any) -> None:
 
 
 # --- reports ---------------------------------------------------------------------------------
+
+
+def _block_mean(image: np.ndarray, size: int) -> np.ndarray:
+    """A copy of an (I, I, 3) model input at the mask size S (I = k*S), for drawing masks over it."""
+    k = image.shape[0] // size
+    return image.reshape(size, k, size, k, 3).mean((1, 3)).round().astype(np.uint8)
 
 
 def overlay(image: np.ndarray, truth: np.ndarray, pred: np.ndarray, alpha: float = 0.6) -> np.ndarray:

@@ -2,9 +2,9 @@
 
 - ONNX (opset 17, legacy TorchScript-based exporter: the dynamo exporter needs onnxscript, which is
   not a dependency). Input ``image`` float32 (N, 3, H, W) in [0, 1], output ``logits``
-  (N, C, H, W). Batch, height and width are all dynamic: the network has no size-dependent ops, and
+  (N, C, H/k, W/k), k = ``input_size / size`` (1 unless trained with ``resize.input_scale``). Batch, height and width are all dynamic: the network has no size-dependent ops, and
   ONNX Runtime matches PyTorch (max |diff| ~1e-7) at other multiples of ``2**depth`` too. The
-  metadata (``size``, ``targets``, ...) says how to feed it, so a consumer needs only onnxruntime.
+  metadata (``input_size``, ``size``, ``targets``, ...) says how to feed it, so a consumer needs only onnxruntime.
 - TorchScript: traced and frozen, loads with ``torch.jit.load`` without eyelip installed.
   ``torch.jit`` is deprecated in PyTorch 2.13 but still the only single-file format that loads
   without the defining code *and* runs with plain ``torch``; the warnings are silenced here only.
@@ -33,23 +33,26 @@ THRESHOLD = 0.5
 METADATA = {
     "normalisation": "RGB/255, NCHW",
     "image_resize_rule": "eyelip.preprocess.decode_image: JPEG draft decode, then bilinear (antialiased) "
-                         "resize to size x size",
+                         "resize to input_size x input_size",
     "mask_resize_rule": "sigmoid(logits) -> probabilities, bilinear resize to the photo's size, then "
                         ">= threshold (eyelip predict); ground truth: box-filter coverage >= 0.5 "
                         "(eyelip.preprocess.resize_mask)",
-    "output": "logits (N, C, H, W), one channel per target; probability = sigmoid(logits)",
+    "output": "logits (N, C, size, size), one channel per target; probability = sigmoid(logits)",
 }
 
 
 def export_onnx(model: torch.nn.Module, path: str | Path, size: int, targets: list[str],
-                extra_meta: dict[str, Any]) -> None:
-    """Write ``model`` as ONNX with eyelip metadata; non-string metadata values are stored as JSON."""
+                extra_meta: dict[str, Any], input_size: int | None = None) -> None:
+    """Write ``model`` as ONNX with eyelip metadata; non-string metadata values are stored as JSON.
+    ``size`` is the output (mask) size, ``input_size`` the image size it takes (default ``size``)."""
     import onnx
 
     model = model.eval()
-    example = torch.zeros(1, 3, size, size)
+    input_size = input_size or size
+    example = torch.zeros(1, 3, input_size, input_size)
     axes = {0: "batch", 2: "height", 3: "width"}
-    meta = {"size": size, "targets": targets, **METADATA, "threshold": THRESHOLD, **extra_meta}
+    meta = {"size": size, "input_size": input_size, "targets": targets, **METADATA, "threshold": THRESHOLD,
+            **extra_meta}
     with atomic.atomic_path(path) as tmp:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # the legacy exporter is deprecated, not broken
@@ -65,14 +68,15 @@ def export_onnx(model: torch.nn.Module, path: str | Path, size: int, targets: li
         onnx.save(proto, str(tmp))
 
 
-def export_torchscript(model: torch.nn.Module, path: str | Path, size: int) -> None:
-    """Trace at (1, 3, size, size), freeze (folds BatchNorm into the convs) and save."""
+def export_torchscript(model: torch.nn.Module, path: str | Path, input_size: int) -> None:
+    """Trace at (1, 3, input_size, input_size), freeze (folds BatchNorm into the convs) and save."""
     model = model.eval()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit is deprecated in 2.13, still supported
         warnings.simplefilter("ignore", FutureWarning)
         with torch.no_grad():
-            traced = torch.jit.freeze(torch.jit.trace(model, torch.zeros(1, 3, size, size), check_trace=False))
+            traced = torch.jit.freeze(torch.jit.trace(model, torch.zeros(1, 3, input_size, input_size),
+                                                       check_trace=False))
         with atomic.atomic_path(path) as tmp:
             torch.jit.save(traced, str(tmp))
 
@@ -121,7 +125,7 @@ def latency(fn: Callable[[np.ndarray], Any], batch: np.ndarray, repeats: int, wa
     return round(statistics.median(times) * 1000, 3)
 
 
-def measure_latency(model: torch.nn.Module, onnx_path: str | Path, torchscript_path: str | Path, size: int,
+def measure_latency(model: torch.nn.Module, onnx_path: str | Path, torchscript_path: str | Path, input_size: int,
                     batch_sizes: tuple[int, ...] = (1, 32), repeats: int = 10) -> dict[str, Any]:
     """CPU latency (median ms per call, preprocessing excluded) of eager PyTorch, ONNX Runtime and
     TorchScript at each batch size, interleaved in one process with the same thread count."""
@@ -151,7 +155,7 @@ def measure_latency(model: torch.nn.Module, onnx_path: str | Path, torchscript_p
     rng = np.random.default_rng(0)
     result: dict[str, dict[str, float]] = {name: {} for name in runners}
     for n in batch_sizes:
-        batch = rng.random((n, 3, size, size), dtype=np.float32)
+        batch = rng.random((n, 3, input_size, input_size), dtype=np.float32)
         # Fewer repeats for big batches: each call already averages over n images.
         reps = repeats if n == 1 else max(1, repeats // 3)
         for name, fn in runners.items():

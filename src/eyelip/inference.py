@@ -1,6 +1,7 @@
 """Predictors: one call signature for the trained PyTorch model and the exported ONNX model.
 
-A predictor maps uint8 RGB images (N, S, S, 3) at its input size to probabilities (N, C, S, S);
+A predictor maps uint8 RGB images (N, I, I, 3) at its ``input_size`` I to probabilities (N, C, S, S)
+at its ``size`` S (I = S unless the model was trained with ``resize.input_scale`` > 1);
 evaluation and ``eyelip predict`` only talk to this interface, so both model formats are scored by
 exactly the same code. ONNX needs only onnxruntime (no torch, no training code).
 """
@@ -21,7 +22,8 @@ DEFAULT_RULE = "union"
 
 
 class Predictor(Protocol):
-    size: int
+    size: int  # output (mask) size
+    input_size: int  # image size it takes
     targets: list[str]
     # How the ground truth of each target is built (``eyelip.fuse``), so evaluation on a raw
     # CelebAMask-HQ copy fuses the same parts with the same rule as the model was trained on.
@@ -56,6 +58,7 @@ class TorchPredictor:
         except Exception as exc:  # torch.load raises several types for a corrupt or foreign file
             raise EyelipError(f"{path}: not a readable eyelip checkpoint ({exc}); train one with `dvc repro`") from exc
         self.size, self.targets = int(ckpt["size"]), list(ckpt["targets"])
+        self.input_size = int(ckpt.get("input_size", self.size))
         self.target_parts = dict(ckpt.get("target_parts") or DEFAULT_TARGET_PARTS)
         self.rule = str(ckpt.get("rule") or DEFAULT_RULE)
 
@@ -83,6 +86,7 @@ class OnnxPredictor:
             raise EyelipError(f"{path}: ONNX model without eyelip metadata (size, targets); "
                               f"export it with `dvc repro export`")
         self.size, self.targets = int(meta["size"]), json.loads(meta["targets"])
+        self.input_size = int(meta.get("input_size", self.size))
         self.target_parts = json.loads(meta["target_parts"]) if "target_parts" in meta else dict(DEFAULT_TARGET_PARTS)
         self.rule = meta.get("rule", DEFAULT_RULE)
         self._input = self.session.get_inputs()[0].name

@@ -9,6 +9,11 @@ Architecture (Ronneberger et al. 2015, with "same" padding so output size == inp
   double 3x3 conv];
 * head: 1x1 conv to ``out_channels`` logits.
 
+With ``input_scale`` s > 1 the input image is s times larger than the output: a space-to-depth
+step (``PixelUnshuffle``) folds each s x s pixel block into channels before the first conv. The
+network then runs at the output size, so it sees the finer detail of the larger photo (thin eyes and
+lips at 128 px) for the cost of a wider first conv only.
+
 Upsampling uses ``ConvTranspose2d`` rather than bilinear + conv: it is learnable, exports to
 ONNX as a single op, and with kernel 2 / stride 2 it has no checkerboard overlap.
 
@@ -76,6 +81,7 @@ class UNet(nn.Module):
         depth: number of down-sampling steps; H and W must be divisible by ``2**depth``.
         norm: "batch" (BatchNorm2d), "group" (GroupNorm, for small batches) or "none".
         dropout: ``Dropout2d`` probability at the bottleneck (0 disables).
+        input_scale: input H/W over output H/W (space-to-depth factor; 1 = same size).
 
     The seed's full-size network is ``base_width=64, depth=4``.
     """
@@ -88,6 +94,7 @@ class UNet(nn.Module):
         depth: int = 4,
         norm: Norm = "batch",
         dropout: float = 0.0,
+        input_scale: int = 1,
     ) -> None:
         super().__init__()
         if norm not in _NORMS:
@@ -98,11 +105,14 @@ class UNet(nn.Module):
             raise ValueError(f"base_width must be >= 1, got {base_width}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-        self.depth = depth
+        if input_scale < 1:
+            raise ValueError(f"input_scale must be >= 1, got {input_scale}")
+        self.depth, self.input_scale = depth, input_scale
+        self.unshuffle = nn.PixelUnshuffle(input_scale) if input_scale > 1 else nn.Identity()
 
         widths = [base_width * 2**i for i in range(depth + 1)]
         self.encoders = nn.ModuleList()
-        channels = in_channels
+        channels = in_channels * input_scale**2
         for width in widths[:-1]:
             self.encoders.append(DoubleConv(channels, width, norm))
             channels = width
@@ -120,6 +130,7 @@ class UNet(nn.Module):
         # there, less readably, at the skip concatenation.
         if not (torch.jit.is_tracing() or torch.compiler.is_compiling()):
             self._check_size(x)
+        x = self.unshuffle(x)
         skips = []
         for encoder in self.encoders:
             x = encoder(x)
@@ -131,23 +142,24 @@ class UNet(nn.Module):
         return self.head(x)
 
     def _check_size(self, x: torch.Tensor) -> None:
-        multiple = 2**self.depth
+        multiple = self.input_scale * 2**self.depth
         height, width = x.shape[-2:]
         if height % multiple or width % multiple:
             raise ValueError(
-                f"UNet(depth={self.depth}) needs H and W divisible by {multiple}, "
-                f"got {height}x{width}"
+                f"UNet(depth={self.depth}, input_scale={self.input_scale}) needs H and W divisible "
+                f"by {multiple}, got {height}x{width}"
             )
 
 
-def build_model(cfg: dict[str, Any], out_channels: int, in_channels: int = 3) -> UNet:
+def build_model(cfg: dict[str, Any], out_channels: int, in_channels: int = 3, input_scale: int = 1) -> UNet:
     """Build a :class:`UNet` from the ``model`` params dict.
 
     ``cfg`` may hold ``base_width``, ``depth``, ``norm`` and ``dropout``; missing keys take the
     :class:`UNet` defaults and any other key raises ``ValueError`` naming ``model.<key>``.
+    ``input_scale`` comes from the data (``resize.input_scale``), not from ``cfg``.
     """
     allowed = ("base_width", "depth", "norm", "dropout")
     for key in cfg:
         if key not in allowed:
             raise ValueError(f"model.{key}: unknown key; expected one of {list(allowed)}")
-    return UNet(in_channels=in_channels, out_channels=out_channels, **cfg)
+    return UNet(in_channels=in_channels, out_channels=out_channels, input_scale=input_scale, **cfg)

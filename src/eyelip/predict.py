@@ -111,7 +111,7 @@ def predict_files(predictor: Predictor, paths: list[Path], out: Path, threshold:
     coverage = []
     with tqdm(total=len(paths), unit="image", desc="predict") as bar:
         for chunk in batches(paths, batch_size):
-            decoded = [read_photo(path, predictor.size) for path in chunk]
+            decoded = [read_photo(path, predictor.input_size) for path in chunk]
             probs = predictor(np.stack([model_input for model_input, _ in decoded]))
             for path, (_, photo), prob in zip(chunk, decoded, probs):
                 coverage.append(write_outputs(path, photo, prob, predictor.targets, threshold, out).mean())

@@ -1,7 +1,7 @@
 """Resize images and fused masks to the training size, as memory-mappable arrays.
 
-Output (written atomically): ``images.npy`` uint8 (N, S, S, 3), ``masks.npy`` uint8 (N, C, S, S)
-with values 0/1, ``ids.txt`` (array order) and ``skipped.json`` (unreadable images, with reasons).
+Output (written atomically): ``images.npy`` uint8 (N, S*k, S*k, 3) (k = ``resize.input_scale``),
+``masks.npy`` uint8 (N, C, S, S) with values 0/1, ``ids.txt`` (array order) and ``skipped.json`` (unreadable images, with reasons).
 The rules (reduced-scale JPEG decode, area-average masks kept at >= 0.5) are ``eyelip.preprocess``'s.
 """
 
@@ -23,21 +23,24 @@ from eyelip.preprocess import decode_image, resize_mask
 from eyelip.source import Source
 
 
-def resize_sample(source: Source, sample_id: int, native_masks: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+def resize_sample(source: Source, sample_id: int, native_masks: np.ndarray, size: int,
+                  input_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """One sample at the training size, by the pipeline's rules: the image decoded from ``source``
-    (uint8 (S, S, 3)) and its (C, H, W) native masks area-resized (uint8 (C, S, S), 0/1)."""
+    (uint8 (I, I, 3), I = ``input_size``, default ``size``) and its (C, H, W) native masks
+    area-resized (uint8 (C, S, S), 0/1)."""
     rel = image_relpath(sample_id)
-    image = decode_image(source.read(rel), size, source.describe(rel))
+    image = decode_image(source.read(rel), input_size or size, source.describe(rel))
     return image, np.stack([resize_mask(m, size) for m in native_masks]).astype(np.uint8)
 
 
 @dataclass
 class ResizeSample:
-    """Picklable per-sample job: (image (S, S, 3), masks (C, S, S)) as uint8."""
+    """Picklable per-sample job: (image (I, I, 3), masks (C, S, S)) as uint8."""
 
     source: Source
     fused_dir: Path
     size: int
+    input_size: int
 
     def __post_init__(self) -> None:
         self._fused: FusedMasks | None = None
@@ -50,19 +53,21 @@ class ResizeSample:
         if self._fused is None:
             self._fused = FusedMasks(self.fused_dir)
             self._row = {i: r for r, i in enumerate(self._fused.ids)}
-        return resize_sample(self.source, sample_id, self._fused[self._row[sample_id]], self.size)
+        return resize_sample(self.source, sample_id, self._fused[self._row[sample_id]], self.size,
+                             self.input_size)
 
 
-def resize_dataset(source: Source, fused_dir: str | Path, out_dir: str | Path, size: int,
+def resize_dataset(source: Source, fused_dir: str | Path, out_dir: str | Path, size: int, input_scale: int = 1,
                    on_error: str = "fail", n_jobs: int = -1, backend: str = "loky") -> dict[str, Any]:
+    input_size = size * input_scale
     fused = FusedMasks(fused_dir)
     channels = len(fused.targets)
     skipped: dict[int, str] = {}
     kept: list[int] = []
     with atomic.atomic_path(out_dir, directory=True) as tmp:
-        with NpyRowWriter(tmp / "images.npy", (size, size, 3), np.uint8) as images, \
+        with NpyRowWriter(tmp / "images.npy", (input_size, input_size, 3), np.uint8) as images, \
                 NpyRowWriter(tmp / "masks.npy", (channels, size, size), np.uint8) as masks:
-            job = ResizeSample(source, Path(fused_dir), size)
+            job = ResizeSample(source, Path(fused_dir), size, input_size)
             for sample_id, (image, mask) in map_samples(job, fused.ids, on_error=on_error, skipped=skipped,
                                                         n_jobs=n_jobs, backend=backend, desc="resize"):
                 images.append(image[None])
@@ -70,4 +75,4 @@ def resize_dataset(source: Source, fused_dir: str | Path, out_dir: str | Path, s
                 kept.append(sample_id)
         (tmp / "ids.txt").write_text(ids_text(kept))
         (tmp / "skipped.json").write_text(json.dumps({str(k): v for k, v in skipped.items()}, indent=2))
-    return {"samples": len(kept), "skipped": len(skipped), "size": size}
+    return {"samples": len(kept), "skipped": len(skipped), "size": size, "input_size": input_size}

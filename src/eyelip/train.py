@@ -153,7 +153,7 @@ def make_optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Opti
 
 def save_model(path: str | Path, model: UNet, model_cfg: dict[str, Any], meta: dict[str, Any]) -> None:
     """The deployable checkpoint: weights plus what is needed to rebuild and feed the model
-    (``meta``: targets, target_parts, rule, size, and where it came from)."""
+    (``meta``: targets, target_parts, rule, size, input_size, and where it came from)."""
     with atomic.atomic_path(path) as tmp:
         torch.save({"state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
                     "model": model_cfg, "input": "RGB float in [0, 1], NCHW", **meta}, tmp)
@@ -161,7 +161,9 @@ def save_model(path: str | Path, model: UNet, model_cfg: dict[str, Any], meta: d
 
 def load_model(path: str | Path) -> tuple[UNet, dict[str, Any]]:
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    model = build_model(ckpt["model"], out_channels=len(ckpt["targets"]))
+    size = int(ckpt["size"])
+    model = build_model(ckpt["model"], out_channels=len(ckpt["targets"]),
+                        input_scale=int(ckpt.get("input_size", size)) // size)
     model.load_state_dict(ckpt["state_dict"])
     return model.eval(), ckpt
 
@@ -200,7 +202,8 @@ class Trainer:
             torch.set_num_threads(cfg.threads)
         self.device = pick_device(cfg.device)
         torch.manual_seed(cfg.seed)
-        self.model = build_model(cfg.model, out_channels=len(targets)).to(self.device)
+        self.model = build_model(cfg.model, out_channels=len(targets), input_scale=arrays.input_scale)
+        self.model = self.model.to(self.device)
         self.model = self.model.to(memory_format=torch.channels_last)
         # self.model is saved and evaluated; self.net (DDP and/or compiled around it) is trained.
         self.model, self.net = dist.wrap(self.model)

@@ -29,7 +29,8 @@ class FixedPredictor:
     rule = "union"
 
     def __init__(self, batches: list[Batch], fill: float | None = None) -> None:
-        self.size, self.targets = SIZE, list(DEFAULT_TARGET_PARTS)
+        self.size = self.input_size = SIZE
+        self.targets = list(DEFAULT_TARGET_PARTS)
         self.fill = fill
         self._answers = {image.tobytes(): mask for b in batches for image, mask in zip(b.images, b.masks)}
 

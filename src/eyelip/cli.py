@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Evaluate an exported model on any CelebAMask-HQ-layout folder or zip with the pipeline's "
                     "own preprocessing (targets and size from the model's metadata) and the same IoU "
                     "implementation as the evaluate stage. Prints a table; --json writes iou (pooled at the "
-                    "model's input size, the seed's protocol), iou_native (at the source mask resolution), "
+                    "model's output size, the seed's protocol), iou_native (at the source mask resolution), "
                     "per-target IoU, Dice, precision, recall and pixel accuracy.")
     evaluate.add_argument("--model", default="models/model.onnx", help="exported model (default: %(default)s)")
     evaluate.add_argument("--data", required=True, metavar="ROOT", help="CelebAMask-HQ folder or zip")

@@ -13,10 +13,11 @@ import torch
 
 from eyelip.cli import main as cli_main
 from eyelip.evaluate import THRESHOLDS, Batch, evaluate, evaluate_source, write_reports
-from eyelip.inference import DEFAULT_TARGET_PARTS, load_predictor
+from eyelip.augment import mirror_pairs
+from eyelip.inference import DEFAULT_TARGET_PARTS, FlipAveraged, load_predictor
 from eyelip.model import build_model
 from eyelip.source import Source
-from eyelip.train import save_model
+from eyelip.train import load_model, save_model
 
 SIZE = 128  # the pipeline's size, so the native ceiling below is the one the stage reports
 N_IDS = 20
@@ -120,6 +121,51 @@ def test_cli_matches_the_library(mini: Path, subset, tiny_model: Path, tmp_path:
     assert cli["images"] == N_IDS
     library = evaluate_source(load_predictor(tiny_model), Source(mini), ids, batch_size=8, n_jobs=1).metrics
     assert cli == pytest.approx(library, rel=1e-9)
+
+
+class HalfPredictor:
+    """Probability 1 on the image's left half in channel 0 (a stand-in "left eye"), 0 elsewhere."""
+
+    size = input_size = 8
+    targets = ["left", "right"]
+    target_parts = {"left": ["l_eye"], "right": ["r_eye"]}
+    rule = "union"
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        probs = np.zeros((len(images), 2, 8, 8), np.float32)
+        probs[:, 0, :, :4] = 1
+        return probs
+
+
+def test_flip_averaging_mirrors_back_and_swaps_left_and_right() -> None:
+    images = np.zeros((2, 8, 8, 3), np.uint8)
+    # Mirrored, the left-half "left eye" lands on the right half, in the "right" channel.
+    swapped = FlipAveraged(HalfPredictor(), mirror_pairs(HalfPredictor.target_parts))(images)
+    assert np.all(swapped[:, 0, :, :4] == 0.5) and np.all(swapped[:, 1, :, 4:] == 0.5)
+    assert np.all(swapped[:, 0, :, 4:] == 0) and np.all(swapped[:, 1, :, :4] == 0)
+    plain = FlipAveraged(HalfPredictor())(images)
+    assert np.all(plain[:, 0] == 0.5) and np.all(plain[:, 1] == 0)
+    assert (plain.shape, swapped.shape) == ((2, 2, 8, 8), (2, 2, 8, 8))
+
+
+def test_cli_flip_average_scores_the_averaged_predictor(mini: Path, subset, tiny_model: Path,
+                                                        tmp_path: Path) -> None:
+    ids, ids_file = subset
+    # Shift the random model's logits so that about half the pixels are positive: its masks then
+    # differ from their mirror images, and flip averaging must change the score.
+    model, ckpt = load_model(tiny_model)
+    with torch.no_grad():
+        model.head.bias -= model(torch.rand(2, 3, SIZE, SIZE)).median()
+    lopsided = tmp_path / "lopsided.pt"
+    save_model(lopsided, model, ckpt["model"], {k: ckpt[k] for k in ("targets", "target_parts", "rule", "size")})
+    out = tmp_path / "flip.json"
+    assert cli_main(["evaluate", "--model", str(lopsided), "--data", str(mini), "--ids", str(ids_file),
+                     "--json", str(out), "--flip-average"]) == 0
+    library = evaluate_source(FlipAveraged(load_predictor(lopsided)), Source(mini), ids, batch_size=32,
+                              n_jobs=1).metrics
+    assert json.loads(out.read_text()) == pytest.approx(library, rel=1e-9)
+    plain = evaluate_source(load_predictor(lopsided), Source(mini), ids, batch_size=32, n_jobs=1).metrics
+    assert library["iou"] != pytest.approx(plain["iou"], abs=1e-4)
 
 
 def test_cli_errors_are_clear(mini: Path, subset, tiny_model: Path, tmp_path: Path,

@@ -51,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--ids", metavar="FILE", help="file with one sample id per line (default: all)")
     evaluate.add_argument("--json", metavar="OUT", help="write the metrics as JSON to this file")
     evaluate.add_argument("--batch-size", type=int, default=32, help="images per batch (default: %(default)s)")
+    evaluate.add_argument("--flip-average", action="store_true",
+                          help="average each prediction with that of the mirrored photo (test-time flip "
+                               "augmentation; twice the inference time) to measure what it gains")
 
     report = commands.add_parser(
         "report", help="markdown report: this workspace's run vs a baseline git revision",

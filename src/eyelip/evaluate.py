@@ -267,11 +267,14 @@ def evaluate_source(predictor: Predictor, source: Source, ids: Sequence[int] | N
 
 
 def run_evaluate_cli(args: Any) -> None:
-    from eyelip.inference import load_predictor
+    from eyelip.augment import mirror_pairs
+    from eyelip.inference import FlipAveraged, load_predictor
 
     if args.batch_size < 1:
         raise EyelipError(f"--batch-size must be >= 1, got {args.batch_size}")
     predictor = load_predictor(args.model)
+    if args.flip_average:
+        predictor = FlipAveraged(predictor, mirror_pairs(predictor.target_parts))
     source = Source(args.data)
     available = source.ids()
     ids = read_ids_file(args.ids, available, source.describe("CelebA-HQ-img")) if args.ids else available

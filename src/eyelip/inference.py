@@ -96,6 +96,25 @@ class OnnxPredictor:
         return _sigmoid(logits)
 
 
+class FlipAveraged:
+    """Test-time flip averaging: the mean of a predictor's probabilities for each image and for its
+    mirror image (mirrored back). ``pairs`` are the output channels that swap under the mirror
+    (``augment.mirror_pairs``: left and right targets), so a left eye still lands in the left-eye
+    channel. Twice the inference cost."""
+
+    def __init__(self, predictor: Predictor, pairs: list[tuple[int, int]] = ()) -> None:
+        self.predictor = predictor
+        self.size, self.input_size, self.targets = predictor.size, predictor.input_size, predictor.targets
+        self.target_parts, self.rule = predictor.target_parts, predictor.rule
+        self.order = list(range(len(predictor.targets)))
+        for i, j in pairs:
+            self.order[i], self.order[j] = self.order[j], self.order[i]
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        mirrored = self.predictor(np.ascontiguousarray(images[:, :, ::-1]))[:, self.order, :, ::-1]
+        return (self.predictor(images) + mirrored) / 2
+
+
 def load_predictor(path: str | Path, threads: int = 0) -> Predictor:
     path = Path(path)
     if not path.is_file():

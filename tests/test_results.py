@@ -53,6 +53,7 @@ def test_folds_of_a_recipe_share_a_row_with_mean_and_std(store: str) -> None:
     assert rows[1].startswith("| `model.base_width=24` | w24 | 0/5 | 4.0 | 50 | 0.830 | 0.800 | 0.860 | 0.840 |")
     assert "test IoU eyes | test IoU lips" in text
     assert "`train.epochs=25`" in text.split("Shared by all rows:")[1]
+    assert '`data.targets=eyes=["l_eye", "r_eye"]; lips=["u_lip", "l_lip"]`' in text.split("Shared by all rows:")[1]
 
 
 def test_command_writes_the_file_and_names_a_missing_experiment(store: str, tmp_path: Path,

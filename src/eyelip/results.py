@@ -21,6 +21,7 @@ from eyelip.tracking import tracking_uri
 # Params that do not change what is learned, or that name the fold a run holds out.
 NOT_RECIPE = {"split.fold", "train.threads", "train.device", "data.root"}
 NOT_RECIPE_SECTIONS = ("preprocess.", "tracking.", "export.", "sample.")
+TARGETS = "data.targets."
 
 
 @dataclass
@@ -31,13 +32,16 @@ class Run:
 
     @property
     def recipe(self) -> tuple[tuple[str, str], ...]:
-        return tuple(sorted((k, v) for k, v in self.params.items()
-                            if k not in NOT_RECIPE and not k.startswith(NOT_RECIPE_SECTIONS)))
+        params = {k: v for k, v in self.params.items()
+                  if k not in NOT_RECIPE and not k.startswith((*NOT_RECIPE_SECTIONS, TARGETS))}
+        # One entry for the whole layout, so switching {eyes_lips} for {eyes, lips} reads as one change.
+        params["data.targets"] = "; ".join(f"{t}={self.params[TARGETS + t]}" for t in self.targets)
+        return tuple(sorted(params.items()))
 
     @property
     def targets(self) -> list[str]:
         """Output channels: tracking logs ``data.targets`` flattened, one ``data.targets.<name>`` each."""
-        return [k.removeprefix("data.targets.") for k in self.params if k.startswith("data.targets.")]
+        return [k.removeprefix(TARGETS) for k in self.params if k.startswith(TARGETS)]
 
 
 @dataclass

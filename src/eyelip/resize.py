@@ -1,7 +1,8 @@
 """Resize images and fused masks to the training size, as memory-mappable arrays.
 
 Output (written atomically): ``images.npy`` uint8 (N, S*k, S*k, 3) (k = ``resize.input_scale``),
-``masks.npy`` uint8 (N, C, S, S) with values 0/1, ``ids.txt`` (array order) and ``skipped.json`` (unreadable images, with reasons).
+``masks.npy`` uint8 (N, C, S, S) with values 0/1, ``ids.txt`` (array order) and ``skipped.json``
+(unreadable images, with reasons).
 The rules (reduced-scale JPEG decode, area-average masks kept at >= 0.5) are ``eyelip.preprocess``'s.
 """
 

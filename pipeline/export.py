@@ -56,7 +56,7 @@ def main(params: dict) -> None:
 
     model, ckpt = load_model(MODEL)
     size, targets = int(ckpt["size"]), list(ckpt["targets"])
-    input_size = int(ckpt.get("input_size", size))
+    input_size = int(ckpt["input_size"])
     arrays = ResizedArrays("data/resized")
     if (arrays.input_size, arrays.size) != (input_size, size):
         raise DataError(f"data/resized: images/masks are {arrays.input_size}/{arrays.size} px but {MODEL} expects "

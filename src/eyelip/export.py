@@ -2,9 +2,11 @@
 
 - ONNX (opset 17, legacy TorchScript-based exporter: the dynamo exporter needs onnxscript, which is
   not a dependency). Input ``image`` float32 (N, 3, H, W) in [0, 1], output ``logits``
-  (N, C, H/k, W/k), k = ``input_size / size`` (1 unless trained with ``resize.input_scale``). Batch, height and width are all dynamic: the network has no size-dependent ops, and
-  ONNX Runtime matches PyTorch (max |diff| ~1e-7) at other multiples of ``2**depth`` too. The
-  metadata (``input_size``, ``size``, ``targets``, ...) says how to feed it, so a consumer needs only onnxruntime.
+  (N, C, H/k, W/k), k = ``input_size / size`` (1 unless trained with ``resize.input_scale``).
+  Batch, height and width are all dynamic: the network has no size-dependent ops, and ONNX Runtime
+  matches PyTorch (max |diff| ~1e-7) at other multiples of ``2**depth`` too. The metadata
+  (``input_size``, ``size``, ``targets``, ...) says how to feed it, so a consumer needs only
+  onnxruntime.
 - TorchScript: traced and frozen, loads with ``torch.jit.load`` without eyelip installed.
   ``torch.jit`` is deprecated in PyTorch 2.13 but still the only single-file format that loads
   without the defining code *and* runs with plain ``torch``; the warnings are silenced here only.

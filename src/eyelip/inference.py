@@ -58,7 +58,7 @@ class TorchPredictor:
         except Exception as exc:  # torch.load raises several types for a corrupt or foreign file
             raise EyelipError(f"{path}: not a readable eyelip checkpoint ({exc}); train one with `dvc repro`") from exc
         self.size, self.targets = int(ckpt["size"]), list(ckpt["targets"])
-        self.input_size = int(ckpt.get("input_size", self.size))
+        self.input_size = int(ckpt["input_size"])
         self.target_parts = dict(ckpt.get("target_parts") or DEFAULT_TARGET_PARTS)
         self.rule = str(ckpt.get("rule") or DEFAULT_RULE)
 

@@ -54,7 +54,8 @@ def group(runs: Iterable[Run]) -> list[Recipe]:
     """Runs with the same recipe, in the order each recipe first appears."""
     recipes: dict[tuple[tuple[str, str], ...], Recipe] = {}
     for run in runs:
-        recipes.setdefault(run.recipe, Recipe(dict(run.recipe))).runs.append(run)
+        recipe = run.recipe
+        recipes.setdefault(recipe, Recipe(dict(recipe))).runs.append(run)
     return list(recipes.values())
 
 

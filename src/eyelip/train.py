@@ -161,9 +161,9 @@ def save_model(path: str | Path, model: UNet, model_cfg: dict[str, Any], meta: d
 
 def load_model(path: str | Path) -> tuple[UNet, dict[str, Any]]:
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    size = int(ckpt["size"])
+    ckpt.setdefault("input_size", ckpt["size"])  # saved before resize.input_scale: photos at the mask size
     model = build_model(ckpt["model"], out_channels=len(ckpt["targets"]),
-                        input_scale=int(ckpt.get("input_size", size)) // size)
+                        input_scale=int(ckpt["input_size"]) // int(ckpt["size"]))
     model.load_state_dict(ckpt["state_dict"])
     return model.eval(), ckpt
 

@@ -4,6 +4,8 @@ Every epoch records ``train_iou``, ``val_iou``, ``train_jaccard_loss``, ``val_ja
 (``train_loss``/``val_loss`` too when the loss combines terms) and ``lr``, and hands the row to
 ``on_epoch`` (MLflow logging). ``train_iou`` is measured on the augmented batches while training,
 as Keras reports it; ``val_iou`` in eval mode. IoU is ``eyelip.metrics``'s pooled IoU at 0.5.
+With ``train.ema`` the model validated and saved is a moving average of the weights
+(:mod:`eyelip.ema`), and ``val_iou_raw`` scores the trained weights themselves.
 
 A checkpoint of the whole training state (weights, optimizer, schedule, RNG states, history) is
 written atomically after every epoch. Re-running with the same config and data resumes from it
@@ -31,6 +33,7 @@ from eyelip import params as P
 from eyelip.augment import Augment, mirror_pairs
 from eyelip.dataset import ResizedArrays
 from eyelip.distributed import MODES, SINGLE, Dist
+from eyelip.ema import WeightAverage
 from eyelip.errors import ParamError
 from eyelip.losses import CombinedLoss, build_loss
 from eyelip.metrics import ConfusionMeter, iou
@@ -43,7 +46,7 @@ PRECISIONS = ("auto", "bf16", "fp32")
 MODEL_KEYS = ("base_width", "depth", "norm", "dropout")
 TRAIN_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "optimizer", "schedule", "warmup_epochs",
               "patience", "seed", "threads", "device", "precision", "loss", "augment", "distributed", "nproc",
-              "compile")
+              "compile", "ema")
 # Hardware and launch settings: they do not identify a training job (the world size is passed in).
 NOT_IN_FINGERPRINT = ("threads", "device", "distributed", "nproc", "compile")
 
@@ -70,6 +73,7 @@ class TrainConfig:
     distributed: str | bool = "auto"  # auto: DDP when torchrun started more than one process
     nproc: int = 1  # > 1: pipeline/train.py re-launches itself under torchrun with this many processes
     compile: bool = False  # torch.compile the training module (slow to compile on CPU)
+    ema: float = 0.0  # decay of the weight average that is validated and saved; 0 = off
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> TrainConfig:
@@ -94,6 +98,7 @@ class TrainConfig:
             distributed=P.get(params, "train.distributed", "auto"),
             nproc=P.integer(params, "train.nproc", minimum=1, default=1),
             compile=P.get(params, "train.compile", False),
+            ema=P.number(params, "train.ema", minimum=0, maximum=0.99999, default=0.0),
         )
         if cfg.distributed not in MODES:
             raise ParamError(f"train.distributed: expected auto or false, got {cfg.distributed!r}")
@@ -214,6 +219,9 @@ class Trainer:
         self.jaccard_only = set(self.criterion.weights) == {"jaccard"}
         self.augment = Augment(cfg.augment, flip_pairs or ())
         self.optimizer = make_optimizer(cfg, self.model)
+        self.ema = WeightAverage(self.model, cfg.ema) if cfg.ema else None
+        # The model that is validated, checkpointed as the best and exported.
+        self.scored = self.ema.model if self.ema else self.model
         self.steps_per_epoch = math.ceil(math.ceil(len(train_rows) / dist.world) / cfg.batch_size)
         total, warmup = cfg.epochs * self.steps_per_epoch, round(cfg.warmup_epochs * self.steps_per_epoch)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -251,21 +259,25 @@ class Trainer:
             loss.backward()
             self.optimizer.step()
             self.scheduler.step()
+            if self.ema:
+                self.ema.update(self.model)
             stats.meter.update(torch.sigmoid(logits.detach().float()), y)
             stats.add(components, loss, len(x))
             bar.set_postfix(loss=f"{stats.totals['loss'] / stats.images:.4f}", refresh=False)
         return stats.row("train", not self.jaccard_only, self.dist)
 
     @torch.no_grad()
-    def evaluate(self, rows: np.ndarray) -> dict[str, float]:
-        """Val metrics over ``rows``, each rank scoring its share with the plain model (no DDP
-        collectives per batch, so ranks may run different batch counts)."""
-        self.model.eval()
+    def evaluate(self, rows: np.ndarray, model: torch.nn.Module | None = None) -> dict[str, float]:
+        """Val metrics of ``model`` (default: the scored one) over ``rows``, each rank scoring its
+        share with the plain model (no DDP collectives per batch, so ranks may run different batch
+        counts)."""
+        model = model or self.scored
+        model.eval()
         stats = Epoch(ConfusionMeter())
         for x, y in self.arrays.batches(self.dist.part(rows), self.cfg.batch_size * 2):
             x, y = self._to(x, y)
             with self.autocast:
-                logits = self.model(x)
+                logits = model(x)
             loss, components = self._losses(logits, y)
             stats.meter.update(torch.sigmoid(logits.float()), y)
             stats.add(components, loss, len(x))
@@ -275,7 +287,7 @@ class Trainer:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "shuffle": self.shuffle.get_state(),
                 "aug_rng": self.aug_rng.get_state(), "torch_rng": torch.get_rng_state(),
-                "history": self.history, "best": self.best}
+                "history": self.history, "best": self.best, "ema": self.ema.state_dict() if self.ema else None}
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
@@ -285,6 +297,8 @@ class Trainer:
         self.aug_rng.set_state(state["aug_rng"])
         torch.set_rng_state(state["torch_rng"])
         self.history, self.best = state["history"], state["best"]
+        if self.ema:
+            self.ema.load_state_dict(state["ema"])
 
 
 def fit(cfg: TrainConfig, arrays: ResizedArrays, train_rows: np.ndarray, val_rows: np.ndarray,
@@ -321,13 +335,15 @@ def fit(cfg: TrainConfig, arrays: ResizedArrays, train_rows: np.ndarray, val_row
         train_seconds += time.perf_counter() - tic
         seen += len(train_rows)
         row.update(trainer.evaluate(val_rows))
+        if trainer.ema:  # how much the average adds, measured on the same faces every epoch
+            row["val_iou_raw"] = trainer.evaluate(val_rows, trainer.model)["val_iou"]
         row["lr"] = trainer.scheduler.get_last_lr()[0]
         row["seconds"] = round(time.perf_counter() - tic, 2)
         trainer.history.append(row)
         if row["val_iou"] > trainer.best["val_iou"]:
             trainer.best = {"val_iou": row["val_iou"], "epoch": epoch}
             if dist.main:
-                save_model(model_path, trainer.model, cfg.model,
+                save_model(model_path, trainer.scored, cfg.model,
                            {**model_meta, "epoch": epoch, "val_iou": row["val_iou"]})
         since_best = epoch - trainer.best["epoch"]
         stop = bool(cfg.patience) and since_best >= cfg.patience  # the same on every rank: val_iou is global

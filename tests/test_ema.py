@@ -1,0 +1,68 @@
+"""The weight average (train.ema): its arithmetic, and that training validates, saves and resumes it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from eyelip.arrays import ids_text
+from eyelip.dataset import ResizedArrays
+from eyelip.ema import WeightAverage
+from eyelip.errors import ParamError
+from eyelip.train import TrainConfig, Trainer, fit
+
+TARGETS = {"eyes_lips": ["l_eye", "r_eye", "u_lip", "l_lip"]}
+
+
+@pytest.fixture
+def arrays(tmp_path: Path) -> ResizedArrays:
+    """16 random 32 px faces with sparse masks: enough to run the loop, not to learn anything."""
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "images.npy", rng.integers(0, 256, (16, 32, 32, 3), dtype=np.uint8))
+    np.save(tmp_path / "masks.npy", (rng.random((16, 1, 32, 32)) < 0.05).astype(np.uint8))
+    (tmp_path / "ids.txt").write_text(ids_text(list(range(16))))
+    return ResizedArrays(tmp_path)
+
+
+def test_average_moves_towards_the_weights_with_a_warm_up() -> None:
+    model = nn.Sequential(nn.Conv2d(1, 1, 1, bias=False), nn.BatchNorm2d(1))
+    with torch.no_grad():
+        model[0].weight.fill_(0.0)
+    ema = WeightAverage(model, decay=0.9)
+    with torch.no_grad():
+        model[0].weight.fill_(1.0)
+    model[1].num_batches_tracked += 5
+    ema.update(model)  # step 1: decay min(0.9, 2/11)
+    assert ema.model[0].weight.item() == pytest.approx(1 - 2 / 11)
+    assert ema.model[1].num_batches_tracked.item() == 5, "integer buffers are copied, not averaged"
+    for _ in range(200):
+        ema.update(model)
+    assert ema.model[0].weight.item() == pytest.approx(1.0, abs=1e-6)
+    assert not ema.model[0].weight.requires_grad
+
+
+def test_ema_is_validated_saved_and_resumed(arrays: ResizedArrays, tmp_path: Path) -> None:
+    rows = np.arange(16)
+    cfg = TrainConfig(model={"base_width": 4, "depth": 2}, epochs=1, batch_size=8, ema=0.9)
+    meta = {"targets": list(TARGETS), "target_parts": TARGETS, "rule": "union", "size": arrays.size,
+            "input_size": arrays.input_size}
+    summary = fit(cfg, arrays, rows[:8], rows[8:], meta, tmp_path / "model.pt", tmp_path / "ckpt.pt", "job")
+    assert {"val_iou", "val_iou_raw"} <= set(summary["history"][0])
+    state = torch.load(tmp_path / "ckpt.pt", weights_only=False)["state"]
+    saved = torch.load(tmp_path / "model.pt", weights_only=True)["state_dict"]
+    for key, value in state["ema"]["model"].items():  # the saved model is the average, not the last weights
+        assert torch.equal(saved[key], value), key
+    assert any(not torch.equal(state["model"][k], v) for k, v in saved.items() if v.is_floating_point())
+    resumed = Trainer(cfg, arrays, rows[:8], rows[8:], list(TARGETS))
+    resumed.load_state(state)
+    assert resumed.ema.steps == 1 and all(torch.equal(resumed.ema.model.state_dict()[k], v) for k, v in saved.items())
+
+
+def test_ema_decay_is_checked() -> None:
+    with pytest.raises(ParamError, match=r"train.ema: must be <= 0.99999, got 1"):
+        TrainConfig.from_params({"model": {"base_width": 4, "depth": 2}, "train": {"epochs": 1, "batch_size": 1,
+                                                                              "lr": 0.1, "seed": 0, "ema": 1}})

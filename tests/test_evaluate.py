@@ -91,6 +91,30 @@ def test_all_background_has_high_accuracy_and_zero_iou(batches: list[Batch]) -> 
     assert m["precision"] == 1.0  # nothing predicted: the empty-case convention
 
 
+class SwappedPredictor(FixedPredictor):
+    """Two targets, eyes and lips, each answered with the other's true mask."""
+
+    target_parts = {"eyes": ["l_eye", "r_eye"], "lips": ["u_lip", "l_lip"]}
+
+    def __init__(self, batches: list[Batch]) -> None:
+        super().__init__(batches)
+        self.targets = list(self.target_parts)
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(super().__call__(images)[:, ::-1])
+
+
+def test_combined_scores_all_targets_as_one_mask(mini: Path, subset) -> None:
+    from eyelip.evaluate import source_batches
+
+    two = list(source_batches(Source(mini), subset[0], SwappedPredictor([]), batch_size=8, n_jobs=1))
+    m = evaluate(SwappedPredictor(two), two).metrics
+    # Every eye pixel is called lips and vice versa: nothing right per target, everything as a whole.
+    assert m["iou_eyes"] == m["iou_lips"] == m["iou"] == 0.0
+    assert m["iou_combined"] == m["dice_combined"] == 1.0
+    assert 0.84 < m["iou_native_combined"] < 0.93  # the same 128 -> 512 px ceiling as one target
+
+
 def test_reports_are_written(batches: list[Batch], tmp_path: Path) -> None:
     predictor = FixedPredictor(batches, fill=0.6)  # everything foreground at thresholds <= 0.6
     result = evaluate(predictor, batches)

@@ -8,6 +8,9 @@ Every score comes from :mod:`eyelip.metrics` counts at threshold 0.5, at two res
   (512 px in CelebAMask-HQ), thresholded, against the fused masks themselves. Even a perfect
   128 px prediction cannot match 512 px masks exactly, so this ceiling is below 1.
 
+With several targets, ``<metric>_combined`` scores all of them merged into one mask (a pixel is
+positive when any target is): for eyes and lips, the seed's single eyes|lips target.
+
 Pixel accuracy is reported next to the all-background baseline's accuracy: eyes and lips cover
 ~1.5% of a face photo, so predicting nothing already scores ~98.5%.
 
@@ -83,7 +86,7 @@ class Evaluation:
         header = f"{'target':<14}{'resolution':<18}" + "".join(f"{n:>10}" for n in
                                                               ("IoU", "IoU/img", "Dice", "precision", "recall", "accuracy"))
         lines = [header, "-" * len(header)]
-        names = [*self.targets, "mean"] if len(self.targets) > 1 else self.targets
+        names = [*self.targets, "mean", "combined"] if len(self.targets) > 1 else self.targets
         for name in names:
             tag = "" if name == "mean" else f"_{name}"
             for suffix, label in (("", f"model {self.size}x{self.size}"), ("_native", f"native {native}")):
@@ -114,6 +117,8 @@ def evaluate(predictor: Predictor, batches: Iterable[Batch]) -> Evaluation:
     """Run ``predictor`` over ``batches`` and score it; see the module docstring."""
     targets, size = list(predictor.targets), int(predictor.size)
     counts, native_counts, ids = [], [], []
+    merged: list[torch.Tensor] = []  # every target as one mask, when there are several
+    native_merged: list[torch.Tensor] = []
     sweep = torch.zeros(len(THRESHOLDS), len(targets), 4, dtype=torch.int64)
     native_sizes: set[tuple[int, int]] = set()
     best: list[Shown] = []
@@ -134,6 +139,11 @@ def evaluate(predictor: Predictor, batches: Iterable[Batch]) -> Evaluation:
             # true one than 4x4 blocks would (IoU ceiling 0.88 vs 0.87 for 128 -> 512 px).
             up = F.interpolate(p[None], size=truth.shape[1:], mode="bilinear", align_corners=False)
             native_counts.append(confusion(up, torch.from_numpy(truth)[None], THRESHOLD))
+            if len(targets) > 1:
+                native_merged.append(confusion(up.amax(1, keepdim=True), torch.from_numpy(truth).amax(0)[None, None],
+                                               THRESHOLD))
+        if len(targets) > 1:
+            merged.append(confusion(probs.amax(1, keepdim=True), masks.amax(1, keepdim=True), THRESHOLD))
         ids.extend(batch.ids)
         # Ranked by the per-image IoU averaged over targets; the overlay shows all targets at once.
         ranking = iou(batch_counts, "none").mean(1).tolist()
@@ -153,6 +163,9 @@ def evaluate(predictor: Predictor, batches: Iterable[Batch]) -> Evaluation:
         "target_share": share.mean().item(),
         "background_accuracy": (1 - share).mean().item(),
     }
+    if merged:
+        for suffix, parts in (("", merged), ("_native", native_merged)):
+            metrics.update({f"{k}_combined": v for k, v in _scores(torch.cat(parts), [], suffix).items()})
     sweep_iou = iou(sweep, "none")  # thresholds stand in for images: (T, C)
     thresholds = [{"threshold": t, "iou": row.mean().item(), **{f"iou_{n}": row[c].item() for c, n in enumerate(targets)}}
                   for t, row in zip(THRESHOLDS, sweep_iou)]

@@ -17,6 +17,14 @@ from eyelip.profiles import apply_profile, available
 REPO = Path(__file__).resolve().parents[1]
 
 
+def keys(text: str) -> dict:
+    """params as flat keys, ``data.targets`` as one: a profile replaces the whole layout."""
+    flat = flatten(yaml.safe_load(text))
+    targets = {k.removeprefix("data.targets."): v for k, v in flat.items() if k.startswith("data.targets.")}
+    return {("data.targets" if k.startswith("data.targets.") else k): (targets if k.startswith("data.targets.") else v)
+            for k, v in flat.items()}
+
+
 @pytest.fixture
 def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The project's params.yaml and profiles/ in a temporary project root, as the cwd."""
@@ -39,22 +47,21 @@ def dataset(tmp_path: Path) -> Path:
 
 def test_profiles_set_the_same_known_keys() -> None:
     """Switching profiles leaves nothing of the previous one behind; a typo'd key is caught."""
-    defaults = flatten(yaml.safe_load((REPO / "params.yaml").read_text()))
-    keys = {name: set(flatten(yaml.safe_load((REPO / "profiles" / f"{name}.yaml").read_text())))
-            for name in available(REPO / "profiles")}
-    assert {"mini", "celebamask-hq"} <= set(keys)
-    assert len({frozenset(k) for k in keys.values()}) == 1, keys
-    assert set.union(*keys.values()) <= set(defaults)
+    defaults = keys((REPO / "params.yaml").read_text())
+    sets = {name: set(keys((REPO / "profiles" / f"{name}.yaml").read_text())) for name in available(REPO / "profiles")}
+    assert {"mini", "celebamask-hq"} <= set(sets)
+    assert len({frozenset(k) for k in sets.values()}) == 1, sets
+    assert set.union(*sets.values()) <= set(defaults)
 
 
 def test_merge_keeps_comments_and_order_and_changes_only_the_profile_keys(workspace: Path, dataset: Path) -> None:
     before = (workspace / "params.yaml").read_text()
     changed = apply_profile("mini", dataset)
     after = (workspace / "params.yaml").read_text()
-    profile = flatten(yaml.safe_load((workspace / "profiles" / "mini.yaml").read_text()))
-    expected = {**flatten(yaml.safe_load(before)), **profile, "data.root": str(dataset.resolve())}
-    assert flatten(yaml.safe_load(after)) == expected
-    assert list(flatten(yaml.safe_load(after))) == list(flatten(yaml.safe_load(before))), "key order"
+    profile = keys((workspace / "profiles" / "mini.yaml").read_text())
+    expected = {**keys(before), **profile, "data.root": str(dataset.resolve())}
+    assert keys(after) == expected
+    assert list(keys(after)) == list(keys(before)), "key order"
     comments = [line.split("#", 1)[1] for line in before.splitlines() if "#" in line]
     assert all(c in after for c in comments)
     # As `git diff` sees it: one changed line per changed key, nothing else.

@@ -19,10 +19,13 @@ REPO = Path(__file__).resolve().parents[1]
 
 def keys(text: str) -> dict:
     """params as flat keys, ``data.targets`` as one: a profile replaces the whole layout."""
-    flat = flatten(yaml.safe_load(text))
-    targets = {k.removeprefix("data.targets."): v for k, v in flat.items() if k.startswith("data.targets.")}
-    return {("data.targets" if k.startswith("data.targets.") else k): (targets if k.startswith("data.targets.") else v)
-            for k, v in flat.items()}
+    out: dict = {}
+    for key, value in flatten(yaml.safe_load(text)).items():
+        if key.startswith("data.targets."):
+            out.setdefault("data.targets", {})[key.removeprefix("data.targets.")] = value
+        else:
+            out[key] = value
+    return out
 
 
 @pytest.fixture

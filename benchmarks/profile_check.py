@@ -27,7 +27,7 @@ from eyelip import params as P
 from eyelip.dataset import ResizedArrays, split_rows
 from eyelip.fuse import check_targets
 from eyelip.profiles import apply_profile
-from eyelip.train import TrainConfig, autocast_dtype, fit, pick_device
+from eyelip.train import TrainConfig, autocast_dtype, fit, model_meta, pick_device
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -68,8 +68,7 @@ def main() -> None:
         arrays = ResizedArrays(work / "data" / "resized")
         train_rows, val_rows = (split_rows(arrays, work / "data" / "split", s) for s in ("train", "val"))
         targets = check_targets(P.get(params, "data.targets"))
-        meta = {"targets": list(targets), "target_parts": targets, "rule": P.get(params, "data.rule"),
-                "size": arrays.size, "input_size": arrays.input_size}
+        meta = model_meta(targets, P.get(params, "data.rule"), arrays)
         device = pick_device(cfg.device)
         print(f"{args.profile}: model {cfg.model}, {len(train_rows)} train / {len(val_rows)} val faces, "
               f"batch {cfg.batch_size}, {device} ({torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}), "

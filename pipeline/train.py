@@ -18,7 +18,7 @@ from eyelip.dataset import ResizedArrays, split_rows, to_input
 from eyelip.fuse import check_targets
 from eyelip.plots import rows_csv, training_curves
 from eyelip.tracking import TrackedRun
-from eyelip.train import TrainConfig, fit, load_model
+from eyelip.train import TrainConfig, fit, load_model, model_meta
 
 MODEL, CHECKPOINT = Path("models/model.pt"), Path("models/checkpoint.pt")
 HISTORY, CURVES = Path("metrics/train_history.csv"), Path("metrics/train_curves.png")
@@ -36,8 +36,7 @@ def main(params: dict) -> None:
         print(f"training on {len(train_rows)} images, validating on {len(val_rows)} "
               f"({arrays.input_size} px in, {arrays.size} px out, targets: {', '.join(targets)}, {dist.world} process(es))")
     run = TrackedRun(P.get(params, "tracking.experiment", "eyelip"), params)
-    meta = {"targets": list(targets), "target_parts": targets, "rule": P.get(params, "data.rule"), "size": arrays.size,
-            "input_size": arrays.input_size}
+    meta = model_meta(targets, P.get(params, "data.rule"), arrays)
     summary = fit(cfg, arrays, train_rows, val_rows, meta, MODEL, CHECKPOINT,
                   cfg.fingerprint(run.data_version, dist.world), on_epoch=run.log_epoch, on_start=run.start, dist=dist)
     dist.close()

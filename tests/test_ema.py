@@ -13,7 +13,7 @@ from eyelip.arrays import ids_text
 from eyelip.dataset import ResizedArrays
 from eyelip.ema import WeightAverage
 from eyelip.errors import ParamError
-from eyelip.train import TrainConfig, Trainer, fit
+from eyelip.train import TrainConfig, Trainer, fit, model_meta
 
 TARGETS = {"eyes_lips": ["l_eye", "r_eye", "u_lip", "l_lip"]}
 
@@ -48,9 +48,7 @@ def test_average_moves_towards_the_weights_with_a_warm_up() -> None:
 def test_ema_is_validated_saved_and_resumed(arrays: ResizedArrays, tmp_path: Path) -> None:
     rows = np.arange(16)
     cfg = TrainConfig(model={"base_width": 4, "depth": 2}, epochs=1, batch_size=8, ema=0.9)
-    meta = {"targets": list(TARGETS), "target_parts": TARGETS, "rule": "union", "size": arrays.size,
-            "input_size": arrays.input_size}
-    summary = fit(cfg, arrays, rows[:8], rows[8:], meta, tmp_path / "model.pt", tmp_path / "ckpt.pt", "job")
+    summary = fit(cfg, arrays, rows[:8], rows[8:], model_meta(TARGETS, "union", arrays), tmp_path / "model.pt", tmp_path / "ckpt.pt", "job")
     assert {"val_iou", "val_iou_raw"} <= set(summary["history"][0])
     state = torch.load(tmp_path / "ckpt.pt", weights_only=False)["state"]
     saved = torch.load(tmp_path / "model.pt", weights_only=True)["state_dict"]

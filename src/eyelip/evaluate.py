@@ -117,7 +117,8 @@ def evaluate(predictor: Predictor, batches: Iterable[Batch]) -> Evaluation:
     """Run ``predictor`` over ``batches`` and score it; see the module docstring."""
     targets, size = list(predictor.targets), int(predictor.size)
     counts, native_counts, ids = [], [], []
-    merged: list[torch.Tensor] = []  # every target as one mask, when there are several
+    several = len(targets) > 1  # then all targets are also scored as one mask
+    merged: list[torch.Tensor] = []
     native_merged: list[torch.Tensor] = []
     sweep = torch.zeros(len(THRESHOLDS), len(targets), 4, dtype=torch.int64)
     native_sizes: set[tuple[int, int]] = set()
@@ -139,10 +140,10 @@ def evaluate(predictor: Predictor, batches: Iterable[Batch]) -> Evaluation:
             # true one than 4x4 blocks would (IoU ceiling 0.88 vs 0.87 for 128 -> 512 px).
             up = F.interpolate(p[None], size=truth.shape[1:], mode="bilinear", align_corners=False)
             native_counts.append(confusion(up, torch.from_numpy(truth)[None], THRESHOLD))
-            if len(targets) > 1:
+            if several:
                 native_merged.append(confusion(up.amax(1, keepdim=True), torch.from_numpy(truth).amax(0)[None, None],
                                                THRESHOLD))
-        if len(targets) > 1:
+        if several:
             merged.append(confusion(probs.amax(1, keepdim=True), masks.amax(1, keepdim=True), THRESHOLD))
         ids.extend(batch.ids)
         # Ranked by the per-image IoU averaged over targets; the overlay shows all targets at once.
@@ -163,7 +164,7 @@ def evaluate(predictor: Predictor, batches: Iterable[Batch]) -> Evaluation:
         "target_share": share.mean().item(),
         "background_accuracy": (1 - share).mean().item(),
     }
-    if merged:
+    if several:
         for suffix, parts in (("", merged), ("_native", native_merged)):
             metrics.update({f"{k}_combined": v for k, v in _scores(torch.cat(parts), [], suffix).items()})
     sweep_iou = iou(sweep, "none")  # thresholds stand in for images: (T, C)

@@ -164,6 +164,12 @@ def save_model(path: str | Path, model: UNet, model_cfg: dict[str, Any], meta: d
                     "model": model_cfg, "input": "RGB float in [0, 1], NCHW", **meta}, tmp)
 
 
+def model_meta(targets: dict[str, list[str]], rule: str, arrays: ResizedArrays) -> dict[str, Any]:
+    """What ``fit`` saves with the model so that it can be fed and read without the pipeline."""
+    return {"targets": list(targets), "target_parts": targets, "rule": rule, "size": arrays.size,
+            "input_size": arrays.input_size}
+
+
 def load_model(path: str | Path) -> tuple[UNet, dict[str, Any]]:
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     ckpt.setdefault("input_size", ckpt["size"])  # saved before resize.input_scale: photos at the mask size
@@ -271,7 +277,7 @@ class Trainer:
         """Val metrics of ``model`` (default: the scored one) over ``rows``, each rank scoring its
         share with the plain model (no DDP collectives per batch, so ranks may run different batch
         counts)."""
-        model = model or self.scored
+        model = self.scored if model is None else model
         model.eval()
         stats = Epoch(ConfusionMeter())
         for x, y in self.arrays.batches(self.dist.part(rows), self.cfg.batch_size * 2):

@@ -1,6 +1,6 @@
 """Stage `train`: U-Net on the train split, early-stopped on val IoU; tracked in MLflow and DVC.
 
-Writes models/model.pt (best epoch), models/checkpoint.pt (persisted: resumes an interrupted
+Writes models/model.pt (best epoch by val IoU; the last one with `split.val: 0`), models/checkpoint.pt (persisted: resumes an interrupted
 run), models/run.json (the MLflow run that evaluate and export add to), metrics/train.json,
 metrics/train_history.csv and metrics/train_curves.png.
 
@@ -49,8 +49,12 @@ def main(params: dict) -> None:
     atomic.write_text(HISTORY, rows_csv(history))
     training_curves(history, CURVES, summary["best_epoch"])
     model, _ = load_model(MODEL)
-    run.finish([HISTORY, CURVES], model, to_input(arrays.images[val_rows[:2]]).numpy())
-    print(f"best val IoU {summary['best_val_iou']:.4f} at epoch {summary['best_epoch']} -> {MODEL}")
+    example = (val_rows if len(val_rows) else train_rows)[:2]
+    run.finish([HISTORY, CURVES], model, to_input(arrays.images[example]).numpy())
+    if summary["best_val_iou"] is None:
+        print(f"no validation faces (split.val: 0): kept the last epoch, {summary['best_epoch']} -> {MODEL}")
+    else:
+        print(f"best val IoU {summary['best_val_iou']:.4f} at epoch {summary['best_epoch']} -> {MODEL}")
 
 
 if __name__ == "__main__":

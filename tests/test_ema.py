@@ -13,6 +13,7 @@ from eyelip.arrays import ids_text
 from eyelip.dataset import ResizedArrays
 from eyelip.ema import WeightAverage
 from eyelip.errors import ParamError
+from eyelip.plots import training_curves
 from eyelip.train import TrainConfig, Trainer, fit, model_meta
 
 TARGETS = {"eyes_lips": ["l_eye", "r_eye", "u_lip", "l_lip"]}
@@ -58,6 +59,23 @@ def test_ema_is_validated_saved_and_resumed(arrays: ResizedArrays, tmp_path: Pat
     resumed = Trainer(cfg, arrays, rows[:8], rows[8:], list(TARGETS))
     resumed.load_state(state)
     assert resumed.ema.steps == 1 and all(torch.equal(resumed.ema.model.state_dict()[k], v) for k, v in saved.items())
+
+
+def test_without_validation_faces_the_last_epoch_is_kept(arrays: ResizedArrays, tmp_path: Path) -> None:
+    """split.val: 0 trains on every non-test face; nothing to pick an epoch by, so the last one is saved."""
+    rows, meta = np.arange(16), model_meta(TARGETS, "union", arrays)
+    cfg = TrainConfig(model={"base_width": 4, "depth": 2}, epochs=2, batch_size=8, ema=0.9)
+    summary = fit(cfg, arrays, rows, rows[:0], meta, tmp_path / "model.pt", tmp_path / "ckpt.pt", "job")
+    assert summary["best_epoch"] == 2 and summary["best_val_iou"] is None
+    assert not [key for key in summary["history"][-1] if key.startswith("val_")]
+    saved = torch.load(tmp_path / "model.pt", weights_only=True)
+    state = torch.load(tmp_path / "ckpt.pt", weights_only=False)["state"]
+    assert saved["epoch"] == 2 and all(torch.equal(saved["state_dict"][k], v) for k, v in state["ema"]["model"].items())
+    training_curves(summary["history"], tmp_path / "curves.png", summary["best_epoch"])  # train curves only
+    assert (tmp_path / "curves.png").stat().st_size > 0
+    with pytest.raises(ParamError, match="train.patience: early stopping needs validation faces"):
+        fit(TrainConfig(model=cfg.model, epochs=2, patience=3), arrays, rows, rows[:0], meta,
+            tmp_path / "m.pt", tmp_path / "c.pt", "job")
 
 
 def test_ema_decay_is_checked() -> None:

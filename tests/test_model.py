@@ -112,6 +112,17 @@ def test_legacy_onnx_export_runs_in_onnxruntime(tmp_path):
     torch.testing.assert_close(torch.from_numpy(out), model(x), atol=1e-4, rtol=1e-4)
 
 
+def test_residual_blocks_add_a_shortcut_where_the_width_changes():
+    plain, residual = build_model({"base_width": 8, "depth": 3}, 2), build_model({"base_width": 8, "depth": 3, "block": "residual"}, 2)
+    # one 1x1 conv + norm per block whose width changes: 3 encoders, the bottleneck and 3 decoders (2w -> w)
+    shortcuts = [m for m in residual.modules() if hasattr(m, "shortcut") and not isinstance(m.shortcut, torch.nn.Identity)]
+    assert len(shortcuts) == 7 and n_params(residual) > n_params(plain)
+    x = torch.rand(2, 3, 32, 32)
+    assert residual.eval()(x).shape == (2, 2, 32, 32)
+    residual.train()(x).sum().backward()
+    assert all(p.grad is not None for p in residual.parameters())
+
+
 def test_build_model_from_params():
     model = build_model({"base_width": 8, "depth": 3, "norm": "group", "dropout": 0.2}, 2)
     assert model.head.out_channels == 2
@@ -126,6 +137,7 @@ def test_build_model_from_params():
         ({"norm": "layer"}, r"norm must be one of"),
         ({"depth": 0}, r"depth must be >= 1"),
         ({"dropout": 1.0}, r"dropout must be in \[0, 1\)"),
+        ({"block": "dense"}, r"block must be one of \('plain', 'residual'\)"),
     ],
 )
 def test_build_model_rejects_bad_params(cfg, message):

@@ -49,6 +49,8 @@ def test_folds_are_disjoint_cover_all_ids_and_are_seeded() -> None:
     assert fold_split(ids, 5, 2, 0.1, seed=0) == splits[2]
     assert fold_split(ids, 5, 2, 0.1, seed=1) != splits[2]
     assert len(fold_split(ids, 5, 0, 30, seed=0)["val"]) == 30
+    no_val = fold_split(ids, 5, 0, 0.0, seed=0)  # split.val: 0: every non-test id trains
+    assert no_val["val"] == [] and sorted(no_val["train"]) == sorted(splits[0]["train"] + splits[0]["val"])
 
 
 @pytest.mark.parametrize("folds, fold, val, message", [

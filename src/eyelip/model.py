@@ -31,8 +31,10 @@ import torch
 from torch import nn
 
 Norm = Literal["batch", "group", "none"]
+Block = Literal["plain", "residual"]
 
 _NORMS = ("batch", "group", "none")
+_BLOCKS = ("plain", "residual")
 _GROUPS = 8  # GroupNorm group count; gcd() keeps it a divisor of any width
 
 
@@ -59,13 +61,31 @@ class DoubleConv(nn.Sequential):
         )
 
 
-class UpBlock(nn.Module):
-    """Upsample x2 with a transposed conv, concatenate the encoder skip, double conv."""
+class ResidualConv(nn.Module):
+    """:class:`DoubleConv` plus a shortcut (1x1 conv + norm where the width changes), ReLU after the sum."""
 
     def __init__(self, in_channels: int, out_channels: int, norm: Norm) -> None:
         super().__init__()
+        body = DoubleConv(in_channels, out_channels, norm)
+        self.body = nn.Sequential(*list(body)[:-1])  # the last ReLU comes after the sum
+        self.shortcut = nn.Identity() if in_channels == out_channels else nn.Sequential(
+            nn.Conv2d(in_channels, out_channels, 1, bias=norm == "none"), _norm_layer(norm, out_channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.body(x) + self.shortcut(x))
+
+
+def _conv_block(block: Block, in_channels: int, out_channels: int, norm: Norm) -> nn.Module:
+    return (ResidualConv if block == "residual" else DoubleConv)(in_channels, out_channels, norm)
+
+
+class UpBlock(nn.Module):
+    """Upsample x2 with a transposed conv, concatenate the encoder skip, double conv."""
+
+    def __init__(self, in_channels: int, out_channels: int, norm: Norm, block: Block = "plain") -> None:
+        super().__init__()
         self.up = nn.ConvTranspose2d(in_channels, out_channels, kernel_size=2, stride=2)
-        self.conv = DoubleConv(2 * out_channels, out_channels, norm)
+        self.conv = _conv_block(block, 2 * out_channels, out_channels, norm)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         return self.conv(torch.cat([self.up(x), skip], dim=1))
@@ -82,6 +102,7 @@ class UNet(nn.Module):
         norm: "batch" (BatchNorm2d), "group" (GroupNorm, for small batches) or "none".
         dropout: ``Dropout2d`` probability at the bottleneck (0 disables).
         input_scale: input H/W over output H/W (space-to-depth factor; 1 = same size).
+        block: "plain" (the seed's double conv) or "residual" (double conv + shortcut).
 
     The seed's full-size network is ``base_width=64, depth=4``.
     """
@@ -95,6 +116,7 @@ class UNet(nn.Module):
         norm: Norm = "batch",
         dropout: float = 0.0,
         input_scale: int = 1,
+        block: Block = "plain",
     ) -> None:
         super().__init__()
         if norm not in _NORMS:
@@ -107,6 +129,8 @@ class UNet(nn.Module):
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         if input_scale < 1:
             raise ValueError(f"input_scale must be >= 1, got {input_scale}")
+        if block not in _BLOCKS:
+            raise ValueError(f"block must be one of {_BLOCKS}, got {block!r}")
         self.depth, self.input_scale = depth, input_scale
         self.unshuffle = nn.PixelUnshuffle(input_scale) if input_scale > 1 else nn.Identity()
 
@@ -114,13 +138,13 @@ class UNet(nn.Module):
         self.encoders = nn.ModuleList()
         channels = in_channels * input_scale**2
         for width in widths[:-1]:
-            self.encoders.append(DoubleConv(channels, width, norm))
+            self.encoders.append(_conv_block(block, channels, width, norm))
             channels = width
         self.pool = nn.MaxPool2d(2)
-        self.bottleneck = DoubleConv(widths[-2], widths[-1], norm)
+        self.bottleneck = _conv_block(block, widths[-2], widths[-1], norm)
         self.dropout = nn.Dropout2d(dropout)
         self.decoders = nn.ModuleList(
-            UpBlock(widths[i + 1], widths[i], norm) for i in reversed(range(depth))
+            UpBlock(widths[i + 1], widths[i], norm, block) for i in reversed(range(depth))
         )
         self.head = nn.Conv2d(widths[0], out_channels, kernel_size=1)
 
@@ -154,11 +178,11 @@ class UNet(nn.Module):
 def build_model(cfg: dict[str, Any], out_channels: int, in_channels: int = 3, input_scale: int = 1) -> UNet:
     """Build a :class:`UNet` from the ``model`` params dict.
 
-    ``cfg`` may hold ``base_width``, ``depth``, ``norm`` and ``dropout``; missing keys take the
+    ``cfg`` may hold ``base_width``, ``depth``, ``norm``, ``dropout`` and ``block``; missing keys take the
     :class:`UNet` defaults and any other key raises ``ValueError`` naming ``model.<key>``.
     ``input_scale`` comes from the data (``resize.input_scale``), not from ``cfg``.
     """
-    allowed = ("base_width", "depth", "norm", "dropout")
+    allowed = ("base_width", "depth", "norm", "dropout", "block")
     for key in cfg:
         if key not in allowed:
             raise ValueError(f"model.{key}: unknown key; expected one of {list(allowed)}")

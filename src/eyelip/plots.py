@@ -37,7 +37,8 @@ def training_curves(history: Sequence[dict[str, float]], path: str | Path, best_
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
     for axis, metric, title in ((left, "iou", "IoU (threshold 0.5)"), (right, "jaccard_loss", "Jaccard loss")):
         for split, style in (("train", "--"), ("val", "-")):
-            axis.plot(epochs, [row[f"{split}_{metric}"] for row in history], style, marker="o", ms=3, label=split)
+            if f"{split}_{metric}" in history[0]:  # no val curves when training without validation faces
+                axis.plot(epochs, [row[f"{split}_{metric}"] for row in history], style, marker="o", ms=3, label=split)
         if best_epoch:
             axis.axvline(best_epoch, color="grey", lw=0.8, ls=":", label=f"best epoch {best_epoch}")
         axis.set(title=title, xlabel="epoch")

@@ -43,7 +43,7 @@ OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULES = ("cosine", "constant")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "bf16", "fp32")
-MODEL_KEYS = ("base_width", "depth", "norm", "dropout")
+MODEL_KEYS = ("base_width", "depth", "norm", "dropout", "block")
 TRAIN_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "optimizer", "schedule", "warmup_epochs",
               "patience", "seed", "threads", "device", "precision", "loss", "augment", "distributed", "nproc",
               "compile", "ema")
@@ -322,6 +322,10 @@ def fit(cfg: TrainConfig, arrays: ResizedArrays, train_rows: np.ndarray, val_row
         pairs = mirror_pairs(model_meta["target_parts"]) if cfg.augment.get("hflip") else []
     except ValueError as exc:
         raise ParamError(str(exc)) from exc
+    # Without validation faces (split.val: 0) every non-test face trains and the last epoch is kept.
+    validate = len(val_rows) > 0
+    if not validate and cfg.patience:
+        raise ParamError("train.patience: early stopping needs validation faces; set split.val > 0 or patience: 0")
     trainer = Trainer(cfg, arrays, train_rows, val_rows, list(model_meta["targets"]), pairs, dist)
     run_id = None
     if checkpoint_path.exists():
@@ -340,17 +344,18 @@ def fit(cfg: TrainConfig, arrays: ResizedArrays, train_rows: np.ndarray, val_row
         row = {"epoch": epoch, **trainer.train_epoch(epoch)}
         train_seconds += time.perf_counter() - tic
         seen += len(train_rows)
-        row.update(trainer.evaluate(val_rows))
-        if trainer.ema:  # how much the average adds, measured on the same faces every epoch
-            row["val_iou_raw"] = trainer.evaluate(val_rows, trainer.model)["val_iou"]
+        if validate:
+            row.update(trainer.evaluate(val_rows))
+            if trainer.ema:  # how much the average adds, measured on the same faces every epoch
+                row["val_iou_raw"] = trainer.evaluate(val_rows, trainer.model)["val_iou"]
         row["lr"] = trainer.scheduler.get_last_lr()[0]
         row["seconds"] = round(time.perf_counter() - tic, 2)
         trainer.history.append(row)
-        if row["val_iou"] > trainer.best["val_iou"]:
-            trainer.best = {"val_iou": row["val_iou"], "epoch": epoch}
+        if not validate or row["val_iou"] > trainer.best["val_iou"]:
+            trainer.best = {"val_iou": row.get("val_iou"), "epoch": epoch}
             if dist.main:
                 save_model(model_path, trainer.scored, cfg.model,
-                           {**model_meta, "epoch": epoch, "val_iou": row["val_iou"]})
+                           {**model_meta, "epoch": epoch, "val_iou": row.get("val_iou")})
         since_best = epoch - trainer.best["epoch"]
         stop = bool(cfg.patience) and since_best >= cfg.patience  # the same on every rank: val_iou is global
         if dist.main:

@@ -1,8 +1,9 @@
 """Stage `train`: U-Net on the train split, early-stopped on val IoU; tracked in MLflow and DVC.
 
-Writes models/model.pt (best epoch by val IoU; the last one with `split.val: 0`), models/checkpoint.pt (persisted: resumes an interrupted
-run), models/run.json (the MLflow run that evaluate and export add to), metrics/train.json,
-metrics/train_history.csv and metrics/train_curves.png.
+Writes models/model.pt (the best epoch by val IoU; the last epoch with `split.val: 0`),
+models/checkpoint.pt (persisted: resumes an interrupted run), models/run.json (the MLflow run that
+evaluate and export add to), metrics/train.json, metrics/train_history.csv and
+metrics/train_curves.png.
 
 With `train.nproc: N` > 1 the stage re-runs itself under `torchrun --standalone --nproc-per-node=N`
 (DistributedDataParallel, see eyelip.distributed); under torchrun, only rank 0 writes and logs.

@@ -9,6 +9,9 @@ Architecture (Ronneberger et al. 2015, with "same" padding so output size == inp
   double 3x3 conv];
 * head: 1x1 conv to ``out_channels`` logits.
 
+``block="residual"`` adds a shortcut around each double conv (identity, or 1x1 conv + norm where
+the width changes; ReLU after the sum, as ResNet's basic block).
+
 With ``input_scale`` s > 1 the input image is s times larger than the output: a space-to-depth
 step (``PixelUnshuffle``) folds each s x s pixel block into channels before the first conv. The
 network then runs at the output size, so it sees the finer detail of the larger photo (thin eyes and

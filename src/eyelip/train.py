@@ -315,7 +315,8 @@ def fit(cfg: TrainConfig, arrays: ResizedArrays, train_rows: np.ndarray, val_row
 
     ``on_start`` receives the resumed run's tracking id (or None) and returns the id to store in
     checkpoints. ``model_meta`` (targets, target_parts, rule, size) is saved with the best model.
-    Returns a summary: best epoch and val IoU, final metrics, timing. Under DDP (``dist``) every
+    Returns a summary: best epoch and val IoU, final metrics, timing. Without validation faces
+    (empty ``val_rows``) the last epoch is kept and ``best_val_iou`` is None. Under DDP (``dist``) every
     rank trains and gets the same global metrics; only rank 0 calls the callbacks and writes files.
     """
     try:  # left/right targets swap channels when the image is flipped

@@ -2,10 +2,11 @@
 
 A screen before the tracked k-fold sweep, for one GPU (many of these small runs share it) or a CPU
 (``--workers 1``). The base recipe is params.yaml (with a profile applied) + ``--set``; each
-``--variant`` changes some keys of it. Every recipe trains on each ``--folds`` fold of its
-k-fold split (``split.folds``) and is scored on that fold's validation faces only, never on its test fold: the mean
-val IoU of the last 20 epochs (steadier than the best epoch on a few dozen faces). No DVC, no
-MLflow. Prints each variant's score per fold and its difference from the base on the same folds.
+``--variant`` changes some keys of it. Every recipe trains on each ``--folds`` fold of its k-fold
+split (``split.folds``) and is scored on that fold's validation faces only, never on its test
+fold: the mean val IoU of the last 20 epochs (steadier than the best epoch on a few dozen faces).
+No DVC, no MLflow. Prints each variant's score per fold and its difference from the base on the
+same folds.
 
     eyelip profile mini --data-root ../shared/celebamask-hq-mini && dvc repro resize
     python benchmarks/screen_recipes.py --set split.val=0.1 --folds 0,1 --workers 12 \\

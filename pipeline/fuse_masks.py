@@ -1,4 +1,5 @@
-"""Stage `fuse-masks`: part PNGs -> one bit-packed mask channel per target (data/fused/)."""
+"""Stage `fuse-masks`: part PNGs -> one bit-packed mask channel per target, then per auxiliary
+target (data/fused/)."""
 
 from eyelip import atomic
 from eyelip import params as P
@@ -11,7 +12,8 @@ from eyelip.source import Source
 def main(params: dict) -> None:
     summary = fuse_dataset(Source(P.get(params, "data.root")), "data/fused", P.get(params, "data.targets"),
                            rule=P.choice(params, "data.rule", RULES),
-                           on_error=P.choice(params, "data.on_error", ON_ERROR), **stage.workers(params))
+                           on_error=P.choice(params, "data.on_error", ON_ERROR),
+                           aux_targets=P.get(params, "data.aux_targets", {}), **stage.workers(params))
     atomic.write_json("metrics/fuse-masks.json", summary)
     print(f"fused {summary['samples']} samples ({summary['skipped']} skipped) into data/fused/")
 

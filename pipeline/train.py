@@ -16,7 +16,7 @@ from eyelip import atomic, distributed
 from eyelip import params as P
 from eyelip import stage
 from eyelip.dataset import ResizedArrays, split_rows, to_input
-from eyelip.fuse import check_targets
+from eyelip.fuse import check_aux_targets, check_targets
 from eyelip.plots import rows_csv, training_curves
 from eyelip.tracking import TrackedRun
 from eyelip.train import TrainConfig, fit, load_model, model_meta
@@ -31,15 +31,18 @@ def main(params: dict) -> None:
         sys.exit(distributed.relaunch(cfg.nproc, __file__))
     dist = distributed.init(cfg.distributed, cfg.device)
     targets = check_targets(P.get(params, "data.targets"))
+    aux_targets = check_aux_targets(P.get(params, "data.aux_targets", {}), targets)
     arrays = ResizedArrays("data/resized")
     train_rows, val_rows = split_rows(arrays, "data/split", "train"), split_rows(arrays, "data/split", "val")
     if dist.main:
         print(f"training on {len(train_rows)} images, validating on {len(val_rows)} "
-              f"({arrays.input_size} px in, {arrays.size} px out, targets: {', '.join(targets)}, {dist.world} process(es))")
+              f"({arrays.input_size} px in, {arrays.size} px out, targets: {', '.join(targets)}"
+              + (f", auxiliary: {', '.join(aux_targets)}" if aux_targets else "") + f", {dist.world} process(es))")
     run = TrackedRun(P.get(params, "tracking.experiment", "eyelip"), params)
     meta = model_meta(targets, P.get(params, "data.rule"), arrays)
     summary = fit(cfg, arrays, train_rows, val_rows, meta, MODEL, CHECKPOINT,
-                  cfg.fingerprint(run.data_version, dist.world), on_epoch=run.log_epoch, on_start=run.start, dist=dist)
+                  cfg.fingerprint(run.data_version, dist.world), on_epoch=run.log_epoch, on_start=run.start, dist=dist,
+                  aux_targets=aux_targets)
     dist.close()
     if not dist.main:
         return

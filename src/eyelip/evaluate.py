@@ -200,12 +200,14 @@ def _stack(chunk: list[tuple[int, tuple[np.ndarray, np.ndarray, np.ndarray]]]) -
 
 def array_batches(images: np.ndarray, masks: np.ndarray, rows: np.ndarray, ids: Sequence[int],
                   fused: FusedMasks, batch_size: int) -> Iterator[Batch]:
-    """Batches of resized rows (``data/resized``) with their native masks from ``data/fused``."""
+    """Batches of resized rows (``data/resized``) with their native masks from ``data/fused``; the
+    targets' channels only (auxiliary targets are trained, never scored)."""
     fused_row = {sample_id: r for r, sample_id in enumerate(fused.ids)}
     missing = [i for i in ids if i not in fused_row]
     if missing:
         raise EyelipError(f"data/fused: ids {missing[:5]} have no fused masks; re-run `dvc repro`")
-    samples = ((i, (images[r], masks[r], fused[fused_row[i]])) for r, i in zip(rows, ids))
+    n = len(fused.targets)
+    samples = ((i, (images[r], masks[r][:n], fused[fused_row[i]][:n])) for r, i in zip(rows, ids))
     return batched(samples, batch_size)
 
 

@@ -8,6 +8,11 @@ A target is a named group of parts (default ``eyes_lips: [l_eye, r_eye, u_lip, l
   if the last part painted there is one of the target's. Use it to match label-map ground truth.
 
 A missing part file means the part is not visible: an empty part, not an error.
+
+Auxiliary targets (``data.aux_targets``, e.g. ``skin``, ``brows``, ``mouth``) are fused the same
+way into extra channels after the targets. Training learns them as well, so a few hundred faces
+teach the network the whole face around the eyes and lips; they are never scored, and the saved
+model drops their outputs.
 """
 
 from __future__ import annotations
@@ -32,20 +37,31 @@ from eyelip.source import Source
 RULES = ("union", "label_map")
 
 
-def check_targets(targets: Any) -> dict[str, list[str]]:
-    """Validate ``data.targets``: a mapping of target name -> non-empty list of known parts."""
+def check_targets(targets: Any, key: str = "data.targets", allow_empty: bool = False) -> dict[str, list[str]]:
+    """Validate ``data.targets`` (or ``key``): a mapping of target name -> non-empty list of known parts."""
+    if allow_empty and targets in (None, {}):
+        return {}
     if not isinstance(targets, Mapping) or not targets:
-        raise ParamError(f"data.targets: expected a mapping such as {{eyes_lips: [l_eye, r_eye, u_lip, l_lip]}}, "
+        raise ParamError(f"{key}: expected a mapping such as {{eyes_lips: [l_eye, r_eye, u_lip, l_lip]}}, "
                          f"got {targets!r}")
     checked: dict[str, list[str]] = {}
     for name, parts in targets.items():
         if not isinstance(parts, list) or not parts:
-            raise ParamError(f"data.targets.{name}: expected a non-empty list of parts, got {parts!r}")
+            raise ParamError(f"{key}.{name}: expected a non-empty list of parts, got {parts!r}")
         for part in parts:
             if part not in PARTS:
-                raise ParamError(f"data.targets.{name}: unknown part {part!r}; parts are {', '.join(PARTS)}")
+                raise ParamError(f"{key}.{name}: unknown part {part!r}; parts are {', '.join(PARTS)}")
         checked[str(name)] = list(parts)
     return checked
+
+
+def check_aux_targets(aux_targets: Any, targets: Mapping[str, list[str]]) -> dict[str, list[str]]:
+    """Validate ``data.aux_targets`` ({} or None: none); names must differ from the targets'."""
+    aux = check_targets(aux_targets, "data.aux_targets", allow_empty=True)
+    clash = sorted(set(aux) & set(targets))
+    if clash:
+        raise ParamError(f"data.aux_targets: {clash} are already data.targets; give auxiliary targets other names")
+    return aux
 
 
 def fuse(parts: Mapping[str, np.ndarray], targets: Mapping[str, list[str]], rule: str,
@@ -107,21 +123,25 @@ class FuseSample:
 
 
 def fuse_dataset(source: Source, out_dir: str | Path, targets: Mapping[str, list[str]], rule: str = "union",
-                 on_error: str = "fail", n_jobs: int = -1, backend: str = "loky") -> dict[str, Any]:
-    """Write ``out_dir/{masks.npy, ids.txt, skipped.json}`` atomically; return a summary for metrics.
+                 on_error: str = "fail", n_jobs: int = -1, backend: str = "loky",
+                 aux_targets: Mapping[str, list[str]] | None = None) -> dict[str, Any]:
+    """Write ``out_dir/{masks.npy, ids.txt, skipped.json, meta.json}`` atomically; return a summary for metrics.
 
     ``masks.npy`` is uint8 (N, C, H, ceil(W/8)) bit-packed at the source mask resolution (512 px in
-    CelebAMask-HQ), so evaluation can score predictions at the native size.
+    CelebAMask-HQ), so evaluation can score predictions at the native size. Its channels are the
+    targets, then the auxiliary targets.
     """
     targets = check_targets(targets)
+    aux_targets = check_aux_targets(aux_targets, targets)
+    channels = {**targets, **aux_targets}
     ids = source.ids()
     skipped: dict[int, str] = {}
     kept: list[int] = []
-    coverage = np.zeros(len(targets))
+    coverage = np.zeros(len(channels))
     with atomic.atomic_path(out_dir, directory=True) as tmp:
         writer: NpyRowWriter | None = None
         mask_shape: tuple[int, int] | None = None
-        job = FuseSample(source, targets, rule)
+        job = FuseSample(source, channels, rule)
         for sample_id, (shape, packed) in map_samples(job, ids, on_error=on_error, skipped=skipped,
                                                       n_jobs=n_jobs, backend=backend, desc="fuse-masks"):
             if mask_shape is None:
@@ -142,18 +162,21 @@ def fuse_dataset(source: Source, out_dir: str | Path, targets: Mapping[str, list
         writer.close()
         (tmp / "ids.txt").write_text(ids_text(kept))
         (tmp / "skipped.json").write_text(json.dumps({str(k): v for k, v in skipped.items()}, indent=2))
-        (tmp / "meta.json").write_text(json.dumps({"targets": targets, "rule": rule, "mask_size": list(mask_shape)}))
+        (tmp / "meta.json").write_text(json.dumps({"targets": targets, "aux_targets": aux_targets, "rule": rule,
+                                                   "mask_size": list(mask_shape)}))
     return {"samples": len(kept), "skipped": len(skipped), "mask_height": mask_shape[0], "mask_width": mask_shape[1],
-            "coverage": {name: round(float(c / len(kept)), 5) for name, c in zip(targets, coverage)}}
+            "coverage": {name: round(float(c / len(kept)), 5) for name, c in zip(channels, coverage)}}
 
 
 class FusedMasks:
-    """Reader for ``fuse_dataset``'s output: row ``i`` is sample ``ids[i]``'s (C, H, W) boolean masks."""
+    """Reader for ``fuse_dataset``'s output: row ``i`` is sample ``ids[i]``'s (C, H, W) boolean masks,
+    the targets' channels first, then the auxiliary targets'."""
 
     def __init__(self, directory: str | Path) -> None:
         directory = Path(directory)
         meta = json.loads((directory / "meta.json").read_text())
         self.targets: dict[str, list[str]] = meta["targets"]
+        self.aux_targets: dict[str, list[str]] = meta.get("aux_targets", {})
         self.height, self.width = meta["mask_size"]
         self.ids = read_ids(directory / "ids.txt")
         self._packed = np.load(directory / "masks.npy", mmap_mode="r")

@@ -23,7 +23,7 @@ from eyelip.source import Source
 PROFILES_DIR = "profiles"
 # Mappings whose keys are names chosen by the user, not settings: a profile replaces them whole
 # (merging {eyes, lips} into {eyes_lips} would train three targets).
-REPLACED = {("data", "targets")}
+REPLACED = {("data", "targets"), ("data", "aux_targets")}
 
 
 def available(profiles_dir: str | Path = PROFILES_DIR) -> list[str]:

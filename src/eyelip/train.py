@@ -7,6 +7,11 @@ as Keras reports it; ``val_iou`` in eval mode. IoU is ``eyelip.metrics``'s poole
 With ``train.ema`` the model validated and saved is a moving average of the weights
 (:mod:`eyelip.ema`), and ``val_iou_raw`` scores the trained weights themselves.
 
+Auxiliary targets (``data.aux_targets``: extra mask channels after the targets) add their loss,
+weighted by ``train.aux_weight``, and ``train_aux_loss``/``val_aux_loss``; IoU and the Jaccard loss
+are the targets' alone. The saved model keeps only the targets' outputs: the head is a 1x1 conv,
+so dropping a channel's row leaves the others' logits unchanged.
+
 A checkpoint of the whole training state (weights, optimizer, schedule, RNG states, history) is
 written atomically after every epoch. Re-running with the same config and data resumes from it
 and ends with the same result as an uninterrupted run (on CPU).
@@ -34,7 +39,7 @@ from eyelip.augment import Augment, mirror_pairs
 from eyelip.dataset import ResizedArrays
 from eyelip.distributed import MODES, SINGLE, Dist
 from eyelip.ema import WeightAverage
-from eyelip.errors import ParamError
+from eyelip.errors import DataError, ParamError
 from eyelip.losses import CombinedLoss, build_loss
 from eyelip.metrics import ConfusionMeter, iou
 from eyelip.model import UNet, build_model
@@ -46,7 +51,7 @@ PRECISIONS = ("auto", "bf16", "fp32")
 MODEL_KEYS = ("base_width", "depth", "norm", "dropout", "block")
 TRAIN_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "optimizer", "schedule", "warmup_epochs",
               "patience", "seed", "threads", "device", "precision", "loss", "augment", "distributed", "nproc",
-              "compile", "ema")
+              "compile", "ema", "aux_weight")
 # Hardware and launch settings: they do not identify a training job (the world size is passed in).
 NOT_IN_FINGERPRINT = ("threads", "device", "distributed", "nproc", "compile")
 
@@ -74,6 +79,7 @@ class TrainConfig:
     nproc: int = 1  # > 1: pipeline/train.py re-launches itself under torchrun with this many processes
     compile: bool = False  # torch.compile the training module (slow to compile on CPU)
     ema: float = 0.0  # decay of the weight average that is validated and saved; 0 = off
+    aux_weight: float = 0.5  # weight of the auxiliary targets' loss (if data.aux_targets has any)
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> TrainConfig:
@@ -99,6 +105,7 @@ class TrainConfig:
             nproc=P.integer(params, "train.nproc", minimum=1, default=1),
             compile=P.get(params, "train.compile", False),
             ema=P.number(params, "train.ema", minimum=0, maximum=0.99999, default=0.0),
+            aux_weight=P.number(params, "train.aux_weight", minimum=0, default=0.5),
         )
         if cfg.distributed not in MODES:
             raise ParamError(f"train.distributed: expected auto or false, got {cfg.distributed!r}")
@@ -156,12 +163,17 @@ def make_optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Opti
     return cls(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-def save_model(path: str | Path, model: UNet, model_cfg: dict[str, Any], meta: dict[str, Any]) -> None:
+def save_model(path: str | Path, model: UNet, model_cfg: dict[str, Any], meta: dict[str, Any],
+               channels: int | None = None) -> None:
     """The deployable checkpoint: weights plus what is needed to rebuild and feed the model
-    (``meta``: targets, target_parts, rule, size, input_size, and where it came from)."""
+    (``meta``: targets, target_parts, rule, size, input_size, and where it came from). With
+    ``channels``, only the head's first ``channels`` outputs are kept (the targets, not the
+    auxiliary targets)."""
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    if channels is not None:
+        state["head.weight"], state["head.bias"] = state["head.weight"][:channels], state["head.bias"][:channels]
     with atomic.atomic_path(path) as tmp:
-        torch.save({"state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                    "model": model_cfg, "input": "RGB float in [0, 1], NCHW", **meta}, tmp)
+        torch.save({"state_dict": state, "model": model_cfg, "input": "RGB float in [0, 1], NCHW", **meta}, tmp)
 
 
 def model_meta(targets: dict[str, list[str]], rule: str, arrays: ResizedArrays) -> dict[str, Any]:
@@ -201,19 +213,23 @@ class Epoch:
         out = {f"{prefix}_iou": iou(counts).mean().item(), f"{prefix}_jaccard_loss": totals["jaccard_loss"] / images}
         if combined:
             out[f"{prefix}_loss"] = totals["loss"] / images
+        if "aux_loss" in totals:
+            out[f"{prefix}_aux_loss"] = totals["aux_loss"] / images
         return out
 
 
 class Trainer:
     def __init__(self, cfg: TrainConfig, arrays: ResizedArrays, train_rows: np.ndarray, val_rows: np.ndarray,
-                 targets: list[str], flip_pairs: list[tuple[int, int]] | None = None, dist: Dist = SINGLE) -> None:
+                 targets: list[str], flip_pairs: list[tuple[int, int]] | None = None, dist: Dist = SINGLE,
+                 aux_targets: list[str] | None = None) -> None:
         self.cfg, self.arrays, self.targets, self.dist = cfg, arrays, targets, dist
+        self.channels = len(targets) + len(aux_targets or [])  # model outputs: targets, then auxiliary targets
         self.train_rows, self.val_rows = train_rows, val_rows
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         self.device = pick_device(cfg.device)
         torch.manual_seed(cfg.seed)
-        self.model = build_model(cfg.model, out_channels=len(targets), input_scale=arrays.input_scale)
+        self.model = build_model(cfg.model, out_channels=self.channels, input_scale=arrays.input_scale)
         self.model = self.model.to(self.device)
         self.model = self.model.to(memory_format=torch.channels_last)
         # self.model is saved and evaluated; self.net (DDP and/or compiled around it) is trained.
@@ -222,7 +238,7 @@ class Trainer:
             self.net = torch.compile(self.net)
         # The loss always reports the Jaccard term, whatever its weight, so val_jaccard_loss exists.
         self.criterion: CombinedLoss = build_loss(cfg.loss).to(self.device)
-        self.jaccard_only = set(self.criterion.weights) == {"jaccard"}
+        self.jaccard_only = set(self.criterion.weights) == {"jaccard"} and self.channels == len(targets)
         self.augment = Augment(cfg.augment, flip_pairs or ())
         self.optimizer = make_optimizer(cfg, self.model)
         self.ema = WeightAverage(self.model, cfg.ema) if cfg.ema else None
@@ -245,9 +261,15 @@ class Trainer:
         return x, y.to(self.device, non_blocking=True)
 
     def _losses(self, logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        total, components = self.criterion(logits.float(), y)
+        """The loss to minimise and its logged parts; ``jaccard_loss`` is the targets' alone."""
+        logits, n = logits.float(), len(self.targets)
+        total, components = self.criterion(logits[:, :n], y[:, :n])
         if "jaccard_loss" not in components:
-            components["jaccard_loss"] = self.criterion.jaccard(logits.float(), y).detach()
+            components["jaccard_loss"] = self.criterion.jaccard(logits[:, :n], y[:, :n]).detach()
+        if self.channels > n:
+            aux, _ = self.criterion(logits[:, n:], y[:, n:])
+            components["aux_loss"] = aux.detach()
+            total = total + self.cfg.aux_weight * aux
         return total, components
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
@@ -267,7 +289,7 @@ class Trainer:
             self.scheduler.step()
             if self.ema:
                 self.ema.update(self.model)
-            stats.meter.update(torch.sigmoid(logits.detach().float()), y)
+            stats.meter.update(torch.sigmoid(logits.detach()[:, :len(self.targets)].float()), y[:, :len(self.targets)])
             stats.add(components, loss, len(x))
             bar.set_postfix(loss=f"{stats.totals['loss'] / stats.images:.4f}", refresh=False)
         return stats.row("train", not self.jaccard_only, self.dist)
@@ -285,7 +307,7 @@ class Trainer:
             with self.autocast:
                 logits = model(x)
             loss, components = self._losses(logits, y)
-            stats.meter.update(torch.sigmoid(logits.float()), y)
+            stats.meter.update(torch.sigmoid(logits[:, :len(self.targets)].float()), y[:, :len(self.targets)])
             stats.add(components, loss, len(x))
         return stats.row("val", not self.jaccard_only, self.dist)
 
@@ -310,7 +332,8 @@ class Trainer:
 def fit(cfg: TrainConfig, arrays: ResizedArrays, train_rows: np.ndarray, val_rows: np.ndarray,
         model_meta: dict[str, Any], model_path: Path, checkpoint_path: Path, fingerprint: str,
         on_epoch: Callable[[dict[str, float]], None] = lambda row: None,
-        on_start: Callable[[str | None], str | None] = lambda run_id: run_id, dist: Dist = SINGLE) -> dict[str, Any]:
+        on_start: Callable[[str | None], str | None] = lambda run_id: run_id, dist: Dist = SINGLE,
+        aux_targets: dict[str, list[str]] | None = None) -> dict[str, Any]:
     """Train, resuming from ``checkpoint_path`` when it holds an unfinished run of the same job.
 
     ``on_start`` receives the resumed run's tracking id (or None) and returns the id to store in
@@ -318,16 +341,22 @@ def fit(cfg: TrainConfig, arrays: ResizedArrays, train_rows: np.ndarray, val_row
     Returns a summary: best epoch and val IoU, final metrics, timing. Without validation faces
     (empty ``val_rows``) the last epoch is kept and ``best_val_iou`` is None. Under DDP (``dist``) every
     rank trains and gets the same global metrics; only rank 0 calls the callbacks and writes files.
+    ``aux_targets`` (name -> parts) are the arrays' channels after the targets: trained, not saved.
     """
+    aux_targets = aux_targets or {}
+    channels = {**model_meta["target_parts"], **aux_targets}
+    if arrays.channels != len(channels):
+        raise DataError(f"data/resized: masks have {arrays.channels} channels but the targets and auxiliary "
+                        f"targets are {len(channels)} ({', '.join(channels)}); re-run `dvc repro`")
     try:  # left/right targets swap channels when the image is flipped
-        pairs = mirror_pairs(model_meta["target_parts"]) if cfg.augment.get("hflip") else []
+        pairs = mirror_pairs(channels) if cfg.augment.get("hflip") else []
     except ValueError as exc:
         raise ParamError(str(exc)) from exc
     # Without validation faces (split.val: 0) every non-test face trains and the last epoch is kept.
     validate = len(val_rows) > 0
     if not validate and cfg.patience:
         raise ParamError("train.patience: early stopping needs validation faces; set split.val > 0 or patience: 0")
-    trainer = Trainer(cfg, arrays, train_rows, val_rows, list(model_meta["targets"]), pairs, dist)
+    trainer = Trainer(cfg, arrays, train_rows, val_rows, list(model_meta["targets"]), pairs, dist, list(aux_targets))
     run_id = None
     if checkpoint_path.exists():
         ckpt = torch.load(checkpoint_path, map_location=trainer.device, weights_only=False)
@@ -356,7 +385,7 @@ def fit(cfg: TrainConfig, arrays: ResizedArrays, train_rows: np.ndarray, val_row
             trainer.best = {"val_iou": row.get("val_iou"), "epoch": epoch}
             if dist.main:
                 save_model(model_path, trainer.scored, cfg.model,
-                           {**model_meta, "epoch": epoch, "val_iou": row.get("val_iou")})
+                           {**model_meta, "epoch": epoch, "val_iou": row.get("val_iou")}, len(model_meta["targets"]))
         since_best = epoch - trainer.best["epoch"]
         stop = bool(cfg.patience) and since_best >= cfg.patience  # the same on every rank: val_iou is global
         if dist.main:

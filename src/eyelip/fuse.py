@@ -184,5 +184,10 @@ class FusedMasks:
     def __len__(self) -> int:
         return len(self.ids)
 
+    @property
+    def channels(self) -> int:
+        """Mask channels per sample: the targets', then the auxiliary targets'."""
+        return len(self.targets) + len(self.aux_targets)
+
     def __getitem__(self, row: int) -> np.ndarray:
         return unpack_masks(self._packed[row], self.width)

@@ -62,7 +62,7 @@ def resize_dataset(source: Source, fused_dir: str | Path, out_dir: str | Path, s
                    on_error: str = "fail", n_jobs: int = -1, backend: str = "loky") -> dict[str, Any]:
     input_size = size * input_scale
     fused = FusedMasks(fused_dir)
-    channels = len(fused.targets)
+    channels = fused.channels
     skipped: dict[int, str] = {}
     kept: list[int] = []
     with atomic.atomic_path(out_dir, directory=True) as tmp:

@@ -80,10 +80,14 @@ def test_switching_profiles_and_replacing_targets(workspace: Path, dataset: Path
     params = yaml.safe_load((workspace / "params.yaml").read_text())
     assert params["split"] == {"seed": 0, "train": 8100, "val": 900, "test": 1000, "folds": 0, "fold": 0}
     assert params["model"]["base_width"] == 64 and params["train"]["epochs"] == 80
-    (workspace / "profiles" / "parts.yaml").write_text("data:\n  targets: {eyes: [l_eye, r_eye], lips: [u_lip, l_lip]}\n")
+    (workspace / "profiles" / "parts.yaml").write_text("data:\n  targets: {eyes: [l_eye, r_eye], lips: [u_lip, l_lip]}\n"
+                                                       "  aux_targets: {skin: [skin]}\n")
     apply_profile("parts", dataset)
-    targets = yaml.safe_load((workspace / "params.yaml").read_text())["data"]["targets"]
-    assert targets == {"eyes": ["l_eye", "r_eye"], "lips": ["u_lip", "l_lip"]}, "replaced, not merged"
+    data = yaml.safe_load((workspace / "params.yaml").read_text())["data"]
+    assert data["targets"] == {"eyes": ["l_eye", "r_eye"], "lips": ["u_lip", "l_lip"]}, "replaced, not merged"
+    assert data["aux_targets"] == {"skin": ["skin"]}
+    apply_profile("celebamask-hq", dataset)
+    assert yaml.safe_load((workspace / "params.yaml").read_text())["data"]["aux_targets"] == {}, "replaced by {}"
 
 
 def test_data_root_inside_the_project_stays_relative(workspace: Path, dataset: Path) -> None:

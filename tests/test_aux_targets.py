@@ -1,0 +1,94 @@
+"""Auxiliary targets (data.aux_targets): fused after the targets, trained, never scored, not saved."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from eyelip.arrays import ids_text
+from eyelip.dataset import ResizedArrays, to_input
+from eyelip.errors import DataError, ParamError
+from eyelip.evaluate import array_batches
+from eyelip.fuse import FusedMasks, check_aux_targets, fuse_dataset
+from eyelip.metrics import confusion, iou
+from eyelip.model import build_model
+from eyelip.resize import resize_dataset
+from eyelip.source import Source
+from eyelip.synthetic import generate_sample
+from eyelip.train import TrainConfig, fit, load_model, model_meta
+
+TWO = {"eyes": ["l_eye", "r_eye"], "lips": ["u_lip", "l_lip"]}
+AUX = {"skin": ["skin"], "brows": ["l_brow", "r_brow"]}
+
+
+def test_aux_channels_follow_the_targets_and_are_not_scored(tmp_path: Path) -> None:
+    generate_sample(tmp_path / "faces.zip", n=6, seed=0, image_size=128, mask_size=128)
+    source = Source(tmp_path / "faces.zip")
+    fuse_dataset(source, tmp_path / "plain", TWO, n_jobs=1)
+    summary = fuse_dataset(source, tmp_path / "fused", TWO, aux_targets=AUX, n_jobs=1)
+    plain, fused = FusedMasks(tmp_path / "plain"), FusedMasks(tmp_path / "fused")
+    assert fused.targets == TWO and fused.aux_targets == AUX and fused.channels == 4
+    assert list(summary["coverage"]) == ["eyes", "lips", "skin", "brows"]
+    assert summary["coverage"]["skin"] > 0.1 and summary["coverage"]["brows"] > 0
+    for row in range(len(fused)):
+        assert np.array_equal(fused[row][:2], plain[row]), "the targets' channels are unchanged"
+    resize_dataset(source, tmp_path / "fused", tmp_path / "resized", 64, n_jobs=1)
+    arrays = ResizedArrays(tmp_path / "resized")
+    assert arrays.channels == 4
+    rows = np.arange(len(arrays.ids))
+    (batch,) = array_batches(arrays.images, arrays.masks, rows, arrays.ids, fused, batch_size=len(rows))
+    assert batch.masks.shape[1] == 2 and all(native.shape[0] == 2 for native in batch.native)
+
+
+def test_aux_target_errors_name_the_key() -> None:
+    with pytest.raises(ParamError, match=r"data.aux_targets.brows: unknown part 'brow'"):
+        check_aux_targets({"brows": ["brow"]}, TWO)
+    with pytest.raises(ParamError, match=r"data.aux_targets: \['eyes'\] are already data.targets"):
+        check_aux_targets({"eyes": ["l_eye"]}, TWO)
+    assert check_aux_targets({}, TWO) == {} and check_aux_targets(None, TWO) == {}
+
+
+@pytest.fixture
+def arrays(tmp_path: Path) -> ResizedArrays:
+    """16 random 32 px faces, one target channel and two auxiliary ones."""
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "images.npy", rng.integers(0, 256, (16, 32, 32, 3), dtype=np.uint8))
+    np.save(tmp_path / "masks.npy", (rng.random((16, 3, 32, 32)) < [[[0.05]], [[0.5]], [[0.2]]]).astype(np.uint8))
+    (tmp_path / "ids.txt").write_text(ids_text(list(range(16))))
+    return ResizedArrays(tmp_path)
+
+
+def test_training_learns_aux_targets_but_saves_and_scores_only_the_targets(arrays: ResizedArrays,
+                                                                            tmp_path: Path) -> None:
+    targets = {"eyes_lips": ["l_eye", "r_eye", "u_lip", "l_lip"]}
+    cfg = TrainConfig(model={"base_width": 4, "depth": 2}, epochs=1, batch_size=8, loss={"jaccard": 1.0, "bce": 0.5})
+    rows = np.arange(16)
+    summary = fit(cfg, arrays, rows[:8], rows[8:], model_meta(targets, "union", arrays), tmp_path / "model.pt",
+                  tmp_path / "ckpt.pt", "job", aux_targets=AUX)
+    row = summary["history"][0]
+    assert row["train_aux_loss"] > 0 and row["val_aux_loss"] > 0
+    model, ckpt = load_model(tmp_path / "model.pt")
+    assert ckpt["targets"] == ["eyes_lips"] and ckpt["state_dict"]["head.weight"].shape[0] == 1
+    # The saved head is the trained head's first row: the target's logits are unchanged.
+    full = build_model(cfg.model, out_channels=3)
+    full.load_state_dict(torch.load(tmp_path / "ckpt.pt", weights_only=False)["state"]["model"])
+    x = to_input(arrays.images[8:])
+    with torch.no_grad():
+        saved_logits, full_logits = model(x), full.eval()(x)
+    assert torch.allclose(saved_logits, full_logits[:, :1], atol=1e-5)
+    # val_iou is the target's IoU alone, not an average over the auxiliary channels too.
+    y = torch.from_numpy(arrays.masks[8:].astype(np.float32))
+    assert row["val_iou"] == pytest.approx(iou(confusion(torch.sigmoid(full_logits[:, :1]), y[:, :1]).sum(0)).item(),
+                                           abs=1e-3)
+    assert row["val_iou"] != pytest.approx(iou(confusion(torch.sigmoid(full_logits), y).sum(0)).mean().item(),
+                                           abs=1e-3)
+
+
+def test_arrays_without_the_aux_channels_are_refused(arrays: ResizedArrays, tmp_path: Path) -> None:
+    meta = model_meta({"eyes_lips": ["l_eye"]}, "union", arrays)
+    with pytest.raises(DataError, match=r"data/resized: masks have 3 channels but .* are 1 \(eyes_lips\); re-run"):
+        fit(TrainConfig(model={"base_width": 4, "depth": 2}, epochs=1), arrays, np.arange(8), np.arange(8, 16),
+            meta, tmp_path / "model.pt", tmp_path / "ckpt.pt", "job")

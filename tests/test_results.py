@@ -70,3 +70,14 @@ def test_command_writes_the_file_and_names_a_missing_experiment(store: str, tmp_
     assert out.read_text().startswith("# Results: MLflow experiment `cv`")
     with pytest.raises(EyelipError, match=r"no MLflow experiment 'nope' .* experiments: Default, cv"):
         load_runs("nope")
+
+
+def test_aux_targets_read_as_one_change_and_older_runs_had_none() -> None:
+    aux = {"data.aux_targets.skin": json.dumps(["skin"]), "data.aux_targets.brows": json.dumps(["l_brow", "r_brow"])}
+    older = Run("older", {**TARGETS, "model.depth": "4"}, {})  # logged before aux targets existed
+    none = Run("none", {**TARGETS, "model.depth": "4", "data.aux_targets": "{}", "train.aux_weight": "0.5"}, {})
+    with_aux = Run("aux", {**TARGETS, **aux, "model.depth": "4", "train.aux_weight": "0.5"}, {})
+    assert older.recipe == none.recipe, "no auxiliary targets: the same recipe, whatever their (unused) weight"
+    recipe = dict(with_aux.recipe)
+    assert recipe["data.aux_targets"] == 'skin=["skin"]; brows=["l_brow", "r_brow"]'
+    assert recipe["train.aux_weight"] == "0.5" and with_aux.targets == ["eyes", "lips"]

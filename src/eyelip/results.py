@@ -22,6 +22,7 @@ from eyelip.tracking import tracking_uri
 NOT_RECIPE = {"split.fold", "train.threads", "train.device", "data.root"}
 NOT_RECIPE_SECTIONS = ("preprocess.", "tracking.", "export.", "sample.")
 TARGETS = "data.targets."
+AUX_TARGETS = "data.aux_targets."
 
 
 @dataclass
@@ -33,15 +34,23 @@ class Run:
     @property
     def recipe(self) -> tuple[tuple[str, str], ...]:
         params = {k: v for k, v in self.params.items()
-                  if k not in NOT_RECIPE and not k.startswith((*NOT_RECIPE_SECTIONS, TARGETS))}
+                  if k not in NOT_RECIPE and not k.startswith((*NOT_RECIPE_SECTIONS, TARGETS, AUX_TARGETS))}
         # One entry for the whole layout, so switching {eyes_lips} for {eyes, lips} reads as one change.
         params["data.targets"] = "; ".join(f"{t}={self.params[TARGETS + t]}" for t in self.targets)
+        aux = self._names(AUX_TARGETS)
+        # Runs from before auxiliary targets existed had none; without any, their weight has no effect.
+        params["data.aux_targets"] = "; ".join(f"{t}={self.params[AUX_TARGETS + t]}" for t in aux) or "{}"
+        if not aux:
+            params.pop("train.aux_weight", None)
         return tuple(sorted(params.items()))
 
     @property
     def targets(self) -> list[str]:
         """Output channels: tracking logs ``data.targets`` flattened, one ``data.targets.<name>`` each."""
-        return [k.removeprefix(TARGETS) for k in self.params if k.startswith(TARGETS)]
+        return self._names(TARGETS)
+
+    def _names(self, prefix: str) -> list[str]:
+        return [k.removeprefix(prefix) for k in self.params if k.startswith(prefix)]
 
 
 @dataclass

@@ -272,6 +272,11 @@ class Trainer:
             total = total + self.cfg.aux_weight * aux
         return total, components
 
+    def _count(self, meter: ConfusionMeter, logits: torch.Tensor, y: torch.Tensor) -> None:
+        """Confusion counts of the targets' channels: auxiliary targets are never scored."""
+        n = len(self.targets)
+        meter.update(torch.sigmoid(logits.detach()[:, :n].float()), y[:, :n])
+
     def train_epoch(self, epoch: int) -> dict[str, float]:
         self.model.train()
         stats = Epoch(ConfusionMeter())
@@ -289,7 +294,7 @@ class Trainer:
             self.scheduler.step()
             if self.ema:
                 self.ema.update(self.model)
-            stats.meter.update(torch.sigmoid(logits.detach()[:, :len(self.targets)].float()), y[:, :len(self.targets)])
+            self._count(stats.meter, logits, y)
             stats.add(components, loss, len(x))
             bar.set_postfix(loss=f"{stats.totals['loss'] / stats.images:.4f}", refresh=False)
         return stats.row("train", not self.jaccard_only, self.dist)
@@ -307,7 +312,7 @@ class Trainer:
             with self.autocast:
                 logits = model(x)
             loss, components = self._losses(logits, y)
-            stats.meter.update(torch.sigmoid(logits[:, :len(self.targets)].float()), y[:, :len(self.targets)])
+            self._count(stats.meter, logits, y)
             stats.add(components, loss, len(x))
         return stats.row("val", not self.jaccard_only, self.dist)
 

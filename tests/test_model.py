@@ -128,6 +128,25 @@ def test_residual_blocks_add_a_shortcut_where_the_width_changes():
     assert all(p.grad is not None for p in residual.parameters())
 
 
+def test_depthwise_blocks_separate_every_3x3_conv_and_export_to_onnx(tmp_path):
+    plain, depthwise = (build_model({"base_width": 8, "depth": 3, "block": b}, 2) for b in ("plain", "depthwise"))
+    convs3 = [m for m in depthwise.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3)]
+    # 2 convs in each of 3 encoders, the bottleneck and 3 decoders, every one per channel
+    assert len(convs3) == 14 and all(c.groups == c.in_channels == c.out_channels for c in convs3)
+    assert n_params(depthwise) < n_params(plain) / 3
+    x = torch.rand(2, 3, 32, 32)
+    depthwise.train()(x).sum().backward()
+    assert all(p.grad is not None for p in depthwise.parameters())
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    path = tmp_path / "depthwise.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(depthwise.eval(), (x,), str(path), dynamo=False, input_names=["image"])
+    (out,) = ort.InferenceSession(str(path)).run(None, {"image": x.numpy()})
+    torch.testing.assert_close(torch.from_numpy(out), depthwise(x), atol=1e-4, rtol=1e-4)
+
+
 def test_build_model_from_params():
     model = build_model({"base_width": 8, "depth": 3, "norm": "group", "dropout": 0.2}, 2)
     assert model.head.out_channels == 2
@@ -142,7 +161,7 @@ def test_build_model_from_params():
         ({"norm": "layer"}, r"norm must be one of"),
         ({"depth": 0}, r"depth must be >= 1"),
         ({"dropout": 1.0}, r"dropout must be in \[0, 1\)"),
-        ({"block": "dense"}, r"block must be one of \('plain', 'residual'\)"),
+        ({"block": "dense"}, r"block must be one of \('plain', 'residual', 'depthwise'\)"),
     ],
 )
 def test_build_model_rejects_bad_params(cfg, message):

@@ -12,9 +12,10 @@ import pytest
 import torch
 
 from eyelip.cli import main as cli_main
+from eyelip.errors import EyelipError
 from eyelip.evaluate import THRESHOLDS, Batch, evaluate, evaluate_source, write_reports
 from eyelip.augment import mirror_pairs
-from eyelip.inference import DEFAULT_TARGET_PARTS, FlipAveraged, load_predictor
+from eyelip.inference import DEFAULT_TARGET_PARTS, Averaged, FlipAveraged, load_predictor
 from eyelip.model import build_model
 from eyelip.source import Source
 from eyelip.train import load_model, save_model
@@ -172,16 +173,21 @@ def test_flip_averaging_mirrors_back_and_swaps_left_and_right() -> None:
     assert (plain.shape, swapped.shape) == ((2, 2, 8, 8), (2, 2, 8, 8))
 
 
+def lopsided_model(tiny_model: Path, tmp_path: Path, positive: float = 0.5) -> Path:
+    """The random model with its logits shifted so that about a ``positive`` share of the pixels is
+    positive: its masks then differ from their mirror images, and between shares."""
+    model, ckpt = load_model(tiny_model)
+    with torch.no_grad():
+        model.head.bias -= model(torch.rand(2, 3, SIZE, SIZE)).quantile(1 - positive)
+    lopsided = tmp_path / f"lopsided{positive}.pt"
+    save_model(lopsided, model, ckpt["model"], {k: ckpt[k] for k in ("targets", "target_parts", "rule", "size")})
+    return lopsided
+
+
 def test_cli_flip_average_scores_the_averaged_predictor(mini: Path, subset, tiny_model: Path,
                                                         tmp_path: Path) -> None:
     ids, ids_file = subset
-    # Shift the random model's logits so that about half the pixels are positive: its masks then
-    # differ from their mirror images, and flip averaging must change the score.
-    model, ckpt = load_model(tiny_model)
-    with torch.no_grad():
-        model.head.bias -= model(torch.rand(2, 3, SIZE, SIZE)).median()
-    lopsided = tmp_path / "lopsided.pt"
-    save_model(lopsided, model, ckpt["model"], {k: ckpt[k] for k in ("targets", "target_parts", "rule", "size")})
+    lopsided = lopsided_model(tiny_model, tmp_path)  # flip averaging must change its score
     out = tmp_path / "flip.json"
     assert cli_main(["evaluate", "--model", str(lopsided), "--data", str(mini), "--ids", str(ids_file),
                      "--json", str(out), "--flip-average"]) == 0
@@ -190,6 +196,35 @@ def test_cli_flip_average_scores_the_averaged_predictor(mini: Path, subset, tiny
     assert json.loads(out.read_text()) == pytest.approx(library, rel=1e-9)
     plain = evaluate_source(load_predictor(lopsided), Source(mini), ids, batch_size=32, n_jobs=1).metrics
     assert library["iou"] != pytest.approx(plain["iou"], abs=1e-4)
+
+
+def test_averaged_predictor_is_the_mean_and_refuses_unlike_models() -> None:
+    class Zero(HalfPredictor):
+        def __call__(self, images: np.ndarray) -> np.ndarray:
+            return np.zeros((len(images), 2, 8, 8), np.float32)
+
+    images = np.zeros((2, 8, 8, 3), np.uint8)
+    mean = Averaged([HalfPredictor(), Zero(), Zero(), HalfPredictor()], ["a", "b", "c", "d"])(images)
+    np.testing.assert_array_equal(mean, (HalfPredictor()(images) * 2) / 4)
+
+    class Other(HalfPredictor):
+        targets = ["right", "left"]
+
+    with pytest.raises(EyelipError, match=r"other\.onnx: targets \['right', 'left'\] differs from a\.onnx's"):
+        Averaged([HalfPredictor(), Other()], ["a.onnx", "other.onnx"])
+
+
+def test_cli_repeated_model_scores_their_ensemble(mini: Path, subset, tiny_model: Path, tmp_path: Path) -> None:
+    ids, ids_file = subset
+    half, fifth = lopsided_model(tiny_model, tmp_path, 0.5), lopsided_model(tiny_model, tmp_path, 0.2)
+    out = tmp_path / "ensemble.json"
+    assert cli_main(["evaluate", "--model", str(half), "--model", str(fifth), "--data", str(mini),
+                     "--ids", str(ids_file), "--json", str(out)]) == 0
+    pair = [load_predictor(half), load_predictor(fifth)]
+    library = evaluate_source(Averaged(pair, ["a", "b"]), Source(mini), ids, batch_size=32, n_jobs=1).metrics
+    assert json.loads(out.read_text()) == pytest.approx(library, rel=1e-9)
+    singles = [evaluate_source(p, Source(mini), ids, batch_size=32, n_jobs=1).metrics["iou"] for p in pair]
+    assert all(library["iou"] != pytest.approx(single, abs=1e-4) for single in singles)
 
 
 def test_cli_errors_are_clear(mini: Path, subset, tiny_model: Path, tmp_path: Path,

@@ -46,7 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "implementation as the evaluate stage. Prints a table; --json writes iou (pooled at the "
                     "model's output size, the seed's protocol), iou_native (at the source mask resolution), "
                     "per-target IoU, Dice, precision, recall and pixel accuracy.")
-    evaluate.add_argument("--model", default="models/model.onnx", help="exported model (default: %(default)s)")
+    evaluate.add_argument("--model", action="append", metavar="MODEL",
+                          help="exported model (default: models/model.onnx); repeat it to score an ensemble, "
+                               "the mean of the models' probabilities (same targets and sizes)")
     evaluate.add_argument("--data", required=True, metavar="ROOT", help="CelebAMask-HQ folder or zip")
     evaluate.add_argument("--ids", metavar="FILE", help="file with one sample id per line (default: all)")
     evaluate.add_argument("--json", metavar="OUT", help="write the metrics as JSON to this file")

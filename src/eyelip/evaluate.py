@@ -284,11 +284,12 @@ def evaluate_source(predictor: Predictor, source: Source, ids: Sequence[int] | N
 
 def run_evaluate_cli(args: Any) -> None:
     from eyelip.augment import mirror_pairs
-    from eyelip.inference import FlipAveraged, load_predictor
+    from eyelip.inference import Averaged, FlipAveraged, load_predictor
 
     if args.batch_size < 1:
         raise EyelipError(f"--batch-size must be >= 1, got {args.batch_size}")
-    predictor = load_predictor(args.model)
+    paths = args.model or ["models/model.onnx"]
+    predictor = load_predictor(paths[0]) if len(paths) == 1 else Averaged([load_predictor(p) for p in paths], paths)
     if args.flip_average:
         predictor = FlipAveraged(predictor, mirror_pairs(predictor.target_parts))
     source = Source(args.data)

@@ -115,6 +115,29 @@ class FlipAveraged:
         return (self.predictor(images) + mirrored) / 2
 
 
+class Averaged:
+    """An ensemble: the mean of several predictors' probabilities. They must agree on everything
+    evaluation relies on (sizes, targets and how those are fused), or the mean would mix unlike
+    channels; ``names`` label them in that error. N times the inference cost."""
+
+    def __init__(self, predictors: list[Predictor], names: list[str]) -> None:
+        if not predictors or len(predictors) != len(names):
+            raise ValueError("one name per predictor, at least one predictor")
+        first = predictors[0]
+        self.predictors = predictors
+        self.size, self.input_size, self.targets = first.size, first.input_size, first.targets
+        self.target_parts, self.rule = first.target_parts, first.rule
+        for predictor, name in zip(predictors[1:], names[1:]):
+            for key in ("size", "input_size", "targets", "target_parts", "rule"):
+                if getattr(predictor, key) != getattr(first, key):
+                    raise EyelipError(f"{name}: {key} {getattr(predictor, key)!r} differs from {names[0]}'s "
+                                      f"{getattr(first, key)!r}; only models trained for the same targets and "
+                                      f"sizes can be averaged")
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        return sum(predictor(images) for predictor in self.predictors) / len(self.predictors)
+
+
 def load_predictor(path: str | Path, threads: int = 0) -> Predictor:
     path = Path(path)
     if not path.is_file():

@@ -12,7 +12,9 @@ Architecture (Ronneberger et al. 2015, with "same" padding so output size == inp
 ``block="residual"`` adds a shortcut around each double conv (identity, or 1x1 conv + norm where
 the width changes; ReLU after the sum, as ResNet's basic block). ``block="depthwise"`` makes each
 3x3 conv depthwise-separable (a 3x3 conv per channel, then a 1x1 conv across channels, as in
-MobileNet): about 1/8 of the multiply-adds at the same width, so a wider network fits the same time.
+MobileNet): about 1/8 of the multiply-adds at the same width. On a CPU they run far below that
+count (width 24 trains at 0.79x the speed of plain width 16 here: ``benchmarks/model_variant.py``),
+so they buy width only where depthwise convs are fast.
 
 With ``input_scale`` s > 1 the input image is s times larger than the output: a space-to-depth
 step (``PixelUnshuffle``) folds each s x s pixel block into channels before the first conv. The

@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from eyelip.losses import CombinedLoss, DiceLoss, JaccardLoss, build_loss
+from eyelip.losses import CombinedLoss, DiceLoss, JaccardLoss, LovaszHingeLoss, build_loss
 from eyelip.metrics import ConfusionMeter, accuracy, confusion, dice, iou, precision, recall
 
 BIG = 30.0  # |logit| that makes sigmoid exactly 0/1 in float32
@@ -186,6 +186,49 @@ def test_pos_weight_is_per_channel():
     assert parts["bce_loss"].item() == pytest.approx((1 + 3) / 2 * np.log(2))
 
 
+def _pooled_iou(pred: torch.Tensor, target: torch.Tensor) -> float:
+    pred, target = pred.bool(), target.bool()
+    union = (pred | target).sum().item()
+    return (pred & target).sum().item() / union if union else 1.0
+
+
+@pytest.mark.parametrize("reduction", ["per_image", "per_batch"])
+def test_lovasz_hinge_is_the_jaccard_loss_of_the_wrong_pixels_when_errors_are_0_or_1(reduction):
+    # Logit +-1 on the right side gives hinge error 0, logit 0 gives error 1: on such {0, 1} errors the
+    # Lovasz extension is the set function itself, 1 - IoU of the mask with those pixels flipped.
+    gen = torch.Generator().manual_seed(0)
+    target = (torch.rand(3, 2, 6, 7, generator=gen) < 0.3).float()
+    wrong = torch.rand(3, 2, 6, 7, generator=gen) < 0.2
+    logits = torch.where(wrong, torch.zeros_like(target), 2 * target - 1)
+    predicted = torch.where(wrong, 1 - target, target)
+    if reduction == "per_image":
+        groups = [(predicted[n, c], target[n, c]) for n in range(3) for c in range(2)]
+    else:
+        groups = [(predicted[:, c], target[:, c]) for c in range(2)]
+    expected = np.mean([1 - _pooled_iou(p, t) for p, t in groups])
+    assert LovaszHingeLoss(reduction)(logits, target).item() == pytest.approx(expected)
+
+
+def test_lovasz_hinge_margins_and_empty_targets():
+    target = masks([[0, 1], [1, 0]], [[0, 0], [0, 0]])
+    assert LovaszHingeLoss()(hard_logits(target), target).item() == 0.0  # right side, margin >= 1
+    # An empty target costs its largest hinge error: the most confident false positive's, 1 + 2.5.
+    logits = torch.stack([hard_logits(target[0]), torch.tensor([[[-3.0, 2.5], [0.0, -1.0]]])])
+    assert LovaszHingeLoss()(logits, target).item() == pytest.approx((0 + 3.5) / 2)
+
+
+def test_lovasz_hinge_trains_in_the_combined_loss():
+    target = masks([[0, 1, 1], [0, 1, 0]])
+    logits = torch.zeros_like(target, requires_grad=True)
+    total, parts = build_loss({"jaccard": 0.0, "lovasz": 1.0})(logits, target)
+    assert set(parts) == {"lovasz_loss"} and total.item() == pytest.approx(1.0)
+    total.backward()
+    # Descent raises the logits of the target pixels and lowers the others (pixels sorted after the
+    # last target pixel get no gradient: IoU is already 0 there).
+    grad = logits.grad
+    assert (grad[target.bool()] <= 0).all() and (grad[~target.bool()] >= 0).all() and grad.abs().sum() > 0
+
+
 def test_build_loss_from_params():
     cfg = {"jaccard": 1.0, "bce": 0.5, "dice": 0.0, "smooth": 2.0, "reduction": "per_batch"}
     loss = build_loss(cfg)
@@ -200,6 +243,7 @@ def test_build_loss_from_params():
         ({"xyz": 1.0}, r"train\.loss\.xyz: unknown key; expected one of"),
         ({"bce": -0.5}, r"train\.loss\.bce: weight must be >= 0"),
         ({"jaccard": 0.0, "bce": 0.0, "dice": 0.0}, r"train\.loss: all weights .* are 0"),
+        ({"lovasz": -1.0}, r"train\.loss\.lovasz: weight must be >= 0"),
         ({"reduction": "mean"}, r"train\.loss\.reduction: expected one of"),
         ({"smooth": 0.0}, r"train\.loss\.smooth: must be > 0"),
         ({"bce": 1.0, "pos_weight": [2.0, 0.0]}, r"train\.loss\.pos_weight: must be > 0"),

@@ -99,7 +99,7 @@ class TrainConfig:
             threads=P.integer(params, "train.threads", minimum=0, default=0),
             device=P.choice(params, "train.device", DEVICES, default="auto"),
             precision=P.choice(params, "train.precision", PRECISIONS, default="auto"),
-            loss=P.section(params, "train.loss", ("jaccard", "bce", "dice", "smooth", "reduction", "pos_weight")),
+            loss=P.section(params, "train.loss", ("jaccard", "bce", "dice", "lovasz", "smooth", "reduction", "pos_weight")),
             augment=dict(P.get(params, "train.augment", {}) or {}),
             distributed=P.get(params, "train.distributed", "auto"),
             nproc=P.integer(params, "train.nproc", minimum=1, default=1),

@@ -23,19 +23,15 @@ from eyelip.arrays import ids_text
 from eyelip.dataset import ResizedArrays
 from eyelip.losses import build_loss
 from eyelip.model import build_model
-from eyelip.resize import COVERAGE_SCALE
 from eyelip.train import TrainConfig, Trainer, autocast_dtype, pick_device
 
 
 def random_arrays(directory: Path, n: int, size: int, input_scale: int = 1) -> ResizedArrays:
-    """A resized-stage output of random face-sized images with sparse (~1.6%) masks, and the coverage
-    maps that warped training batches are made from."""
+    """A resized-stage output of random face-sized images with sparse (~1.6%) masks."""
     rng = np.random.default_rng(0)
     side = size * input_scale
-    masks = (rng.random((n, 1, size, size)) < 0.016).astype(np.uint8)
     np.save(directory / "images.npy", rng.integers(0, 256, (n, side, side, 3), dtype=np.uint8))
-    np.save(directory / "masks.npy", masks)
-    np.save(directory / "coverage.npy", masks.repeat(COVERAGE_SCALE, axis=2).repeat(COVERAGE_SCALE, axis=3) * 255)
+    np.save(directory / "masks.npy", (rng.random((n, 1, size, size)) < 0.016).astype(np.uint8))
     (directory / "ids.txt").write_text(ids_text(list(range(n))))
     return ResizedArrays(directory)
 

@@ -49,21 +49,6 @@ def history(project) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def test_warped_batches_use_the_coverage_maps_of_the_resize_stage(mini: Path, tmp_path: Path) -> None:
-    source = Source(mini)
-    fuse_dataset(source, tmp_path / "fused", {"eyes_lips": ["l_eye", "r_eye", "u_lip", "l_lip"]}, n_jobs=1)
-    resize_dataset(source, tmp_path / "fused", tmp_path / "resized", 64, n_jobs=1)
-    rows = np.arange(4)
-    warp = TrainConfig(model={"base_width": 4, "depth": 2}, epochs=1, batch_size=4, augment={"rotate": 10})
-    trainer = Trainer(warp, ResizedArrays(tmp_path / "resized"), rows, rows, ["eyes_lips"])
-    assert trainer.coverage and np.isfinite(trainer.train_epoch(1)["train_jaccard_loss"])
-    flips_only = TrainConfig(model={"base_width": 4, "depth": 2}, epochs=1, batch_size=4, augment={"hflip": 0.5})
-    assert not Trainer(flips_only, ResizedArrays(tmp_path / "resized"), rows, rows, ["eyes_lips"]).coverage
-    (tmp_path / "resized" / "coverage.npy").unlink()  # data resized before coverage maps existed
-    old = Trainer(warp, ResizedArrays(tmp_path / "resized"), rows, rows, ["eyes_lips"])
-    assert not old.coverage and np.isfinite(old.train_epoch(1)["train_jaccard_loss"])
-
-
 def test_two_epoch_repro_is_tracked_in_mlflow_and_dvc(project, mini: Path) -> None:
     project.set_params(data={"root": str(mini)}, **FAST)
     project.dvc("repro", "train")

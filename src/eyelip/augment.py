@@ -17,15 +17,9 @@ Strengths (the ``train.augment`` params dict; a missing key or 0 disables that t
 * ``translate``: shift of ``U(-t, t)`` of the image size along each axis.
 
 Rotation, scale and translation form one affine warp (``affine_grid`` + ``grid_sample``).
-Areas moved in from outside the frame are zero (black image, background mask).
-
-Warped masks should be what the ground truth's rule (``eyelip.preprocess``: box-filter coverage of the
-native mask, kept >= 0.5) makes of the warped face. Given coverage maps at a multiple of the mask size
-(the resize stage stores them at 2x), the coverage is warped bilinearly, box-averaged to the mask size
-and kept >= 0.5. On 64 real faces under this recipe's warps that agrees with the rule applied to the
-warped 512 px masks to IoU 0.994 (eyes and lips); re-binarising a bilinearly warped 0/1 mask, the
-fallback without coverage, agrees only to 0.86 (eyes) and 0.90 (lips), too thick by 3%: on parts a
-few pixels tall, that is label noise in every warped batch.
+Areas moved in from outside the frame are zero (black image, background mask). Masks are
+warped bilinearly and re-binarised at 0.5, which keeps their boundaries in place better than
+nearest-neighbour sampling.
 """
 
 from __future__ import annotations
@@ -82,14 +76,8 @@ class Augment:
             raise ValueError(f"flip_pairs must be disjoint (i, j) pairs, got {flip_pairs!r}")
         self.flip_pairs = [tuple(pair) for pair in flip_pairs]
 
-    @property
-    def warps(self) -> bool:
-        """Whether the affine warp is on (then coverage maps make better masks)."""
-        return bool(self.cfg["rotate"] or self.cfg["scale"] or self.cfg["translate"])
-
     def __call__(
-        self, images: torch.Tensor, masks: torch.Tensor, generator: torch.Generator,
-        coverage: torch.Tensor | None = None,
+        self, images: torch.Tensor, masks: torch.Tensor, generator: torch.Generator
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Augment a batch.
 
@@ -100,10 +88,6 @@ class Augment:
             generator: source of randomness; it may live on the CPU even for CUDA batches
                 (the few per-sample numbers are copied over), which also makes a seed give the
                 same augmentations on every device.
-            coverage: optional float (N, C, m*H/k, m*W/k) foreground shares in [0, 1] of the same
-                masks at an integer multiple m of their size; when given, warped masks are made from
-                it by the ground truth's rule (see the module docstring). The random draws are the
-                same with or without it.
 
         Returns:
             New ``(images, masks)`` tensors of the same shapes; the inputs are not modified.
@@ -119,12 +103,6 @@ class Augment:
                 f"got {tuple(masks.shape)}"
             )
 
-        if coverage is not None and (
-                coverage.shape[:2] != masks.shape[:2] or coverage.shape[2] % masks.shape[2]
-                or coverage.shape[2] * masks.shape[3] != coverage.shape[3] * masks.shape[2]):
-            raise ValueError(f"coverage must be (N, C, m*h, m*w) for masks {tuple(masks.shape)} "
-                             f"(integer m >= 1), got {tuple(coverage.shape)}")
-
         def uniform(low: float, high: float) -> torch.Tensor:
             values = torch.rand(n, generator=generator, device=generator.device)
             return (low + (high - low) * values).to(images.device, images.dtype)
@@ -134,8 +112,6 @@ class Augment:
             flip = (uniform(0, 1) < cfg["hflip"]).view(n, 1, 1, 1)
             images = torch.where(flip, images.flip(-1), images)
             masks = torch.where(flip, self._swap_pairs(masks.flip(-1)), masks)
-            if coverage is not None:
-                coverage = torch.where(flip, self._swap_pairs(coverage.flip(-1)), coverage)
         if cfg["brightness"]:
             images = images * _factor(uniform, cfg["brightness"])
         if cfg["contrast"]:
@@ -148,8 +124,8 @@ class Augment:
             images = _rotate_hue(images, uniform(-cfg["hue"], cfg["hue"]) * 2 * math.pi)
         if cfg["brightness"] or cfg["contrast"] or cfg["saturation"] or cfg["hue"]:
             images = images.clamp(0, 1)
-        if self.warps:
-            images, masks = self._warp(images, masks, uniform, coverage)
+        if cfg["rotate"] or cfg["scale"] or cfg["translate"]:
+            images, masks = self._warp(images, masks, uniform)
         return images, masks
 
     def _swap_pairs(self, masks: torch.Tensor) -> torch.Tensor:
@@ -161,7 +137,7 @@ class Augment:
         return masks[:, order]
 
     def _warp(
-        self, images: torch.Tensor, masks: torch.Tensor, uniform: Uniform, coverage: torch.Tensor | None
+        self, images: torch.Tensor, masks: torch.Tensor, uniform: Uniform
     ) -> tuple[torch.Tensor, torch.Tensor]:
         cfg = self.cfg
         n, _, height, width = images.shape
@@ -180,16 +156,15 @@ class Augment:
             ],
             dim=1,
         )
-        # Normalised coordinates make one theta the same warp at every size.
-        def warp(x: torch.Tensor) -> torch.Tensor:
-            grid = F.affine_grid(theta.to(x.dtype), [n, 1, *x.shape[2:]], align_corners=False)
-            return F.grid_sample(x, grid, padding_mode="zeros", align_corners=False)
-
-        images = warp(images)
-        if coverage is None:
-            return images, (warp(masks) > 0.5).to(masks.dtype)
-        shares = F.avg_pool2d(warp(coverage), coverage.shape[2] // masks.shape[2])
-        return images, (shares >= 0.5).to(masks.dtype)
+        # Normalised coordinates make one theta the same warp at the image and the mask size.
+        grid = F.affine_grid(theta, [n, 1, height, width], align_corners=False)
+        images = F.grid_sample(images, grid, padding_mode="zeros", align_corners=False)
+        if masks.shape[2:] != images.shape[2:]:
+            grid = F.affine_grid(theta, [n, 1, *masks.shape[2:]], align_corners=False)
+        masks = F.grid_sample(
+            masks, grid.to(masks.dtype), padding_mode="zeros", align_corners=False
+        )
+        return images, (masks > 0.5).to(masks.dtype)
 
 
 def _factor(uniform: Uniform, strength: float) -> torch.Tensor:

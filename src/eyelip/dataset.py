@@ -2,8 +2,7 @@
 
 Only the rows of a batch are read from disk, so a 256 px full dataset (~6 GB) never has to fit in
 RAM. Model input is RGB scaled to [0, 1], (N, 3, S*k, S*k) float32 (k = ``resize.input_scale``);
-targets are (N, C, S, S) float32; on request, the coverage maps (N, C, 2S, 2S) float32 in [0, 1] that
-augmentation warps (``coverage.npy``; data resized before it existed has none).
+targets are (N, C, S, S) float32.
 """
 
 from __future__ import annotations
@@ -31,8 +30,6 @@ class ResizedArrays:
         directory = Path(directory)
         self.images = np.load(directory / "images.npy", mmap_mode="r")
         self.masks = np.load(directory / "masks.npy", mmap_mode="r")
-        coverage = directory / "coverage.npy"
-        self.coverage = np.load(coverage, mmap_mode="r") if coverage.exists() else None
         self.ids = read_ids(directory / "ids.txt")
         self._row = {sample_id: row for row, sample_id in enumerate(self.ids)}
 
@@ -60,23 +57,17 @@ class ResizedArrays:
             raise DataError(f"{name}: ids {missing[:5]} are not in the resized data; re-run `dvc repro`")
         return np.array([self._row[i] for i in ids], dtype=np.int64)
 
-    def batch(self, rows: np.ndarray, coverage: bool = False) -> tuple[torch.Tensor, ...]:
-        """(images, masks) of ``rows``, and their coverage maps as a third tensor with ``coverage``."""
+    def batch(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         order = np.sort(rows)  # sorted reads are sequential on disk; order within a batch is irrelevant
-        batch = (to_input(self.images[order]), torch.from_numpy(self.masks[order].astype(np.float32)))
-        if coverage:
-            if self.coverage is None:
-                raise DataError("data/resized has no coverage.npy; re-run `dvc repro` to resize again")
-            batch += (torch.from_numpy(self.coverage[order].astype(np.float32)).div_(255),)
-        return batch
+        return to_input(self.images[order]), torch.from_numpy(self.masks[order].astype(np.float32))
 
-    def batches(self, rows: np.ndarray, batch_size: int, generator: torch.Generator | None = None,
-                coverage: bool = False) -> Iterator[tuple[torch.Tensor, ...]]:
+    def batches(self, rows: np.ndarray, batch_size: int, generator: torch.Generator | None = None
+                ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Batches over ``rows``; shuffled with ``generator`` when given (training), else in order."""
         if generator is not None:
             rows = rows[torch.randperm(len(rows), generator=generator).numpy()]
         for start in range(0, len(rows), batch_size):
-            yield self.batch(rows[start:start + batch_size], coverage)
+            yield self.batch(rows[start:start + batch_size])
 
 
 def split_rows(arrays: ResizedArrays, split_dir: str | Path, name: str) -> np.ndarray:

@@ -6,9 +6,7 @@ resized (NEAREST and area-average masks of the same faces agree only to IoU ~0.9
 - images: JPEG decoded at reduced scale where the format allows (``Image.draft``: a 1024 px JPEG
   decodes at 1/8 scale straight to 128 px, ~5x faster than a full decode), then bilinear
   (antialiased) resize to ``size`` x ``size``.
-- masks: area-average (box filter) to ``size``, then foreground where coverage >= 0.5. The coverage
-  itself (``mask_coverage``) is kept at twice the mask size for training, so that warped masks can be
-  made by the same rule (``eyelip.augment``).
+- masks: area-average (box filter) to ``size``, then foreground where coverage >= 0.5.
 """
 
 from __future__ import annotations
@@ -59,14 +57,10 @@ def decode_mask(data: bytes, where: str) -> np.ndarray:
     return array.any(axis=2) if array.ndim == 3 else array > 0
 
 
-def mask_coverage(mask: np.ndarray, size: int) -> np.ndarray:
-    """uint8 (size, size): the foreground share of each output pixel's footprint, 0..255 (box filter)."""
-    image = Image.fromarray(mask.astype(np.uint8) * 255)
-    return np.asarray(image.resize((size, size), Image.Resampling.BOX))
-
-
 def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
     """Boolean (size, size) mask: box-filter coverage of each output pixel, kept where >= 0.5."""
     if mask.shape == (size, size):
         return mask.astype(bool, copy=False)
-    return mask_coverage(mask, size) >= 128  # 127.5 rounds to 128, so exactly half counts
+    image = Image.fromarray(mask.astype(np.uint8) * 255)
+    # BOX averages each output pixel's footprint; 127.5 rounds to 128, so exactly half counts.
+    return np.asarray(image.resize((size, size), Image.Resampling.BOX)) >= 128

@@ -1,9 +1,8 @@
 """Resize images and fused masks to the training size, as memory-mappable arrays.
 
 Output (written atomically): ``images.npy`` uint8 (N, S*k, S*k, 3) (k = ``resize.input_scale``),
-``masks.npy`` uint8 (N, C, S, S) with values 0/1, ``coverage.npy`` uint8 (N, C, 2S, 2S), each pixel's
-foreground share 0..255 at twice the mask size (training warps it, then applies the masks' rule:
-``eyelip.augment``), ``ids.txt`` (array order) and ``skipped.json`` (unreadable images, with reasons).
+``masks.npy`` uint8 (N, C, S, S) with values 0/1, ``ids.txt`` (array order) and ``skipped.json``
+(unreadable images, with reasons).
 The rules (reduced-scale JPEG decode, area-average masks kept at >= 0.5) are ``eyelip.preprocess``'s.
 """
 
@@ -21,10 +20,8 @@ from eyelip.arrays import NpyRowWriter, ids_text
 from eyelip.fuse import FusedMasks
 from eyelip.layout import image_relpath
 from eyelip.parallel import map_samples
-from eyelip.preprocess import decode_image, mask_coverage, resize_mask
+from eyelip.preprocess import decode_image, resize_mask
 from eyelip.source import Source
-
-COVERAGE_SCALE = 2  # coverage.npy's size over the mask size: warps of it follow the rule to IoU ~0.99
 
 
 def resize_sample(source: Source, sample_id: int, native_masks: np.ndarray, size: int,
@@ -39,7 +36,7 @@ def resize_sample(source: Source, sample_id: int, native_masks: np.ndarray, size
 
 @dataclass
 class ResizeSample:
-    """Picklable per-sample job: (image (I, I, 3), masks (C, S, S), coverage (C, 2S, 2S)) as uint8."""
+    """Picklable per-sample job: (image (I, I, 3), masks (C, S, S)) as uint8."""
 
     source: Source
     fused_dir: Path
@@ -53,13 +50,12 @@ class ResizeSample:
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_fused": None, "_row": {}}  # re-opened (memory-mapped) per worker
 
-    def __call__(self, sample_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def __call__(self, sample_id: int) -> tuple[np.ndarray, np.ndarray]:
         if self._fused is None:
             self._fused = FusedMasks(self.fused_dir)
             self._row = {i: r for r, i in enumerate(self._fused.ids)}
-        native = self._fused[self._row[sample_id]]
-        image, masks = resize_sample(self.source, sample_id, native, self.size, self.input_size)
-        return image, masks, np.stack([mask_coverage(m, COVERAGE_SCALE * self.size) for m in native])
+        return resize_sample(self.source, sample_id, self._fused[self._row[sample_id]], self.size,
+                             self.input_size)
 
 
 def resize_dataset(source: Source, fused_dir: str | Path, out_dir: str | Path, size: int, input_scale: int = 1,
@@ -70,16 +66,13 @@ def resize_dataset(source: Source, fused_dir: str | Path, out_dir: str | Path, s
     skipped: dict[int, str] = {}
     kept: list[int] = []
     with atomic.atomic_path(out_dir, directory=True) as tmp:
-        fine = COVERAGE_SCALE * size
         with NpyRowWriter(tmp / "images.npy", (input_size, input_size, 3), np.uint8) as images, \
-                NpyRowWriter(tmp / "masks.npy", (channels, size, size), np.uint8) as masks, \
-                NpyRowWriter(tmp / "coverage.npy", (channels, fine, fine), np.uint8) as coverage:
+                NpyRowWriter(tmp / "masks.npy", (channels, size, size), np.uint8) as masks:
             job = ResizeSample(source, Path(fused_dir), size, input_size)
-            for sample_id, (image, mask, cover) in map_samples(job, fused.ids, on_error=on_error, skipped=skipped,
-                                                               n_jobs=n_jobs, backend=backend, desc="resize"):
+            for sample_id, (image, mask) in map_samples(job, fused.ids, on_error=on_error, skipped=skipped,
+                                                        n_jobs=n_jobs, backend=backend, desc="resize"):
                 images.append(image[None])
                 masks.append(mask[None])
-                coverage.append(cover[None])
                 kept.append(sample_id)
         (tmp / "ids.txt").write_text(ids_text(kept))
         (tmp / "skipped.json").write_text(json.dumps({str(k): v for k, v in skipped.items()}, indent=2))

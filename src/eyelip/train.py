@@ -240,8 +240,6 @@ class Trainer:
         self.criterion: CombinedLoss = build_loss(cfg.loss).to(self.device)
         self.jaccard_only = set(self.criterion.weights) == {"jaccard"} and self.channels == len(targets)
         self.augment = Augment(cfg.augment, flip_pairs or ())
-        # Warped masks follow the ground truth's rule when the resize stage stored coverage maps.
-        self.coverage = self.augment.warps and arrays.coverage is not None
         self.optimizer = make_optimizer(cfg, self.model)
         self.ema = WeightAverage(self.model, cfg.ema) if cfg.ema else None
         # The model that is validated, checkpointed as the best and exported.
@@ -282,13 +280,11 @@ class Trainer:
     def train_epoch(self, epoch: int) -> dict[str, float]:
         self.model.train()
         stats = Epoch(ConfusionMeter())
-        batches = self.arrays.batches(self.dist.shard(self.train_rows, self.shuffle), self.cfg.batch_size,
-                                      coverage=self.coverage)
+        batches = self.arrays.batches(self.dist.shard(self.train_rows, self.shuffle), self.cfg.batch_size)
         bar = tqdm(batches, total=self.steps_per_epoch, desc=f"epoch {epoch}/{self.cfg.epochs}", unit="batch",
                    leave=False, mininterval=1.0, disable=not self.dist.main)
-        for x, y, *coverage in bar:
-            x, y = self._to(x, y)
-            x, y = self.augment(x, y, self.aug_rng, *(c.to(self.device, non_blocking=True) for c in coverage))
+        for x, y in bar:
+            x, y = self.augment(*self._to(x, y), self.aug_rng)
             with self.autocast:
                 logits = self.net(x)
             loss, components = self._losses(logits, y)

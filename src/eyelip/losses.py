@@ -17,9 +17,9 @@ differentiable when a target channel is empty, makes "empty target, empty predic
 perfect 0 loss (the same convention as the metrics), and at one pixel it is negligible next to
 the few hundred eye/lip pixels of a 128x128 face.
 
-:class:`LovaszHingeLoss` (Berman et al., 2018) is the convex Lovasz extension of the Jaccard loss
-applied to hinge errors of the logits: unlike the soft Jaccard it scores the thresholded mask's IoU
-exactly when every pixel is on the right side with margin, and it takes the same reductions.
+:class:`LovaszHingeLoss` (Berman et al., 2018) takes the same reductions. It is the convex Lovasz
+extension of the Jaccard loss, applied to hinge errors of the logits: where the soft Jaccard scores
+probabilities, it scores the thresholded mask, equalling its ``1 - IoU`` when the errors are 0 or 1.
 """
 
 from __future__ import annotations
@@ -37,22 +37,24 @@ _REDUCTIONS = ("per_image", "per_batch")
 _WEIGHTS = ("jaccard", "bce", "dice", "lovasz")
 
 
-def _check(smooth: float, reduction: str) -> None:
+def _check_reduction(reduction: str) -> None:
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
-    if smooth <= 0:
-        raise ValueError(f"smooth must be > 0, got {smooth}")
+
+
+def _check_shapes(logits: torch.Tensor, targets: torch.Tensor) -> None:
+    if logits.shape != targets.shape or logits.ndim != 4:
+        raise ValueError(
+            f"logits and targets must both be (N, C, H, W), got {tuple(logits.shape)} "
+            f"and {tuple(targets.shape)}"
+        )
 
 
 def _soft_overlap(
     logits: torch.Tensor, targets: torch.Tensor, reduction: Reduction
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Soft intersection and sum of cardinalities |P| + |T|, summed per the reduction."""
-    if logits.shape != targets.shape or logits.ndim != 4:
-        raise ValueError(
-            f"logits and targets must both be (N, C, H, W), got {tuple(logits.shape)} "
-            f"and {tuple(targets.shape)}"
-        )
+    _check_shapes(logits, targets)
     # Sum in float32 even under autocast: fp16 sums of 16k pixels lose precision.
     probs = torch.sigmoid(logits.float())
     targets = targets.float()
@@ -65,7 +67,9 @@ def _soft_overlap(
 class _SoftOverlapLoss(nn.Module):
     def __init__(self, smooth: float = 1.0, reduction: Reduction = "per_image") -> None:
         super().__init__()
-        _check(smooth, reduction)
+        _check_reduction(reduction)
+        if smooth <= 0:
+            raise ValueError(f"smooth must be > 0, got {smooth}")
         self.smooth = smooth
         self.reduction = reduction
 
@@ -105,15 +109,11 @@ class LovaszHingeLoss(nn.Module):
 
     def __init__(self, reduction: Reduction = "per_image") -> None:
         super().__init__()
-        _check(1.0, reduction)
+        _check_reduction(reduction)
         self.reduction = reduction
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        if logits.shape != targets.shape or logits.ndim != 4:
-            raise ValueError(
-                f"logits and targets must both be (N, C, H, W), got {tuple(logits.shape)} "
-                f"and {tuple(targets.shape)}"
-            )
+        _check_shapes(logits, targets)
         n, c = logits.shape[:2]
         if self.reduction == "per_image":
             logits, targets = logits.reshape(n * c, -1), targets.reshape(n * c, -1)
@@ -134,8 +134,8 @@ class CombinedLoss(nn.Module):
     """Weighted sum ``jaccard * Jaccard + bce * BCE + dice * Dice + lovasz * LovaszHinge``.
 
     ``forward`` returns ``(total, components)``: ``total`` is the differentiable weighted sum,
-    ``components`` maps ``"jaccard_loss"`` / ``"bce_loss"`` / ``"dice_loss"`` / ``"lovasz_loss"`` to the detached,
-    *unweighted* value of each term with a non-zero weight, for logging.
+    ``components`` maps ``"jaccard_loss"`` / ``"bce_loss"`` / ``"dice_loss"`` / ``"lovasz_loss"`` to
+    the detached, *unweighted* value of each term with a non-zero weight, for logging.
 
     BCE is the mean over all pixels. ``pos_weight`` (a float, or one value per channel)
     up-weights positive pixels, which are ~1.6% of a face.

@@ -35,6 +35,7 @@ Reduction = Literal["per_image", "per_batch"]
 
 _REDUCTIONS = ("per_image", "per_batch")
 _WEIGHTS = ("jaccard", "bce", "dice", "lovasz")
+KEYS = (*_WEIGHTS, "smooth", "reduction", "pos_weight")  # of the ``train.loss`` params section
 
 
 def _check_reduction(reduction: str) -> None:
@@ -194,11 +195,10 @@ def build_loss(cfg: dict[str, Any]) -> CombinedLoss:
     ``pos_weight``. Invalid values raise ``ValueError`` naming the offending
     ``train.loss.<key>``.
     """
-    allowed = (*_WEIGHTS, "smooth", "reduction", "pos_weight")
     for key in cfg:
-        if key not in allowed:
-            raise ValueError(f"train.loss.{key}: unknown key; expected one of {list(allowed)}")
-    weights = {"jaccard": 1.0, "bce": 0.0, "dice": 0.0, "lovasz": 0.0} | {k: cfg[k] for k in _WEIGHTS if k in cfg}
+        if key not in KEYS:
+            raise ValueError(f"train.loss.{key}: unknown key; expected one of {list(KEYS)}")
+    weights = dict.fromkeys(_WEIGHTS, 0.0) | {"jaccard": 1.0} | {k: cfg[k] for k in _WEIGHTS if k in cfg}
     for key, weight in weights.items():
         if not weight >= 0:
             raise ValueError(f"train.loss.{key}: weight must be >= 0, got {weight!r}")

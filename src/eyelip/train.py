@@ -40,6 +40,7 @@ from eyelip.dataset import ResizedArrays
 from eyelip.distributed import MODES, SINGLE, Dist
 from eyelip.ema import WeightAverage
 from eyelip.errors import DataError, ParamError
+from eyelip.losses import KEYS as LOSS_KEYS
 from eyelip.losses import CombinedLoss, build_loss
 from eyelip.metrics import ConfusionMeter, iou
 from eyelip.model import UNet, build_model
@@ -99,7 +100,7 @@ class TrainConfig:
             threads=P.integer(params, "train.threads", minimum=0, default=0),
             device=P.choice(params, "train.device", DEVICES, default="auto"),
             precision=P.choice(params, "train.precision", PRECISIONS, default="auto"),
-            loss=P.section(params, "train.loss", ("jaccard", "bce", "dice", "lovasz", "smooth", "reduction", "pos_weight")),
+            loss=P.section(params, "train.loss", LOSS_KEYS),
             augment=dict(P.get(params, "train.augment", {}) or {}),
             distributed=P.get(params, "train.distributed", "auto"),
             nproc=P.integer(params, "train.nproc", minimum=1, default=1),

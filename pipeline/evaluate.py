@@ -25,11 +25,11 @@ BATCH_SIZE = 32
 def main(params: dict) -> None:
     predictor = TorchPredictor(MODEL)
     arrays, fused = ResizedArrays("data/resized"), FusedMasks("data/fused")
-    if ((arrays.input_size, arrays.size) != (predictor.input_size, predictor.size)
+    if ((arrays.input_size, arrays.size, arrays.prior) != (predictor.input_size, predictor.size, predictor.prior)
             or list(fused.targets) != predictor.targets):
-        raise EyelipError(f"{MODEL} ({predictor.input_size} -> {predictor.size} px, targets {predictor.targets}) does "
-                          f"not match data/resized ({arrays.input_size} -> {arrays.size} px, targets "
-                          f"{list(fused.targets)}); re-run `dvc repro`")
+        raise EyelipError(f"{MODEL} ({predictor.input_size} -> {predictor.size} px, prior {predictor.prior}, targets "
+                          f"{predictor.targets}) does not match data/resized ({arrays.input_size} -> {arrays.size} px, "
+                          f"prior {arrays.prior}, targets {list(fused.targets)}); re-run `dvc repro`")
     rows = split_rows(arrays, "data/split", "test")
     ids = [arrays.ids[r] for r in rows]
     result = evaluate(predictor, array_batches(arrays.images, arrays.masks, rows, ids, fused, BATCH_SIZE))

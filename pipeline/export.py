@@ -58,9 +58,9 @@ def main(params: dict) -> None:
     size, targets = int(ckpt["size"]), list(ckpt["targets"])
     input_size = int(ckpt["input_size"])
     arrays = ResizedArrays("data/resized")
-    if (arrays.input_size, arrays.size) != (input_size, size):
-        raise DataError(f"data/resized: images/masks are {arrays.input_size}/{arrays.size} px but {MODEL} expects "
-                        f"{input_size}/{size}; run `dvc repro`")
+    if (arrays.input_size, arrays.size, arrays.prior) != (input_size, size, ckpt["prior"]):
+        raise DataError(f"data/resized: images/masks are {arrays.input_size}/{arrays.size} px with prior {arrays.prior} "
+                        f"but {MODEL} expects {input_size}/{size} px with prior {ckpt['prior']}; run `dvc repro`")
     rows = np.sort(split_rows(arrays, "data/split", "test")[:PARITY_IMAGES])
     if not len(rows):
         raise DataError("data/split/test.txt: empty; parity needs test images (raise split.test)")
@@ -68,7 +68,8 @@ def main(params: dict) -> None:
 
     reference = TorchPredictor(MODEL)
     # target_parts and rule let `eyelip evaluate` rebuild the ground truth the model was trained on.
-    meta = {"target_parts": reference.target_parts, "rule": reference.rule, "epoch": ckpt.get("epoch"),
+    meta = {"target_parts": reference.target_parts, "rule": reference.rule, "prior": reference.prior,
+            "epoch": ckpt.get("epoch"),
             "val_iou": ckpt.get("val_iou"), "model": ckpt["model"], "mlflow_run_id": run_id,
             "data_version": tracking.data_version()}
     # Both files stay temporary until both pass parity: a failed check publishes neither.

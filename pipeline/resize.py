@@ -1,10 +1,11 @@
 """Stage `resize`: fused masks -> data/resized/masks.npy at resize.size, images -> images.npy at
-resize.size x resize.input_scale."""
+resize.size x resize.input_scale, with the channels of resize.prior after R, G, B."""
 
 from eyelip import atomic
 from eyelip import params as P
 from eyelip import stage
 from eyelip.parallel import ON_ERROR
+from eyelip.prior import PRIORS
 from eyelip.resize import resize_dataset
 from eyelip.source import Source
 
@@ -13,6 +14,7 @@ def main(params: dict) -> None:
     summary = resize_dataset(Source(P.get(params, "data.root")), "data/fused", "data/resized",
                              size=P.integer(params, "resize.size", minimum=8),
                              input_scale=P.integer(params, "resize.input_scale", minimum=1, default=1),
+                             prior=P.choice(params, "resize.prior", PRIORS, default="none"),
                              on_error=P.choice(params, "data.on_error", ON_ERROR), **stage.workers(params))
     atomic.write_json("metrics/resize.json", summary)
     print(f"resized {summary['samples']} samples ({summary['skipped']} skipped) into data/resized/")

@@ -26,6 +26,17 @@ def mini() -> Path:
     return MINI
 
 
+def mini_subset(mini: Path, dest: Path, ids: list[int]) -> Path:
+    """A folder with a few real samples (a temporary working copy, deleted with tmp_path)."""
+    for sample_id in ids:
+        for src in [mini / "CelebA-HQ-img" / f"{sample_id}.jpg",
+                    *(mini / "CelebAMask-HQ-mask-anno" / str(sample_id // 2000)).glob(f"{sample_id:05d}_*.png")]:
+            target = dest / src.relative_to(mini)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, target)
+    return dest
+
+
 class Project:
     """A temporary copy of the project as a git + DVC repository, driven through the real CLI."""
 

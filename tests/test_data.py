@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import mini_subset
+
 from eyelip import atomic
 from eyelip.arrays import NpyRowWriter, read_ids
 from eyelip.dataset import ResizedArrays
@@ -33,17 +35,6 @@ def naive_union(root: Path, sample_id: int, parts: list[str]) -> np.ndarray:
         if path.exists():
             out |= np.array(Image.open(path).convert("L")) > 0
     return out
-
-
-def mini_subset(mini: Path, dest: Path, ids: list[int]) -> Path:
-    """A folder with a few real samples (a temporary working copy, deleted with tmp_path)."""
-    for sample_id in ids:
-        for src in [mini / "CelebA-HQ-img" / f"{sample_id}.jpg",
-                    *(mini / "CelebAMask-HQ-mask-anno" / str(sample_id // 2000)).glob(f"{sample_id:05d}_*.png")]:
-            target = dest / src.relative_to(mini)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, target)
-    return dest
 
 
 @pytest.mark.parametrize("targets", [EYES_LIPS, TWO], ids=["eyes_lips", "eyes+lips"])

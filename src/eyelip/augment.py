@@ -2,7 +2,8 @@
 
 Random parameters are drawn per sample from an explicit ``torch.Generator``, so a run is
 reproducible from its seed, independently of data-loader workers. Geometric transforms are
-applied identically to images and masks; colour transforms touch images only.
+applied identically to images and masks; colour transforms touch R, G, B only (channels after them,
+the ``resize.prior`` maps, are flipped and warped with the pixels).
 
 Strengths (the ``train.augment`` params dict; a missing key or 0 disables that transform):
 
@@ -85,7 +86,7 @@ class Augment:
         """Augment a batch.
 
         Args:
-            images: float (N, 3, H, W) in [0, 1].
+            images: float (N, 3 + P, H, W) in [0, 1]: R, G, B, then P prior channels.
             masks: float (N, C, H/k, W/k) with values 0/1; k >= 1 (``resize.input_scale``), and the
                 same warp is applied at both sizes.
             generator: source of randomness; it may live on the CPU even for CUDA batches
@@ -95,8 +96,8 @@ class Augment:
         Returns:
             New ``(images, masks)`` tensors of the same shapes; the inputs are not modified.
         """
-        if images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(f"images must be (N, 3, H, W), got {tuple(images.shape)}")
+        if images.ndim != 4 or images.shape[1] < 3:
+            raise ValueError(f"images must be (N, 3 + P, H, W), got {tuple(images.shape)}")
         n = images.shape[0]
         if (masks.ndim != 4 or masks.shape[0] != n
                 or images.shape[2] * masks.shape[3] != images.shape[3] * masks.shape[2]
@@ -115,21 +116,25 @@ class Augment:
             flip = (uniform(0, 1) < cfg["hflip"]).view(n, 1, 1, 1)
             images = torch.where(flip, images.flip(-1), images)
             masks = torch.where(flip, self._swap_pairs(masks.flip(-1)), masks)
-        if cfg["brightness"]:
-            images = images * _factor(uniform, cfg["brightness"])
-        if cfg["contrast"]:
-            mean = _gray(images).mean((2, 3), keepdim=True)
-            images = mean + (images - mean) * _factor(uniform, cfg["contrast"])
-        if cfg["saturation"]:
-            gray = _gray(images)
-            images = gray + (images - gray) * _factor(uniform, cfg["saturation"])
-        if cfg["hue"]:
-            images = _rotate_hue(images, uniform(-cfg["hue"], cfg["hue"]) * 2 * math.pi)
         if cfg["brightness"] or cfg["contrast"] or cfg["saturation"] or cfg["hue"]:
-            images = images.clamp(0, 1)
+            images = torch.cat([self._colour(images[:, :3], uniform), images[:, 3:]], 1)
         if cfg["rotate"] or cfg["scale"] or cfg["translate"]:
             images, masks = self._warp(images, masks, uniform)
         return images, masks
+
+    def _colour(self, rgb: torch.Tensor, uniform: Uniform) -> torch.Tensor:
+        cfg = self.cfg
+        if cfg["brightness"]:
+            rgb = rgb * _factor(uniform, cfg["brightness"])
+        if cfg["contrast"]:
+            mean = _gray(rgb).mean((2, 3), keepdim=True)
+            rgb = mean + (rgb - mean) * _factor(uniform, cfg["contrast"])
+        if cfg["saturation"]:
+            gray = _gray(rgb)
+            rgb = gray + (rgb - gray) * _factor(uniform, cfg["saturation"])
+        if cfg["hue"]:
+            rgb = _rotate_hue(rgb, uniform(-cfg["hue"], cfg["hue"]) * 2 * math.pi)
+        return rgb.clamp(0, 1)
 
     def _swap_pairs(self, masks: torch.Tensor) -> torch.Tensor:
         order = list(range(masks.shape[1]))

@@ -1,12 +1,13 @@
 """Training batches from the memory-mapped arrays of the ``resize`` stage.
 
 Only the rows of a batch are read from disk, so a 256 px full dataset (~6 GB) never has to fit in
-RAM. Model input is RGB scaled to [0, 1], (N, 3, S*k, S*k) float32 (k = ``resize.input_scale``);
-targets are (N, C, S, S) float32.
+RAM. Model input is RGB and any prior channels (``resize.prior``) scaled to [0, 1], (N, 3 + P, S*k, S*k)
+float32 (k = ``resize.input_scale``); targets are (N, C, S, S) float32.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -16,15 +17,16 @@ import torch
 from eyelip.arrays import read_ids
 from eyelip.errors import DataError
 from eyelip.inference import to_nchw
+from eyelip.prior import channels as prior_channels
 
 
 def to_input(images: np.ndarray) -> torch.Tensor:
-    """uint8 (N, S, S, 3) -> float (N, 3, S, S) in [0, 1], by the predictors' own rule."""
+    """uint8 (N, S, S, K) -> float (N, K, S, S) in [0, 1], by the predictors' own rule."""
     return torch.from_numpy(to_nchw(images))
 
 
 class ResizedArrays:
-    """``images.npy`` / ``masks.npy`` / ``ids.txt`` of a resized dataset, memory-mapped."""
+    """``images.npy`` / ``masks.npy`` / ``ids.txt`` / ``meta.json`` of a resized dataset, memory-mapped."""
 
     def __init__(self, directory: str | Path) -> None:
         directory = Path(directory)
@@ -32,6 +34,11 @@ class ResizedArrays:
         self.masks = np.load(directory / "masks.npy", mmap_mode="r")
         self.ids = read_ids(directory / "ids.txt")
         self._row = {sample_id: row for row, sample_id in enumerate(self.ids)}
+        meta = directory / "meta.json"
+        self.prior = str(json.loads(meta.read_text())["prior"]) if meta.exists() else "none"
+        if self.in_channels != 3 + prior_channels(self.prior):
+            raise DataError(f"{directory / 'images.npy'}: {self.in_channels} channels, but R, G, B and the "
+                            f"{self.prior!r} prior make {3 + prior_channels(self.prior)}; re-run `dvc repro resize`")
 
     @property
     def size(self) -> int:
@@ -42,6 +49,11 @@ class ResizedArrays:
     def input_size(self) -> int:
         """Image (model input) size: ``size * input_scale``."""
         return int(self.images.shape[1])
+
+    @property
+    def in_channels(self) -> int:
+        """Model input channels: R, G, B and the prior's."""
+        return int(self.images.shape[-1])
 
     @property
     def input_scale(self) -> int:

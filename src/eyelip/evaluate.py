@@ -50,10 +50,10 @@ SCORES = {"iou": lambda c: iou(c), "iou_per_image": lambda c: iou(c, "per_image"
 
 @dataclass
 class Batch:
-    """Images at the model's input size, target masks (C, S, S) and native masks (C, H, W)."""
+    """Model inputs (image and prior channels), target masks (C, S, S) and native masks (C, H, W)."""
 
     ids: list[int]
-    images: np.ndarray  # uint8 (B, I, I, 3); I = S * input_scale
+    images: np.ndarray  # uint8 (B, I, I, 3 + P); I = S * input_scale, P prior channels
     masks: np.ndarray  # 0/1 (B, C, S, S)
     native: list[np.ndarray]  # bool (C, H, W) each; a list, as sizes may differ between samples
 
@@ -149,7 +149,7 @@ def evaluate(predictor: Predictor, batches: Iterable[Batch]) -> Evaluation:
         # Ranked by the per-image IoU averaged over targets; the overlay shows all targets at once.
         ranking = iou(batch_counts, "none").mean(1).tolist()
         pred, truth = probs_np >= THRESHOLD, np.asarray(batch.masks) > 0
-        shown = [Shown(i, r, _block_mean(batch.images[b], size), truth[b].any(0), pred[b].any(0))
+        shown = [Shown(i, r, _block_mean(batch.images[b, ..., :3], size), truth[b].any(0), pred[b].any(0))
                  for b, (i, r) in enumerate(zip(batch.ids, ranking))]
         best, worst = _keep(best, shown, True), _keep(worst, shown, False)
     if not ids:
@@ -223,11 +223,12 @@ class EvaluateSample:
     fuse: FuseSample
     size: int
     input_size: int
+    prior: str
 
     def __call__(self, sample_id: int) -> tuple[np.ndarray, np.ndarray, tuple[tuple[int, int], np.ndarray]]:
         shape, packed = self.fuse(sample_id)
         image, masks = resize_sample(self.fuse.source, sample_id, unpack_masks(packed, shape[1]), self.size,
-                                     self.input_size)
+                                     self.input_size, self.prior)
         return image, masks, (shape, packed)
 
 
@@ -235,7 +236,8 @@ def source_batches(source: Source, ids: Sequence[int], predictor: Predictor, bat
                    n_jobs: int = -1) -> Iterator[Batch]:
     """Batches prepared from a dataset copy exactly as the fuse-masks and resize stages do."""
     parts = _model_parts(predictor)
-    job = EvaluateSample(FuseSample(source, parts, predictor.rule), int(predictor.size), int(predictor.input_size))
+    job = EvaluateSample(FuseSample(source, parts, predictor.rule), int(predictor.size), int(predictor.input_size),
+                         predictor.prior)
     samples = ((i, (image, masks, unpack_masks(packed, shape[1])))
                for i, (image, masks, (shape, packed)) in map_samples(job, ids, on_error="fail", skipped={},
                                                                      n_jobs=n_jobs, desc="evaluate"))

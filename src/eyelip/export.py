@@ -1,7 +1,8 @@
 """Deployable copies of the trained U-Net, proof that they compute the same thing, and the registry gate.
 
 - ONNX (opset 17, legacy TorchScript-based exporter: the dynamo exporter needs onnxscript, which is
-  not a dependency). Input ``image`` float32 (N, 3, H, W) in [0, 1], output ``logits``
+  not a dependency). Input ``image`` float32 (N, 3 + P, H, W) in [0, 1] (P channels of the ``prior``
+  metadata after R, G, B), output ``logits
   (N, C, H/k, W/k), k = ``input_size / size`` (1 unless trained with ``resize.input_scale``).
   Batch, height and width are all dynamic: the network has no size-dependent ops, and ONNX Runtime
   matches PyTorch (max |diff| ~1e-7) at other multiples of ``2**depth`` too. The metadata
@@ -29,13 +30,14 @@ import torch
 
 from eyelip import atomic
 from eyelip.inference import to_nchw
+from eyelip.model import UNet
 
 OPSET = 17
 THRESHOLD = 0.5
 METADATA = {
-    "normalisation": "RGB/255, NCHW",
-    "image_resize_rule": "eyelip.preprocess.decode_image: JPEG draft decode, then bilinear (antialiased) "
-                         "resize to input_size x input_size",
+    "normalisation": "RGB and prior channels /255, NCHW",
+    "image_resize_rule": "eyelip.preprocess.decode_input: JPEG draft decode, then bilinear (antialiased) "
+                         "resize to input_size x input_size; then the prior's channels (eyelip.prior)",
     "mask_resize_rule": "sigmoid(logits) -> probabilities, bilinear resize to the photo's size, then "
                         ">= threshold (eyelip predict); ground truth: box-filter coverage >= 0.5 "
                         "(eyelip.preprocess.resize_mask)",
@@ -43,7 +45,7 @@ METADATA = {
 }
 
 
-def export_onnx(model: torch.nn.Module, path: str | Path, size: int, targets: list[str],
+def export_onnx(model: UNet, path: str | Path, size: int, targets: list[str],
                 extra_meta: dict[str, Any], input_size: int | None = None) -> None:
     """Write ``model`` as ONNX with eyelip metadata; non-string metadata values are stored as JSON.
     ``size`` is the output (mask) size, ``input_size`` the image size it takes (default ``size``)."""
@@ -51,7 +53,7 @@ def export_onnx(model: torch.nn.Module, path: str | Path, size: int, targets: li
 
     model = model.eval()
     input_size = input_size or size
-    example = torch.zeros(1, 3, input_size, input_size)
+    example = torch.zeros(1, model.in_channels, input_size, input_size)
     axes = {0: "batch", 2: "height", 3: "width"}
     meta = {"size": size, "input_size": input_size, "targets": targets, **METADATA, "threshold": THRESHOLD,
             **extra_meta}
@@ -70,14 +72,14 @@ def export_onnx(model: torch.nn.Module, path: str | Path, size: int, targets: li
         onnx.save(proto, str(tmp))
 
 
-def export_torchscript(model: torch.nn.Module, path: str | Path, input_size: int) -> None:
-    """Trace at (1, 3, input_size, input_size), freeze (folds BatchNorm into the convs) and save."""
+def export_torchscript(model: UNet, path: str | Path, input_size: int) -> None:
+    """Trace at (1, in_channels, input_size, input_size), freeze (folds BatchNorm into the convs) and save."""
     model = model.eval()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit is deprecated in 2.13, still supported
         warnings.simplefilter("ignore", FutureWarning)
         with torch.no_grad():
-            traced = torch.jit.freeze(torch.jit.trace(model, torch.zeros(1, 3, input_size, input_size),
+            traced = torch.jit.freeze(torch.jit.trace(model, torch.zeros(1, model.in_channels, input_size, input_size),
                                                        check_trace=False))
         with atomic.atomic_path(path) as tmp:
             torch.jit.save(traced, str(tmp))
@@ -100,7 +102,7 @@ class TorchScriptPredictor:
 
 def parity(reference: Callable[[np.ndarray], np.ndarray], candidate: Callable[[np.ndarray], np.ndarray],
            images: np.ndarray, threshold: float = THRESHOLD, batch_size: int = 16) -> dict[str, float]:
-    """Compare two predictors on uint8 images (N, S, S, 3): probability differences and mask agreement."""
+    """Compare two predictors on uint8 model inputs (N, S, S, K): probability differences and mask agreement."""
     max_diff, abs_sum, same, total = 0.0, 0.0, 0, 0
     for start in range(0, len(images), batch_size):
         batch = np.asarray(images[start:start + batch_size])
@@ -127,7 +129,7 @@ def latency(fn: Callable[[np.ndarray], Any], batch: np.ndarray, repeats: int, wa
     return round(statistics.median(times) * 1000, 3)
 
 
-def measure_latency(model: torch.nn.Module, onnx_path: str | Path, torchscript_path: str | Path, input_size: int,
+def measure_latency(model: UNet, onnx_path: str | Path, torchscript_path: str | Path, input_size: int,
                     batch_sizes: tuple[int, ...] = (1, 32), repeats: int = 10) -> dict[str, Any]:
     """CPU latency (median ms per call, preprocessing excluded) of eager PyTorch, ONNX Runtime and
     TorchScript at each batch size, interleaved in one process with the same thread count."""
@@ -157,7 +159,7 @@ def measure_latency(model: torch.nn.Module, onnx_path: str | Path, torchscript_p
     rng = np.random.default_rng(0)
     result: dict[str, dict[str, float]] = {name: {} for name in runners}
     for n in batch_sizes:
-        batch = rng.random((n, 3, input_size, input_size), dtype=np.float32)
+        batch = rng.random((n, model.in_channels, input_size, input_size), dtype=np.float32)
         # Fewer repeats for big batches: each call already averages over n images.
         reps = repeats if n == 1 else max(1, repeats // 3)
         for name, fn in runners.items():

@@ -1,7 +1,8 @@
 """Predictors: one call signature for the trained PyTorch model and the exported ONNX model.
 
-A predictor maps uint8 RGB images (N, I, I, 3) at its ``input_size`` I to probabilities (N, C, S, S)
-at its ``size`` S (I = S unless the model was trained with ``resize.input_scale`` > 1);
+A predictor maps uint8 model inputs (N, I, I, 3 + P) at its ``input_size`` I to probabilities
+(N, C, S, S) at its ``size`` S (I = S unless the model was trained with ``resize.input_scale`` > 1;
+P channels of its ``prior`` follow R, G, B: ``preprocess.decode_input`` makes them from a photo);
 evaluation and ``eyelip predict`` only talk to this interface, so both model formats are scored by
 exactly the same code. ONNX needs only onnxruntime (no torch, no training code).
 """
@@ -29,12 +30,13 @@ class Predictor(Protocol):
     # CelebAMask-HQ copy fuses the same parts with the same rule as the model was trained on.
     target_parts: dict[str, list[str]]
     rule: str
+    prior: str  # ``resize.prior`` it was trained with: the input channels after R, G, B
 
     def __call__(self, images: np.ndarray) -> np.ndarray: ...
 
 
 def to_nchw(images: np.ndarray) -> np.ndarray:
-    """uint8 (N, S, S, 3) -> float32 (N, 3, S, S) in [0, 1]; the same rule as ``dataset.to_input``."""
+    """uint8 (N, S, S, K) -> float32 (N, K, S, S) in [0, 1]; the same rule as ``dataset.to_input``."""
     return np.ascontiguousarray(images.transpose(0, 3, 1, 2), dtype=np.float32) / 255.0
 
 
@@ -61,6 +63,7 @@ class TorchPredictor:
         self.input_size = int(ckpt["input_size"])
         self.target_parts = dict(ckpt.get("target_parts") or DEFAULT_TARGET_PARTS)
         self.rule = str(ckpt.get("rule") or DEFAULT_RULE)
+        self.prior = str(ckpt["prior"])
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         with self._torch.no_grad():
@@ -89,6 +92,7 @@ class OnnxPredictor:
         self.input_size = int(meta.get("input_size", self.size))
         self.target_parts = json.loads(meta["target_parts"]) if "target_parts" in meta else dict(DEFAULT_TARGET_PARTS)
         self.rule = meta.get("rule", DEFAULT_RULE)
+        self.prior = meta.get("prior", "none")
         self._input = self.session.get_inputs()[0].name
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
@@ -100,12 +104,13 @@ class FlipAveraged:
     """Test-time flip averaging: the mean of a predictor's probabilities for each image and for its
     mirror image (mirrored back). ``pairs`` are the output channels that swap under the mirror
     (``augment.mirror_pairs``: left and right targets), so a left eye still lands in the left-eye
-    channel. Twice the inference cost."""
+    channel. Prior channels are mirrored with the pixels: each holds both sides. Twice the inference
+    cost."""
 
     def __init__(self, predictor: Predictor, pairs: list[tuple[int, int]] = ()) -> None:
         self.predictor = predictor
         self.size, self.input_size, self.targets = predictor.size, predictor.input_size, predictor.targets
-        self.target_parts, self.rule = predictor.target_parts, predictor.rule
+        self.target_parts, self.rule, self.prior = predictor.target_parts, predictor.rule, predictor.prior
         self.order = list(range(len(predictor.targets)))
         for i, j in pairs:
             self.order[i], self.order[j] = self.order[j], self.order[i]
@@ -126,9 +131,9 @@ class Averaged:
         first = predictors[0]
         self.predictors = predictors
         self.size, self.input_size, self.targets = first.size, first.input_size, first.targets
-        self.target_parts, self.rule = first.target_parts, first.rule
+        self.target_parts, self.rule, self.prior = first.target_parts, first.rule, first.prior
         for predictor, name in zip(predictors[1:], names[1:]):
-            for key in ("size", "input_size", "targets", "target_parts", "rule"):
+            for key in ("size", "input_size", "targets", "target_parts", "rule", "prior"):
                 if getattr(predictor, key) != getattr(first, key):
                     raise EyelipError(f"{name}: {key} {getattr(predictor, key)!r} differs from {names[0]}'s "
                                       f"{getattr(first, key)!r}; only models trained for the same targets and "

@@ -112,7 +112,7 @@ class UNet(nn.Module):
     """U-Net returning logits of shape (N, out_channels, H, W).
 
     Args:
-        in_channels: input image channels.
+        in_channels: input channels: R, G, B and any prior channels (``eyelip.prior``).
         out_channels: number of independent binary targets (one logit map each).
         base_width: channels of the first encoder level; doubles at every level.
         depth: number of down-sampling steps; H and W must be divisible by ``2**depth``.
@@ -149,7 +149,7 @@ class UNet(nn.Module):
             raise ValueError(f"input_scale must be >= 1, got {input_scale}")
         if block not in _BLOCKS:
             raise ValueError(f"block must be one of {_BLOCKS}, got {block!r}")
-        self.depth, self.input_scale = depth, input_scale
+        self.in_channels, self.depth, self.input_scale = in_channels, depth, input_scale
         self.unshuffle = nn.PixelUnshuffle(input_scale) if input_scale > 1 else nn.Identity()
 
         widths = [base_width * 2**i for i in range(depth + 1)]

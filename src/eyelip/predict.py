@@ -1,10 +1,11 @@
 """``eyelip predict``: masks and overlays for face photos of any size, at the photo's own resolution.
 
-Each photo is fed exactly as in training (``preprocess.decode_image`` to the model's square input
-size). The predicted probabilities are resized bilinearly back to the photo's width x height and only
+Each photo is fed exactly as in training (``preprocess.decode_input`` to the model's square input
+size, with its prior's channels). The predicted probabilities are resized bilinearly back to the photo's width x height and only
 then thresholded: thresholding first and resizing a binary mask would give blocky, aliased edges.
 Pixels are read as stored (no EXIF rotation), the same as ``decode_image``, so masks line up with
-the stored image. With an ONNX model this path needs only onnxruntime (torch is never imported).
+the stored image. With an ONNX model this path needs only onnxruntime (torch is never imported), and
+mediapipe when the model takes a prior.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from tqdm import tqdm
 from eyelip import atomic
 from eyelip.errors import DataError, EyelipError
 from eyelip.inference import Predictor, load_predictor
-from eyelip.preprocess import decode_image
+from eyelip.preprocess import decode_input
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 COLOURS = ((255, 0, 0), (0, 200, 255), (0, 255, 0), (255, 200, 0), (255, 0, 255), (0, 0, 255))
@@ -51,14 +52,15 @@ def collect_inputs(inputs: list[str]) -> list[Path]:
     return list(stems.values())
 
 
-def read_photo(path: Path, size: int) -> tuple[np.ndarray, Image.Image]:
-    """The model input (size, size, 3) and the photo at full resolution, from one read of the file."""
+def read_photo(path: Path, size: int, prior: str = "none") -> tuple[np.ndarray, Image.Image]:
+    """The model input (size, size, 3 + prior channels) and the photo at full resolution, from one
+    read of the file."""
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise EyelipError(f"{path}: cannot read ({exc.strerror})") from exc
     try:
-        model_input = decode_image(data, size, str(path))
+        model_input = decode_input(data, size, str(path), prior)
         photo = Image.open(io.BytesIO(data)).convert("RGB")  # a JPEG draft decode can mask truncation
     except DataError as exc:
         raise EyelipError(f"{path}: not a readable image ({exc.__cause__}); pass only image files") from exc
@@ -111,7 +113,7 @@ def predict_files(predictor: Predictor, paths: list[Path], out: Path, threshold:
     coverage = []
     with tqdm(total=len(paths), unit="image", desc="predict") as bar:
         for chunk in batches(paths, batch_size):
-            decoded = [read_photo(path, predictor.input_size) for path in chunk]
+            decoded = [read_photo(path, predictor.input_size, predictor.prior) for path in chunk]
             probs = predictor(np.stack([model_input for model_input, _ in decoded]))
             for path, (_, photo), prob in zip(chunk, decoded, probs):
                 coverage.append(write_outputs(path, photo, prob, predictor.targets, threshold, out).mean())

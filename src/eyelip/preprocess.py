@@ -7,6 +7,8 @@ resized (NEAREST and area-average masks of the same faces agree only to IoU ~0.9
   decodes at 1/8 scale straight to 128 px, ~5x faster than a full decode), then bilinear
   (antialiased) resize to ``size`` x ``size``.
 - masks: area-average (box filter) to ``size``, then foreground where coverage >= 0.5.
+- model inputs: the image, then the channels of ``resize.prior`` (``eyelip.prior``), computed on the
+  photo at full resolution.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import warnings
 import numpy as np
 from PIL import Image
 
+from eyelip import prior as priors
 from eyelip.errors import DataError
 
 
@@ -30,18 +33,29 @@ def _open(data: bytes, where: str) -> Image.Image:
                         f"data.on_error: skip") from exc
 
 
-def decode_image(data: bytes, size: int, where: str) -> np.ndarray:
-    """RGB uint8 array (size, size, 3) from encoded image bytes (any format and size)."""
+def decode_image(data: bytes, size: int | None, where: str) -> np.ndarray:
+    """RGB uint8 array (size, size, 3) from encoded image bytes (any format and size); at the
+    image's own size when ``size`` is None."""
     image = _open(data, where)
     try:
-        image.draft("RGB", (size, size))  # no-op for formats other than JPEG
+        if size is not None:
+            image.draft("RGB", (size, size))  # no-op for formats other than JPEG
         image = image.convert("RGB")
-        if image.size != (size, size):
+        if size is not None and image.size != (size, size):
             image = image.resize((size, size), Image.Resampling.BILINEAR)
         return np.asarray(image, dtype=np.uint8)
     except (OSError, SyntaxError, ValueError) as exc:  # truncated or corrupt data surfaces here
         raise DataError(f"{where}: corrupt or truncated image ({exc}); replace the file or set "
                         f"data.on_error: skip") from exc
+
+
+def decode_input(data: bytes, size: int, where: str, prior: str = "none") -> np.ndarray:
+    """Model input uint8 (size, size, 3 + prior channels): the image by :func:`decode_image`, then the
+    prior's channels, computed on a full-resolution decode of the same bytes."""
+    image = decode_image(data, size, where)
+    if prior == "none":
+        return image
+    return np.concatenate([image, priors.compute(prior, decode_image(data, None, where), size)], axis=2)
 
 
 def decode_mask(data: bytes, where: str) -> np.ndarray:

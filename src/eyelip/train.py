@@ -44,6 +44,7 @@ from eyelip.losses import KEYS as LOSS_KEYS
 from eyelip.losses import CombinedLoss, build_loss
 from eyelip.metrics import ConfusionMeter, iou
 from eyelip.model import UNet, build_model
+from eyelip.prior import channels as prior_channels
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULES = ("cosine", "constant")
@@ -167,26 +168,28 @@ def make_optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Opti
 def save_model(path: str | Path, model: UNet, model_cfg: dict[str, Any], meta: dict[str, Any],
                channels: int | None = None) -> None:
     """The deployable checkpoint: weights plus what is needed to rebuild and feed the model
-    (``meta``: targets, target_parts, rule, size, input_size, and where it came from). With
+    (``meta``: targets, target_parts, rule, size, input_size, prior, and where it came from). With
     ``channels``, only the head's first ``channels`` outputs are kept (the targets, not the
     auxiliary targets)."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     if channels is not None:
         state["head.weight"], state["head.bias"] = state["head.weight"][:channels], state["head.bias"][:channels]
     with atomic.atomic_path(path) as tmp:
-        torch.save({"state_dict": state, "model": model_cfg, "input": "RGB float in [0, 1], NCHW", **meta}, tmp)
+        torch.save({"state_dict": state, "model": model_cfg,
+                    "input": "RGB then the prior's channels, float in [0, 1], NCHW", **meta}, tmp)
 
 
 def model_meta(targets: dict[str, list[str]], rule: str, arrays: ResizedArrays) -> dict[str, Any]:
     """What ``fit`` saves with the model so that it can be fed and read without the pipeline."""
     return {"targets": list(targets), "target_parts": targets, "rule": rule, "size": arrays.size,
-            "input_size": arrays.input_size}
+            "input_size": arrays.input_size, "prior": arrays.prior}
 
 
 def load_model(path: str | Path) -> tuple[UNet, dict[str, Any]]:
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     ckpt.setdefault("input_size", ckpt["size"])  # saved before resize.input_scale: photos at the mask size
-    model = build_model(ckpt["model"], out_channels=len(ckpt["targets"]),
+    ckpt.setdefault("prior", "none")  # saved before resize.prior
+    model = build_model(ckpt["model"], out_channels=len(ckpt["targets"]), in_channels=3 + prior_channels(ckpt["prior"]),
                         input_scale=int(ckpt["input_size"]) // int(ckpt["size"]))
     model.load_state_dict(ckpt["state_dict"])
     return model.eval(), ckpt
@@ -230,7 +233,8 @@ class Trainer:
             torch.set_num_threads(cfg.threads)
         self.device = pick_device(cfg.device)
         torch.manual_seed(cfg.seed)
-        self.model = build_model(cfg.model, out_channels=self.channels, input_scale=arrays.input_scale)
+        self.model = build_model(cfg.model, out_channels=self.channels, in_channels=arrays.in_channels,
+                                 input_scale=arrays.input_scale)
         self.model = self.model.to(self.device)
         self.model = self.model.to(memory_format=torch.channels_last)
         # self.model is saved and evaluated; self.net (DDP and/or compiled around it) is trained.

@@ -1,0 +1,88 @@
+"""Landmark priors: where a pretrained face mesh puts the eyes and lips, as extra input channels.
+
+With ``resize.prior: facemesh`` every model input carries two channels after R, G, B: each pixel's
+coverage (0-255) by the two eye outlines and by the lip ring (outer lip outline minus the inner
+one) of MediaPipe Face Mesh's 478 landmarks. The mesh runs on the photo at its full resolution
+(its own detector finds and crops the face); the outlines are filled at 4x the input size and
+box-averaged, the same coverage rule as the masks. A photo in which no face is found gets all-zero
+prior channels, and the U-Net falls back on the pixels alone.
+
+Why: the outlines alone score IoU 0.73 (eyes) and 0.77 (lips) against the mini set's ground
+truth, with errors unlike the U-Net's; as input channels they lifted test IoU on real faces
+(README, "Train on real faces"). The mesh is a pretrained model installed from PyPI
+(``mediapipe==0.10.14``, the last release whose wheel carries the face models; later ones
+download them at run time). eyelip's own network is still trained only on the data given.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import warnings
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+CHANNELS = {"none": (), "facemesh": ("eyes", "lips")}  # names of the channels each prior adds
+PRIORS = tuple(CHANNELS)
+SUPERSAMPLE = 4  # outlines are filled at this multiple of the input size, then box-averaged
+
+# Face Mesh landmark indices of closed outlines, in drawing order (mediapipe's FACEMESH_* edges).
+_LEFT_EYE = (263, 249, 390, 373, 374, 380, 381, 382, 362, 398, 384, 385, 386, 387, 388, 466)
+_RIGHT_EYE = (33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246)
+_LIPS_OUTER = (61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 409, 270, 269, 267, 0, 37, 39, 40, 185)
+_LIPS_INNER = (78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308, 415, 310, 311, 312, 13, 82, 81, 80, 191)
+
+_local = threading.local()  # one mesh graph per thread: a graph is not safe to share
+
+
+def channels(kind: str) -> int:
+    """Input channels a prior adds to R, G, B."""
+    if kind not in CHANNELS:
+        raise ValueError(f"unknown prior {kind!r}; expected one of {list(PRIORS)}")
+    return len(CHANNELS[kind])
+
+
+def landmarks(rgb: np.ndarray) -> np.ndarray | None:
+    """(478, 2) landmark x, y in [0, 1] of the image's most prominent face, or None without one."""
+    mesh: Any = getattr(_local, "mesh", None)
+    if mesh is None:
+        os.environ.setdefault("GLOG_minloglevel", "2")  # mediapipe's C++ log lines, one set per graph
+        # mediapipe 0.10.14 calls a protobuf API that protobuf 4.25 deprecates, on every image.
+        warnings.filterwarnings("ignore", message="SymbolDatabase.GetPrototype", category=UserWarning)
+        from mediapipe.python.solutions.face_mesh import FaceMesh  # heavy import, only when used
+
+        # refine_landmarks runs the attention model, which refines the eye and lip outlines.
+        mesh = _local.mesh = FaceMesh(static_image_mode=True, max_num_faces=1, refine_landmarks=True,
+                                      min_detection_confidence=0.3)
+    found = mesh.process(np.ascontiguousarray(rgb[..., :3], dtype=np.uint8)).multi_face_landmarks
+    if not found:
+        return None
+    return np.array([(p.x, p.y) for p in found[0].landmark], dtype=np.float32)
+
+
+def outline_coverage(points: np.ndarray | None, size: int) -> np.ndarray:
+    """uint8 (size, size, 2): coverage of each pixel by the eye outlines and by the lip ring."""
+    if points is None:
+        return np.zeros((size, size, 2), dtype=np.uint8)
+    fine = size * SUPERSAMPLE
+
+    def fill(*outlines: tuple[int, ...]) -> np.ndarray:
+        canvas = Image.new("L", (fine, fine), 0)
+        draw = ImageDraw.Draw(canvas)
+        for outline in outlines:
+            draw.polygon([(float(x) * fine, float(y) * fine) for x, y in points[list(outline)]], fill=255)
+        return np.asarray(canvas, dtype=np.float32)
+
+    eyes = fill(_LEFT_EYE, _RIGHT_EYE)
+    lips = np.clip(fill(_LIPS_OUTER) - fill(_LIPS_INNER), 0, 255)
+    stacked = np.stack([eyes, lips], axis=-1).reshape(size, SUPERSAMPLE, size, SUPERSAMPLE, 2).mean((1, 3))
+    return stacked.round().astype(np.uint8)
+
+
+def compute(kind: str, rgb: np.ndarray, size: int) -> np.ndarray:
+    """uint8 (size, size, channels(kind)) prior of a full-resolution RGB photo."""
+    if channels(kind) == 0:
+        return np.zeros((size, size, 0), dtype=np.uint8)
+    return outline_coverage(landmarks(rgb), size)

@@ -29,6 +29,7 @@ class FixedPredictor:
 
     target_parts = DEFAULT_TARGET_PARTS
     rule = "union"
+    prior = "none"
 
     def __init__(self, batches: list[Batch], fill: float | None = None) -> None:
         self.size = self.input_size = SIZE
@@ -155,6 +156,7 @@ class HalfPredictor:
     targets = ["left", "right"]
     target_parts = {"left": ["l_eye"], "right": ["r_eye"]}
     rule = "union"
+    prior = "none"
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         probs = np.zeros((len(images), 2, 8, 8), np.float32)

@@ -16,9 +16,12 @@ download them at run time). eyelip's own network is still trained only on the da
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 import threading
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -46,20 +49,37 @@ def channels(kind: str) -> int:
 
 def landmarks(rgb: np.ndarray) -> np.ndarray | None:
     """(478, 2) landmark x, y in [0, 1] of the image's most prominent face, or None without one."""
+    rgb = np.ascontiguousarray(rgb[..., :3], dtype=np.uint8)
     mesh: Any = getattr(_local, "mesh", None)
-    if mesh is None:
-        os.environ.setdefault("GLOG_minloglevel", "2")  # mediapipe's C++ log lines, one set per graph
-        # mediapipe 0.10.14 calls a protobuf API that protobuf 4.25 deprecates, on every image.
-        warnings.filterwarnings("ignore", message="SymbolDatabase.GetPrototype", category=UserWarning)
-        from mediapipe.python.solutions.face_mesh import FaceMesh  # heavy import, only when used
+    # mediapipe's C++ runtime logs set-up notes (TFLite delegate, absl) to the process's stderr when
+    # a graph starts and first runs, once per worker; they say nothing to act on.
+    with _quiet_stderr() if mesh is None else contextlib.nullcontext():
+        if mesh is None:
+            # mediapipe 0.10.14 calls a protobuf API that protobuf 4.25 deprecates, on every image.
+            warnings.filterwarnings("ignore", message="SymbolDatabase.GetPrototype", category=UserWarning)
+            from mediapipe.python.solutions.face_mesh import FaceMesh  # heavy import, only when used
 
-        # refine_landmarks runs the attention model, which refines the eye and lip outlines.
-        mesh = _local.mesh = FaceMesh(static_image_mode=True, max_num_faces=1, refine_landmarks=True,
-                                      min_detection_confidence=0.3)
-    found = mesh.process(np.ascontiguousarray(rgb[..., :3], dtype=np.uint8)).multi_face_landmarks
+            # refine_landmarks runs the attention model, which refines the eye and lip outlines.
+            mesh = _local.mesh = FaceMesh(static_image_mode=True, max_num_faces=1, refine_landmarks=True,
+                                          min_detection_confidence=0.3)
+        found = mesh.process(rgb).multi_face_landmarks
     if not found:
         return None
     return np.array([(p.x, p.y) for p in found[0].landmark], dtype=np.float32)
+
+
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """Send file descriptor 2 (where C++ libraries write) to /dev/null for the block."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def outline_coverage(points: np.ndarray | None, size: int) -> np.ndarray:

@@ -85,7 +85,7 @@ def test_onnx_runs_with_onnxruntime_only_and_carries_metadata(exported: dict[str
     result = json.loads(out.stdout)
     meta = result["meta"]
     assert int(meta["size"]) == SIZE and json.loads(meta["targets"]) == TARGETS
-    assert meta["normalisation"] == "RGB/255, NCHW" and float(meta["threshold"]) == 0.5
+    assert meta["normalisation"] == "RGB and prior channels /255, NCHW" and float(meta["threshold"]) == 0.5
     assert "bilinear" in meta["mask_resize_rule"] and json.loads(meta["model"]) == CFG
     assert meta["epoch"] == "1" and meta["val_iou"] == "0.5"
     assert result["shapes"] == {"(1, 3, 64, 64)": [1, 1, 64, 64], "(3, 3, 64, 64)": [3, 1, 64, 64],

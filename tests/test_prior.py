@@ -17,6 +17,7 @@ from conftest import mini_subset
 from eyelip.augment import Augment
 from eyelip.dataset import ResizedArrays
 from eyelip.errors import DataError
+from eyelip.evaluate import source_batches
 from eyelip.export import export_onnx
 from eyelip.fuse import fuse_dataset
 from eyelip.inference import OnnxPredictor, TorchPredictor
@@ -104,18 +105,22 @@ def test_resized_arrays_refuse_channels_that_do_not_match_the_prior(resized: Res
 
 
 def test_a_model_with_a_prior_predicts_from_plain_photos(resized: ResizedArrays, mini: Path, tmp_path: Path) -> None:
-    """Checkpoint and ONNX export record the prior; predictors rebuild it from the photo itself."""
+    """Checkpoint and ONNX export record the prior; evaluate and predict rebuild it from each photo."""
     torch.manual_seed(0)
     model = build_model({"base_width": 4, "depth": 2}, out_channels=2, in_channels=resized.in_channels).eval()
     save_model(tmp_path / "model.pt", model, {"base_width": 4, "depth": 2}, model_meta(TWO, "union", resized))
     loaded, ckpt = load_model(tmp_path / "model.pt")
     assert ckpt["prior"] == "facemesh" and loaded.in_channels == 5
     torch_predictor = TorchPredictor(tmp_path / "model.pt")
-    export_onnx(loaded, tmp_path / "model.onnx", 128, list(TWO), {"prior": torch_predictor.prior})
+    export_onnx(loaded, tmp_path / "model.onnx", 128, list(TWO),
+                {"prior": torch_predictor.prior, "target_parts": TWO, "rule": "union"})
     onnx_predictor = OnnxPredictor(tmp_path / "model.onnx")
     assert onnx_predictor.prior == "facemesh"
     batch = np.asarray(resized.images[:2])
     np.testing.assert_allclose(onnx_predictor(batch), torch_predictor(batch), atol=1e-5)
+    # `eyelip evaluate` on a dataset folder rebuilds exactly the inputs the resize stage stored.
+    (prepared,) = source_batches(Source(mini), list(resized.ids), onnx_predictor, len(resized.ids), n_jobs=1)
+    np.testing.assert_array_equal(prepared.images, resized.images)
 
     photo = mini / "CelebA-HQ-img" / f"{resized.ids[0]}.jpg"
     proc = subprocess.run([str(EYELIP), "predict", str(photo), "--model", str(tmp_path / "model.onnx"),

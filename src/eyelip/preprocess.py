@@ -53,7 +53,7 @@ def decode_input(data: bytes, size: int, where: str, prior: str = "none") -> np.
     """Model input uint8 (size, size, 3 + prior channels): the image by :func:`decode_image`, then the
     prior's channels, computed on a full-resolution decode of the same bytes."""
     image = decode_image(data, size, where)
-    if prior == "none":
+    if priors.channels(prior) == 0:  # also refuses an unknown prior
         return image
     return np.concatenate([image, priors.compute(prior, decode_image(data, None, where), size)], axis=2)
 

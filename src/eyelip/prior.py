@@ -102,7 +102,8 @@ def outline_coverage(points: np.ndarray | None, size: int) -> np.ndarray:
 
 
 def compute(kind: str, rgb: np.ndarray, size: int) -> np.ndarray:
-    """uint8 (size, size, channels(kind)) prior of a full-resolution RGB photo."""
-    if channels(kind) == 0:
-        return np.zeros((size, size, 0), dtype=np.uint8)
+    """uint8 (size, size, channels(kind)) prior of a full-resolution RGB photo, for a kind that adds
+    channels (``"none"`` adds none: callers skip it, and the photo's full decode with it)."""
+    if kind != "facemesh":
+        raise ValueError(f"prior {kind!r} has no channels to compute; expected 'facemesh'")
     return outline_coverage(landmarks(rgb), size)

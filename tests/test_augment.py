@@ -106,6 +106,45 @@ def test_pure_translation_keeps_area_and_bounds_the_shift():
         assert abs(cy - 15.5) <= 4.5 and abs(cx - 15.5) <= 4.5
 
 
+def coordinate_images(n: int, size: int) -> torch.Tensor:
+    """Images whose channels 0 and 1 hold each pixel's row and column, so a crop shows where it was cut."""
+    rows = torch.arange(size, dtype=torch.float32).view(1, 1, size, 1).expand(n, 1, size, size)
+    return torch.cat([rows, rows.transpose(2, 3), torch.zeros(n, 1, size, size)], 1)
+
+
+def test_crop_is_centred_on_the_targets_and_keeps_them_whole():
+    masks = torch.zeros(3, 2, 32, 32)
+    masks[0, 0, 4:8, 20:30] = 1  # both channels' boxes count: rows 4..13, cols 20..29
+    masks[0, 1, 10:14, 22:24] = 1
+    masks[1, 0, 0:3, 0:3] = 1  # near the corner: the window is clamped into the frame
+    images = coordinate_images(3, 32)  # sample 2 has no targets: the window is the middle of the frame
+    out_images, out_masks = run({"crop": 16}, images, masks)
+    assert out_images.shape == (3, 3, 16, 16) and out_masks.shape == (3, 2, 16, 16)
+    assert torch.equal(out_masks.sum((1, 2, 3)), masks.sum((1, 2, 3)))  # nothing of the targets is cut off
+    tops, lefts = out_images[:, 0, 0, 0].tolist(), out_images[:, 1, 0, 0].tolist()
+    # Rows: (4 + 13) / 2 - 7.5 = 1. Columns: (20 + 29) / 2 - 7.5 = 17 would end past the frame: 16.
+    assert (tops, lefts) == ([1, 0, 8], [16, 0, 8])
+    for i, (top, left) in enumerate(zip(tops, lefts)):
+        top, left = int(top), int(left)
+        assert torch.equal(out_masks[i], masks[i, :, top:top + 16, left:left + 16])
+
+
+def test_crop_jitter_moves_the_window_within_its_bound_and_photos_follow_masks():
+    # resize.input_scale 2: the photo window is twice the mask window, at twice its offset.
+    n, masks = 64, torch.zeros(64, 1, 32, 32)
+    masks[:, :, 12:20, 12:20] = 1  # centred at 15.5: a 16 px window starts at 8 without jitter
+    images = coordinate_images(n, 64)
+    out_images, out_masks = run({"crop": 16, "crop_jitter": 3}, images, masks)
+    assert out_images.shape == (n, 3, 32, 32) and out_masks.shape == (n, 1, 16, 16)
+    tops, lefts = out_images[:, 0, 0, 0] / 2, out_images[:, 1, 0, 0] / 2
+    assert ((5 <= tops) & (tops <= 11)).all() and ((5 <= lefts) & (lefts <= 11)).all()
+    assert len(set(tops.tolist())) > 3 and not torch.equal(tops, lefts)  # drawn per sample and axis
+    for i in range(n):
+        top, left = int(tops[i]), int(lefts[i])
+        assert torch.equal(out_masks[i], masks[i, :, top:top + 16, left:left + 16])
+        assert torch.equal(out_images[i], images[i, :, 2 * top:2 * top + 32, 2 * left:2 * left + 32])
+
+
 def test_colour_jitter_leaves_masks_alone_and_gray_stays_gray():
     images, masks = batch()
     gray = images[:, :1].expand(-1, 3, -1, -1)
@@ -145,11 +184,19 @@ def test_contrast_keeps_mean_luma_and_scales_deviations():
         ({"hflip": 1.5}, r"train\.augment\.hflip: must be in \[0, 1\]"),
         ({"rotate": -5}, r"train\.augment\.rotate: must be in \[0, 180\]"),
         ({"scale": 1.0}, r"train\.augment\.scale: must be in \[0, 1\)"),
+        ({"crop": 40.5}, r"train\.augment\.crop: must be a whole number of pixels"),
+        ({"crop_jitter": -1}, r"train\.augment\.crop_jitter: must be in \[0, 4096\]"),
     ],
 )
 def test_bad_params_are_rejected_with_their_key(cfg, message):
     with pytest.raises(ValueError, match=message):
         Augment(cfg)
+
+
+def test_a_crop_larger_than_the_masks_is_named():
+    images, masks = batch(size=16)
+    with pytest.raises(ValueError, match=r"train\.augment\.crop: a 32 px window does not fit 16x16 masks; use at most 16"):
+        run({"crop": 32}, images, masks)
 
 
 def test_bad_flip_pairs_are_rejected():
@@ -168,3 +215,29 @@ def test_mirror_pairs_follow_the_targets_parts() -> None:
     assert mirror_pairs({"lips": ["u_lip"], "right": ["r_eye", "r_brow"], "left": ["l_brow", "l_eye"]}) == [(1, 2)]
     with pytest.raises(ValueError, match=r"train.augment.hflip: target 'left'"):
         mirror_pairs({"left": ["l_eye"]})
+
+
+def test_training_crops_while_validation_sees_whole_faces(tmp_path) -> None:
+    import numpy as np
+
+    from eyelip.arrays import ids_text
+    from eyelip.dataset import ResizedArrays
+    from eyelip.errors import ParamError
+    from eyelip.train import TrainConfig, Trainer
+
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "images.npy", rng.integers(0, 256, (16, 32, 32, 3), dtype=np.uint8))
+    np.save(tmp_path / "masks.npy", (rng.random((16, 1, 32, 32)) < 0.05).astype(np.uint8))
+    (tmp_path / "ids.txt").write_text(ids_text(list(range(16))))
+    params = {"model": {"base_width": 4, "depth": 2},
+              "train": {"epochs": 1, "batch_size": 8, "lr": 0.01, "seed": 0, "augment": {"crop": 16, "crop_jitter": 2}}}
+    trainer = Trainer(TrainConfig.from_params(params), ResizedArrays(tmp_path), np.arange(8), np.arange(8, 16), ["eyes_lips"])
+    shapes = []
+    trainer.model.register_forward_pre_hook(lambda _, args: shapes.append((trainer.model.training, args[0].shape[2:])))
+    trainer.train_epoch(1)
+    trainer.evaluate(np.arange(8, 16))
+    assert set(shapes) == {(True, (16, 16)), (False, (32, 32))}
+
+    params["train"]["augment"]["crop"] = 18  # depth 2 halves twice: windows must be a multiple of 4
+    with pytest.raises(ParamError, match=r"train\.augment\.crop: 18 px windows do not halve evenly .* multiple of 4, or 0"):
+        TrainConfig.from_params(params)

@@ -114,11 +114,15 @@ class TrainConfig:
         if not isinstance(cfg.compile, bool):
             raise ParamError(f"train.compile: expected true or false, got {cfg.compile!r}")
         try:  # the model, loss and augmentation check their own keys and name them
-            build_model(cfg.model, out_channels=1)
+            depth = build_model(cfg.model, out_channels=1).depth
             build_loss(cfg.loss)
             Augment(cfg.augment)
         except ValueError as exc:
             raise ParamError(str(exc)) from exc
+        crop = cfg.augment.get("crop", 0)
+        if crop % 2**depth:
+            raise ParamError(f"train.augment.crop: {crop} px windows do not halve evenly through the U-Net's "
+                             f"{depth} levels (model.depth); use a multiple of {2**depth}, or 0")
         return cfg
 
     def fingerprint(self, data_version: str, world: int = 1) -> str:
@@ -290,6 +294,7 @@ class Trainer:
                    leave=False, mininterval=1.0, disable=not self.dist.main)
         for x, y in bar:
             x, y = self.augment(*self._to(x, y), self.aug_rng)
+            x = x.contiguous(memory_format=torch.channels_last)  # a no-op unless train.augment.crop copied it
             with self.autocast:
                 logits = self.net(x)
             loss, components = self._losses(logits, y)

@@ -8,8 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
+
+from eyelip.arrays import ids_text
+from eyelip.dataset import ResizedArrays
 
 REPO = Path(__file__).resolve().parents[1]
 MINI = Path(os.environ.get("EYELIP_MINI", REPO.parent / "shared" / "celebamask-hq-mini")).resolve()
@@ -24,6 +28,25 @@ def mini() -> Path:
     if not (MINI / "CelebA-HQ-img").is_dir():
         pytest.skip(f"real mini set not found at {MINI} (set EYELIP_MINI)")
     return MINI
+
+
+@pytest.fixture(scope="session")
+def mini_few(mini: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """100 of the real faces, 50 from each mask folder, for pipeline runs whose point is not the
+    amount of data: every stage still does its real work, at a fifth of the full set's cost."""
+    ids = sorted(int(p.stem) for p in (mini / "CelebA-HQ-img").glob("*.jpg"))
+    few = [i for i in ids if i < 2000][:50] + [i for i in ids if i >= 2000][:50]
+    return mini_subset(mini, tmp_path_factory.mktemp("mini-few"), few)
+
+
+@pytest.fixture
+def tiny_arrays(tmp_path: Path) -> ResizedArrays:
+    """16 random 32 px faces with sparse masks: enough to run the training loop, not to learn anything."""
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "images.npy", rng.integers(0, 256, (16, 32, 32, 3), dtype=np.uint8))
+    np.save(tmp_path / "masks.npy", (rng.random((16, 1, 32, 32)) < 0.05).astype(np.uint8))
+    (tmp_path / "ids.txt").write_text(ids_text(list(range(16))))
+    return ResizedArrays(tmp_path)
 
 
 def mini_subset(mini: Path, dest: Path, ids: list[int]) -> Path:

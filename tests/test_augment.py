@@ -1,7 +1,11 @@
+import numpy as np
 import pytest
 import torch
 
 from eyelip.augment import KEYS, Augment
+from eyelip.dataset import ResizedArrays
+from eyelip.errors import ParamError
+from eyelip.train import TrainConfig, Trainer
 
 FULL = {"hflip": 0.5, "brightness": 0.2, "contrast": 0.2, "saturation": 0.2, "hue": 0.05,
         "rotate": 10, "scale": 0.1, "translate": 0.05}  # fmt: skip
@@ -217,21 +221,10 @@ def test_mirror_pairs_follow_the_targets_parts() -> None:
         mirror_pairs({"left": ["l_eye"]})
 
 
-def test_training_crops_while_validation_sees_whole_faces(tmp_path) -> None:
-    import numpy as np
-
-    from eyelip.arrays import ids_text
-    from eyelip.dataset import ResizedArrays
-    from eyelip.errors import ParamError
-    from eyelip.train import TrainConfig, Trainer
-
-    rng = np.random.default_rng(0)
-    np.save(tmp_path / "images.npy", rng.integers(0, 256, (16, 32, 32, 3), dtype=np.uint8))
-    np.save(tmp_path / "masks.npy", (rng.random((16, 1, 32, 32)) < 0.05).astype(np.uint8))
-    (tmp_path / "ids.txt").write_text(ids_text(list(range(16))))
+def test_training_crops_while_validation_sees_whole_faces(tiny_arrays: ResizedArrays) -> None:
     params = {"model": {"base_width": 4, "depth": 2},
               "train": {"epochs": 1, "batch_size": 8, "lr": 0.01, "seed": 0, "augment": {"crop": 16, "crop_jitter": 2}}}
-    trainer = Trainer(TrainConfig.from_params(params), ResizedArrays(tmp_path), np.arange(8), np.arange(8, 16), ["eyes_lips"])
+    trainer = Trainer(TrainConfig.from_params(params), tiny_arrays, np.arange(8), np.arange(8, 16), ["eyes_lips"])
     shapes = []
     trainer.model.register_forward_pre_hook(lambda _, args: shapes.append((trainer.model.training, args[0].shape[2:])))
     trainer.train_epoch(1)

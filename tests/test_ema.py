@@ -9,7 +9,6 @@ import pytest
 import torch
 from torch import nn
 
-from eyelip.arrays import ids_text
 from eyelip.dataset import ResizedArrays
 from eyelip.ema import WeightAverage
 from eyelip.errors import ParamError
@@ -17,16 +16,6 @@ from eyelip.plots import training_curves
 from eyelip.train import TrainConfig, Trainer, fit, model_meta
 
 TARGETS = {"eyes_lips": ["l_eye", "r_eye", "u_lip", "l_lip"]}
-
-
-@pytest.fixture
-def arrays(tmp_path: Path) -> ResizedArrays:
-    """16 random 32 px faces with sparse masks: enough to run the loop, not to learn anything."""
-    rng = np.random.default_rng(0)
-    np.save(tmp_path / "images.npy", rng.integers(0, 256, (16, 32, 32, 3), dtype=np.uint8))
-    np.save(tmp_path / "masks.npy", (rng.random((16, 1, 32, 32)) < 0.05).astype(np.uint8))
-    (tmp_path / "ids.txt").write_text(ids_text(list(range(16))))
-    return ResizedArrays(tmp_path)
 
 
 def test_average_moves_towards_the_weights_with_a_warm_up() -> None:
@@ -46,26 +35,26 @@ def test_average_moves_towards_the_weights_with_a_warm_up() -> None:
     assert not ema.model[0].weight.requires_grad
 
 
-def test_ema_is_validated_saved_and_resumed(arrays: ResizedArrays, tmp_path: Path) -> None:
+def test_ema_is_validated_saved_and_resumed(tiny_arrays: ResizedArrays, tmp_path: Path) -> None:
     rows = np.arange(16)
     cfg = TrainConfig(model={"base_width": 4, "depth": 2}, epochs=1, batch_size=8, ema=0.9)
-    summary = fit(cfg, arrays, rows[:8], rows[8:], model_meta(TARGETS, "union", arrays), tmp_path / "model.pt", tmp_path / "ckpt.pt", "job")
+    summary = fit(cfg, tiny_arrays, rows[:8], rows[8:], model_meta(TARGETS, "union", tiny_arrays), tmp_path / "model.pt", tmp_path / "ckpt.pt", "job")
     assert {"val_iou", "val_iou_raw"} <= set(summary["history"][0])
     state = torch.load(tmp_path / "ckpt.pt", weights_only=False)["state"]
     saved = torch.load(tmp_path / "model.pt", weights_only=True)["state_dict"]
     for key, value in state["ema"]["model"].items():  # the saved model is the average, not the last weights
         assert torch.equal(saved[key], value), key
     assert any(not torch.equal(state["model"][k], v) for k, v in saved.items() if v.is_floating_point())
-    resumed = Trainer(cfg, arrays, rows[:8], rows[8:], list(TARGETS))
+    resumed = Trainer(cfg, tiny_arrays, rows[:8], rows[8:], list(TARGETS))
     resumed.load_state(state)
     assert resumed.ema.steps == 1 and all(torch.equal(resumed.ema.model.state_dict()[k], v) for k, v in saved.items())
 
 
-def test_without_validation_faces_the_last_epoch_is_kept(arrays: ResizedArrays, tmp_path: Path) -> None:
+def test_without_validation_faces_the_last_epoch_is_kept(tiny_arrays: ResizedArrays, tmp_path: Path) -> None:
     """split.val: 0 trains on every non-test face; nothing to pick an epoch by, so the last one is saved."""
-    rows, meta = np.arange(16), model_meta(TARGETS, "union", arrays)
+    rows, meta = np.arange(16), model_meta(TARGETS, "union", tiny_arrays)
     cfg = TrainConfig(model={"base_width": 4, "depth": 2}, epochs=2, batch_size=8, ema=0.9)
-    summary = fit(cfg, arrays, rows, rows[:0], meta, tmp_path / "model.pt", tmp_path / "ckpt.pt", "job")
+    summary = fit(cfg, tiny_arrays, rows, rows[:0], meta, tmp_path / "model.pt", tmp_path / "ckpt.pt", "job")
     assert summary["best_epoch"] == 2 and summary["best_val_iou"] is None
     assert not [key for key in summary["history"][-1] if key.startswith("val_")]
     saved = torch.load(tmp_path / "model.pt", weights_only=True)
@@ -74,7 +63,7 @@ def test_without_validation_faces_the_last_epoch_is_kept(arrays: ResizedArrays, 
     training_curves(summary["history"], tmp_path / "curves.png", summary["best_epoch"])  # train curves only
     assert (tmp_path / "curves.png").stat().st_size > 0
     with pytest.raises(ParamError, match="train.patience: early stopping needs validation faces"):
-        fit(TrainConfig(model=cfg.model, epochs=2, patience=3), arrays, rows, rows[:0], meta,
+        fit(TrainConfig(model=cfg.model, epochs=2, patience=3), tiny_arrays, rows, rows[:0], meta,
             tmp_path / "m.pt", tmp_path / "c.pt", "job")
 
 

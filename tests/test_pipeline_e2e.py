@@ -46,16 +46,16 @@ def test_full_pipeline_on_the_built_in_sample(project) -> None:
     assert "Running stage" not in again.stdout
 
 
-def test_cli_evaluate_agrees_with_the_stage(project, mini: Path, tmp_path: Path) -> None:
+def test_cli_evaluate_agrees_with_the_stage(project, mini_few: Path, tmp_path: Path) -> None:
     # resize.input_scale 2: 64 px photos in, 32 px masks out, through every stage and both CLIs.
-    project.set_params(data={"root": str(mini)}, **{**TINY, "resize": {"size": 32, "input_scale": 2}})
+    project.set_params(data={"root": str(mini_few)}, **{**TINY, "resize": {"size": 32, "input_scale": 2}})
     project.dvc("repro", "export")
     stage = json.loads((project.root / "metrics" / "evaluate.json").read_text())
-    project.run("eyelip", "evaluate", "--model", "models/model.onnx", "--data", str(mini),
+    project.run("eyelip", "evaluate", "--model", "models/model.onnx", "--data", str(mini_few),
                 "--ids", "data/split/test.txt", "--json", "cli.json")
     cli = json.loads((project.root / "cli.json").read_text())
     for key in ("iou", "iou_native", "iou_eyes_lips", "dice", "accuracy"):
         assert cli[key] == pytest.approx(stage[key], abs=2e-4), key
 
-    project.run("eyelip", "predict", str(mini / "CelebA-HQ-img" / "2001.jpg"), "--out", str(tmp_path))
+    project.run("eyelip", "predict", str(mini_few / "CelebA-HQ-img" / "2001.jpg"), "--out", str(tmp_path))
     assert Image.open(tmp_path / "2001_mask.png").size == (1024, 1024)

@@ -11,13 +11,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
+from conftest import mini_subset
 
 from eyelip.dataset import ResizedArrays
 from eyelip.fuse import fuse_dataset
 from eyelip.resize import resize_dataset
 from eyelip.source import Source
-from eyelip.train import TrainConfig, Trainer
+from eyelip.train import TrainConfig, Trainer, fit, model_meta
 
 EPOCH_KEYS = {"train_iou", "val_iou", "train_jaccard_loss", "val_jaccard_loss", "train_loss", "val_loss", "lr"}
 # Small and fast: 64 px, a narrow U-Net; enough to check the mechanics on real faces.
@@ -27,7 +29,7 @@ FAST = {"resize": {"size": 64}, "model": {"base_width": 8, "depth": 3},
 
 def test_overfits_a_few_real_faces(mini: Path, tmp_path: Path) -> None:
     """The model, loss, augmentation-free loop and IoU together can fit real eyes and lips."""
-    source = Source(mini)
+    source = Source(mini_subset(mini, tmp_path / "faces", list(range(8))))  # only the faces it trains on
     fuse_dataset(source, tmp_path / "fused", {"eyes_lips": ["l_eye", "r_eye", "u_lip", "l_lip"]}, n_jobs=1)
     resize_dataset(source, tmp_path / "fused", tmp_path / "resized", 128, n_jobs=1)
     arrays = ResizedArrays(tmp_path / "resized")
@@ -38,7 +40,7 @@ def test_overfits_a_few_real_faces(mini: Path, tmp_path: Path) -> None:
     before = trainer.evaluate(rows)["val_iou"]
     for epoch in range(1, cfg.epochs + 1):
         trainer.train_epoch(epoch)
-        if epoch % 25 == 0 and trainer.evaluate(rows)["val_iou"] > 0.8:
+        if epoch % 5 == 0 and trainer.evaluate(rows)["val_iou"] > 0.8:
             break
     after = trainer.evaluate(rows)["val_iou"]
     assert before < 0.1 and after > 0.8, (before, after)
@@ -49,8 +51,8 @@ def history(project) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def test_two_epoch_repro_is_tracked_in_mlflow_and_dvc(project, mini: Path) -> None:
-    project.set_params(data={"root": str(mini)}, **FAST)
+def test_two_epoch_repro_is_tracked_in_mlflow_and_dvc(project, mini_few: Path) -> None:
+    project.set_params(data={"root": str(mini_few)}, **FAST)
     project.dvc("repro", "train")
     store = project.root / "mlflow.db"
     assert store.exists(), "the default store is SQLite at the repository root"
@@ -75,8 +77,8 @@ def test_two_epoch_repro_is_tracked_in_mlflow_and_dvc(project, mini: Path) -> No
     assert "best_val_iou" in shown
 
 
-def test_resume_after_a_kill_continues_from_the_checkpoint(project, mini: Path) -> None:
-    project.set_params(data={"root": str(mini)}, **{**FAST, "train": {**FAST["train"], "epochs": 3}})
+def test_resume_after_a_kill_continues_from_the_checkpoint(project, mini_few: Path) -> None:
+    project.set_params(data={"root": str(mini_few)}, **{**FAST, "train": {**FAST["train"], "epochs": 3}})
     project.dvc("repro", "split")
     # Interrupt training (SIGKILL: no chance to clean up) once epoch 1's checkpoint is on disk.
     proc = subprocess.Popen(["python", "pipeline/train.py"], cwd=project.root, env=project.env,
@@ -97,13 +99,40 @@ def test_resume_after_a_kill_continues_from_the_checkpoint(project, mini: Path) 
     assert [float(r["val_iou"]) for r in history(project)] == pytest.approx(first_run, abs=1e-6)
 
 
-def test_experiment_sweep_gives_one_mlflow_run_each(project, mini: Path) -> None:
-    project.set_params(data={"root": str(mini)}, **FAST)
+def test_resumed_run_restores_a_best_model_from_before_the_interruption(tiny_arrays: ResizedArrays,
+                                                                       tmp_path: Path) -> None:
+    """`dvc repro` deletes models/model.pt before a resumed stage runs; the best epoch may be one that
+    came before the interruption, so the checkpoint carries that model and the resume puts it back."""
+    cfg = TrainConfig(model={"base_width": 4, "depth": 2}, epochs=3, batch_size=8)
+    rows, meta = np.arange(16), model_meta({"eyes_lips": ["l_eye", "r_eye", "u_lip", "l_lip"]}, "union", tiny_arrays)
+    model, ckpt = tmp_path / "model.pt", tmp_path / "checkpoint.pt"
+
+    def interrupt(row: dict) -> None:
+        raise KeyboardInterrupt  # after epoch 1's checkpoint is written
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(cfg, tiny_arrays, rows[:8], rows[8:], meta, model, ckpt, "job", on_epoch=interrupt)
+    saved = torch.load(model, weights_only=True)
+    model.unlink()  # as dvc does before running the stage again
+
+    def at_resume(run_id: str | None) -> str | None:  # called after the checkpoint is loaded, before epoch 2
+        restored = torch.load(model, weights_only=True)
+        assert restored["epoch"] == 1
+        assert all(torch.equal(restored["state_dict"][k], v) for k, v in saved["state_dict"].items())
+        return run_id
+
+    summary = fit(cfg, tiny_arrays, rows[:8], rows[8:], meta, model, ckpt, "job", on_start=at_resume)
+    assert summary["epochs_run"] == 3 and torch.load(model, weights_only=True)["epoch"] == summary["best_epoch"]
+
+
+def test_experiment_sweep_gives_one_mlflow_run_each(project, mini_few: Path) -> None:
+    project.set_params(data={"root": str(mini_few)}, **FAST)
     project.dvc("repro", "split")
     project.run("git", "add", "-A")
     project.run("git", "commit", "-qm", "baseline")
-    project.dvc("exp", "run", "--temp", "-S", "train.lr=0.001", "-n", "lr-small")
-    project.dvc("exp", "run", "--temp", "-S", "train.lr=0.01", "-n", "lr-large")
+    # The train stage is the one that tracks: evaluating and exporting each would add nothing here.
+    project.dvc("exp", "run", "--temp", "-S", "train.lr=0.001", "-n", "lr-small", "train")
+    project.dvc("exp", "run", "--temp", "-S", "train.lr=0.01", "-n", "lr-large", "train")
     client = MlflowClient(f"sqlite:///{project.root / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("eyelip").experiment_id])
     assert sorted((r.info.run_name, r.data.params["train.lr"]) for r in runs) == [("lr-large", "0.01"),

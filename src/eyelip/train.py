@@ -169,18 +169,28 @@ def make_optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Opti
     return cls(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-def save_model(path: str | Path, model: UNet, model_cfg: dict[str, Any], meta: dict[str, Any],
-               channels: int | None = None) -> None:
-    """The deployable checkpoint: weights plus what is needed to rebuild and feed the model
-    (``meta``: targets, target_parts, rule, size, input_size, prior, and where it came from). With
-    ``channels``, only the head's first ``channels`` outputs are kept (the targets, not the
+def model_file(model: UNet, model_cfg: dict[str, Any], meta: dict[str, Any],
+               channels: int | None = None) -> dict[str, Any]:
+    """The deployable checkpoint's contents: weights plus what is needed to rebuild and feed the
+    model (``meta``: targets, target_parts, rule, size, input_size, prior, and where it came from).
+    With ``channels``, only the head's first ``channels`` outputs are kept (the targets, not the
     auxiliary targets)."""
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     if channels is not None:
         state["head.weight"], state["head.bias"] = state["head.weight"][:channels], state["head.bias"][:channels]
+    return {"state_dict": state, "model": model_cfg, "input": "RGB then the prior's channels, float in [0, 1], NCHW",
+            **meta}
+
+
+def write_model_file(path: str | Path, contents: dict[str, Any]) -> None:
     with atomic.atomic_path(path) as tmp:
-        torch.save({"state_dict": state, "model": model_cfg,
-                    "input": "RGB then the prior's channels, float in [0, 1], NCHW", **meta}, tmp)
+        torch.save(contents, tmp)
+
+
+def save_model(path: str | Path, model: UNet, model_cfg: dict[str, Any], meta: dict[str, Any],
+               channels: int | None = None) -> None:
+    """Write :func:`model_file` to ``path``, atomically."""
+    write_model_file(path, model_file(model, model_cfg, meta, channels))
 
 
 def model_meta(targets: dict[str, list[str]], rule: str, arrays: ResizedArrays) -> dict[str, Any]:
@@ -372,14 +382,18 @@ def fit(cfg: TrainConfig, arrays: ResizedArrays, train_rows: np.ndarray, val_row
     if not validate and cfg.patience:
         raise ParamError("train.patience: early stopping needs validation faces; set split.val > 0 or patience: 0")
     trainer = Trainer(cfg, arrays, train_rows, val_rows, list(model_meta["targets"]), pairs, dist, list(aux_targets))
-    run_id = None
+    run_id, best_model = None, None
     if checkpoint_path.exists():
         ckpt = torch.load(checkpoint_path, map_location=trainer.device, weights_only=False)
         if ckpt.get("fingerprint") == fingerprint and not ckpt.get("finished"):
             trainer.load_state(ckpt["state"])
-            run_id = ckpt.get("run_id")
+            run_id, best_model = ckpt.get("run_id"), ckpt.get("best_model")
             if dist.main:
                 print(f"resuming from {checkpoint_path} after epoch {len(trainer.history)}")
+                # `dvc repro` deletes the stage's outputs before it runs: if no later epoch beats the
+                # best one before the interruption, its model must still be there at the end.
+                if best_model is not None and not model_path.exists():
+                    write_model_file(model_path, best_model)
     if dist.main:
         run_id = on_start(run_id)
     stop = False
@@ -399,14 +413,15 @@ def fit(cfg: TrainConfig, arrays: ResizedArrays, train_rows: np.ndarray, val_row
         if not validate or row["val_iou"] > trainer.best["val_iou"]:
             trainer.best = {"val_iou": row.get("val_iou"), "epoch": epoch}
             if dist.main:
-                save_model(model_path, trainer.scored, cfg.model,
-                           {**model_meta, "epoch": epoch, "val_iou": row.get("val_iou")}, len(model_meta["targets"]))
+                best_model = model_file(trainer.scored, cfg.model, {**model_meta, "epoch": epoch,
+                                        "val_iou": row.get("val_iou")}, len(model_meta["targets"]))
+                write_model_file(model_path, best_model)
         since_best = epoch - trainer.best["epoch"]
         stop = bool(cfg.patience) and since_best >= cfg.patience  # the same on every rank: val_iou is global
         if dist.main:
             with atomic.atomic_path(checkpoint_path) as tmp:
                 torch.save({"fingerprint": fingerprint, "run_id": run_id, "finished": stop or epoch == cfg.epochs,
-                            "state": trainer.state()}, tmp)
+                            "state": trainer.state(), "best_model": best_model}, tmp)
             on_epoch(row)
             print(f"epoch {epoch}/{cfg.epochs}: " + "  ".join(
                 f"{k} {v:.4f}" for k, v in row.items() if k not in ("epoch", "seconds", "lr"))

@@ -12,9 +12,9 @@ weighted by ``train.aux_weight``, and ``train_aux_loss``/``val_aux_loss``; IoU a
 are the targets' alone. The saved model keeps only the targets' outputs: the head is a 1x1 conv,
 so dropping a channel's row leaves the others' logits unchanged.
 
-A checkpoint of the whole training state (weights, optimizer, schedule, RNG states, history) is
-written atomically after every epoch. Re-running with the same config and data resumes from it
-and ends with the same result as an uninterrupted run (on CPU).
+A checkpoint of the whole training state (weights, optimizer, schedule, RNG states, history, and the
+best model so far) is written atomically after every epoch. Re-running with the same config and data
+resumes from it and ends with the same result as an uninterrupted run (on CPU).
 """
 
 from __future__ import annotations

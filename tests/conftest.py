@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+
+# Two pytest workers share the cores (pyproject's -n 2): OpenMP threads that wait should sleep, not
+# spin, or each worker's torch steals the other's CPU. Set before torch loads; stage processes inherit it.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import shutil
 import subprocess
 import sys

@@ -81,3 +81,35 @@ def test_aux_targets_read_as_one_change_and_older_runs_had_none() -> None:
     recipe = dict(with_aux.recipe)
     assert recipe["data.aux_targets"] == 'skin=["skin"]; brows=["l_brow", "r_brow"]'
     assert recipe["train.aux_weight"] == "0.5" and with_aux.targets == ["eyes", "lips"]
+
+
+def test_the_ledger_keeps_runs_that_the_store_has_lost(store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "results.md"
+    assert main(["results", "--experiment", "cv", "--out", str(out)]) == 0
+    ledger = json.loads(out.with_suffix(".json").read_text())
+    assert [r["name"] for r in ledger["runs"]] == ["w16-fold0", "w16-fold1", "w24"]
+    assert set(ledger["runs"][0]["metrics"]) == {"test_iou", "test_iou_combined", "test_iou_eyes", "test_iou_lips",
+                                                 "best_val_iou", "train_minutes", "train_images_per_second"}
+    before = out.read_text()
+
+    # A new, empty store (the old one deleted): the table still lists every run, from the ledger.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'new.db'}")
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'new.db'}")
+    try:
+        mlflow.set_experiment("cv")
+        log_run("w32", 0, 32, 0.845, 0.81, 0.87)
+        assert main(["results", "--experiment", "cv", "--out", str(out)]) == 0
+    finally:
+        mlflow.set_tracking_uri(store)  # the module's store, for the tests that follow (it sets the variable too)
+    assert "4 runs (3 from" in capsys.readouterr().out
+    table = out.read_text()
+    assert "`model.base_width=32`" in table and all(line in table for line in before.splitlines()[6:8])
+    assert [r["name"] for r in json.loads(out.with_suffix(".json").read_text())["runs"]][-1] == "w32"
+
+    assert main(["results", "--experiment", "other", "--out", str(out)]) != 0
+    assert "the ledger of experiment 'cv', not 'other'; pass another --ledger" in capsys.readouterr().err
+    out.with_suffix(".json").write_text("{")
+    assert main(["results", "--experiment", "cv", "--out", str(out)]) != 0
+    assert "results.json: not a results ledger" in capsys.readouterr().err
+    assert out.read_text() == table  # nothing written over

@@ -101,9 +101,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Read the project's MLflow store and write a markdown table of the finished runs of one "
                     "experiment, grouped by recipe (runs whose params differ only in split.fold are the folds "
                     "of one cross-validation): the params that differ between recipes, training minutes, "
-                    "test IoU mean ± std over folds (per target when there are several) and val IoU.")
+                    "test IoU mean ± std over folds (per target when there are several) and val IoU. Runs listed "
+                    "before stay listed, from the ledger, after the store loses them.")
     results.add_argument("--experiment", required=True, help="MLflow experiment name (tracking.experiment)")
     results.add_argument("--out", default="docs/results.md", help="markdown file to write (default: %(default)s)")
+    results.add_argument("--ledger", default=None, metavar="JSON",
+                         help="the listed runs, kept for when the store no longer has them (default: OUT with "
+                              ".json); delete it to list the store's runs only")
     return parser
 
 

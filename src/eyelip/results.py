@@ -4,13 +4,19 @@ A recipe is a run's params without the ones that only say *where* or *how fast* 
 fold, threads, device, data path, tracking and export settings): the runs of a k-fold sweep share
 a recipe and are summarised as mean ± std over their folds. Only the params that differ between
 recipes are shown, so the table reads as "what changed and what it did".
+
+Next to the table, a ledger (``results.json`` by default) keeps what the table needs of every run
+listed: a store that is lost or replaced (a scratch SQLite file, a reset server) then takes none of
+the history with it. Each call lists the store's runs plus the ledger's runs that the store no
+longer has (matched by MLflow run id), oldest first.
 """
 
 from __future__ import annotations
 
+import json
 import statistics
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +29,7 @@ NOT_RECIPE = {"split.fold", "train.threads", "train.device", "data.root"}
 NOT_RECIPE_SECTIONS = ("preprocess.", "tracking.", "export.", "sample.")
 TARGETS = "data.targets."
 AUX_TARGETS = "data.aux_targets."
+TABLE_METRICS = ("train_minutes", "train_images_per_second", "best_val_iou")  # and every test_iou*
 
 
 @dataclass
@@ -30,6 +37,8 @@ class Run:
     name: str
     params: dict[str, str]
     metrics: dict[str, float]
+    id: str = ""  # MLflow run id
+    start: int = 0  # start time, ms since the epoch: the table's order
 
     @property
     def recipe(self) -> tuple[tuple[str, str], ...]:
@@ -136,8 +145,35 @@ def load_runs(experiment: str, uri: str | None = None) -> list[Run]:
         raise EyelipError(f"no MLflow experiment {experiment!r} in {uri}; experiments: {', '.join(names) or 'none'}")
     runs = client.search_runs([found.experiment_id], "attributes.status = 'FINISHED'",
                               order_by=["attributes.start_time ASC"], max_results=10_000)
-    return [Run(r.info.run_name or r.info.run_id[:8], dict(r.data.params), dict(r.data.metrics))
-            for r in runs if "test_iou" in r.data.metrics]
+    return [Run(r.info.run_name or r.info.run_id[:8], dict(r.data.params), dict(r.data.metrics), r.info.run_id,
+                r.info.start_time or 0) for r in runs if "test_iou" in r.data.metrics]
+
+
+def read_ledger(path: Path, experiment: str) -> list[Run]:
+    """The runs an earlier call listed for ``experiment`` (none if ``path`` does not exist)."""
+    if not path.is_file():
+        return []
+    try:
+        data = json.loads(path.read_text())
+        runs = [Run(**run) for run in data["runs"]]
+        listed = data["experiment"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise EyelipError(f"{path}: not a results ledger ({exc!r}); delete it to list the store's runs only") from exc
+    if listed != experiment:
+        raise EyelipError(f"{path}: the ledger of experiment {listed!r}, not {experiment!r}; pass another --ledger")
+    return runs
+
+
+def ledger_text(experiment: str, runs: Sequence[Run]) -> str:
+    kept = [{**asdict(run), "metrics": {k: v for k, v in run.metrics.items()
+                                        if k in TABLE_METRICS or k.startswith("test_iou")}} for run in runs]
+    return json.dumps({"experiment": experiment, "runs": kept}, indent=1, sort_keys=True) + "\n"
+
+
+def merge(kept: Sequence[Run], current: Sequence[Run]) -> list[Run]:
+    """The store's runs and the ledger's runs that the store no longer has, oldest first."""
+    ids = {run.id for run in current}
+    return sorted([*(run for run in kept if run.id not in ids), *current], key=lambda run: run.start)
 
 
 def render(experiment: str, runs: Sequence[Run]) -> str:
@@ -163,7 +199,20 @@ def render(experiment: str, runs: Sequence[Run]) -> str:
 
 
 def run_results(args: Any) -> None:
-    text = render(args.experiment, load_runs(args.experiment))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    atomic.write_text(args.out, text)
-    print(f"{args.out}: {text.count(chr(10) + '| ') - 1} recipes from experiment {args.experiment!r}")
+    out = Path(args.out)
+    ledger = Path(args.ledger) if args.ledger else out.with_suffix(".json")
+    kept = read_ledger(ledger, args.experiment)
+    try:
+        current = load_runs(args.experiment)
+    except EyelipError as exc:
+        if not kept:
+            raise
+        print(f"{exc}: listing the {len(kept)} runs of {ledger} only")
+        current = []
+    runs = merge(kept, current)
+    text = render(args.experiment, runs)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic.write_text(out, text)
+    atomic.write_text(ledger, ledger_text(args.experiment, runs))
+    print(f"{out}: {text.count(chr(10) + '| ') - 1} recipes, {len(runs)} runs ({len(runs) - len(current)} "
+          f"from {ledger} only) of experiment {args.experiment!r}")

@@ -26,12 +26,16 @@ from eyelip.model import build_model
 from eyelip.train import TrainConfig, Trainer, autocast_dtype, pick_device
 
 
-def random_arrays(directory: Path, n: int, size: int, input_scale: int = 1) -> ResizedArrays:
-    """A resized-stage output of random face-sized images with sparse (~1.6%) masks."""
+def random_arrays(directory: Path, n: int, size: int, input_scale: int = 1, train_scale: int = 1) -> ResizedArrays:
+    """A resized-stage output of random face-sized images with sparse (~1.6%) masks (and training
+    masks at ``train_scale`` times the size when that is > 1)."""
     rng = np.random.default_rng(0)
     side = size * input_scale
     np.save(directory / "images.npy", rng.integers(0, 256, (n, side, side, 3), dtype=np.uint8))
     np.save(directory / "masks.npy", (rng.random((n, 1, size, size)) < 0.016).astype(np.uint8))
+    if train_scale > 1:
+        fine = size * train_scale
+        np.save(directory / "train_masks.npy", (rng.random((n, 1, fine, fine)) < 0.016).astype(np.uint8))
     (directory / "ids.txt").write_text(ids_text(list(range(n))))
     return ResizedArrays(directory)
 

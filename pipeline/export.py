@@ -69,6 +69,7 @@ def main(params: dict) -> None:
     reference = TorchPredictor(MODEL)
     # target_parts and rule let `eyelip evaluate` rebuild the ground truth the model was trained on.
     meta = {"target_parts": reference.target_parts, "rule": reference.rule, "prior": reference.prior,
+            "train_size": ckpt["train_size"],
             "epoch": ckpt.get("epoch"),
             "val_iou": ckpt.get("val_iou"), "model": ckpt["model"], "mlflow_run_id": run_id,
             "data_version": tracking.data_version()}

@@ -1,5 +1,6 @@
-"""Stage `resize`: fused masks -> data/resized/masks.npy at resize.size, images -> images.npy at
-resize.size x resize.input_scale, with the channels of resize.prior after R, G, B."""
+"""Stage `resize`: fused masks -> data/resized/masks.npy at resize.size (and train_masks.npy at
+resize.size x resize.train_scale when that is > 1), images -> images.npy at resize.size x
+resize.input_scale, with the channels of resize.prior after R, G, B."""
 
 from eyelip import atomic
 from eyelip import params as P
@@ -15,6 +16,7 @@ def main(params: dict) -> None:
                              size=P.integer(params, "resize.size", minimum=8),
                              input_scale=P.integer(params, "resize.input_scale", minimum=1, default=1),
                              prior=P.choice(params, "resize.prior", PRIORS, default="none"),
+                             train_scale=P.integer(params, "resize.train_scale", minimum=1, default=1),
                              on_error=P.choice(params, "data.on_error", ON_ERROR), **stage.workers(params))
     atomic.write_json("metrics/resize.json", summary)
     print(f"resized {summary['samples']} samples ({summary['skipped']} skipped) into data/resized/")

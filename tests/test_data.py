@@ -116,6 +116,24 @@ def test_input_scale_stores_images_larger_than_masks(mini: Path, tmp_path: Path)
                                                               128, "2001.jpg"))
 
 
+def test_train_scale_stores_training_masks_by_the_same_rule_at_a_finer_size(mini: Path, tmp_path: Path) -> None:
+    subset = mini_subset(mini, tmp_path / "data", [3, 2001])
+    fuse_dataset(Source(subset), tmp_path / "fused", TWO, n_jobs=1)
+    summary = resize_dataset(Source(subset), tmp_path / "fused", tmp_path / "r", 64, input_scale=2, train_scale=2,
+                             n_jobs=1)
+    arrays, fused = ResizedArrays(tmp_path / "r"), FusedMasks(tmp_path / "fused")
+    assert summary["train_size"] == 128 and (arrays.size, arrays.train_size, arrays.train_scale) == (64, 128, 2)
+    # Both from the 512 px masks by the coverage rule: 4x4 blocks for training, 8x8 for scoring.
+    np.testing.assert_array_equal(arrays.train_masks[1], fused[1].reshape(2, 128, 4, 128, 4).mean((2, 4)) >= 0.5)
+    np.testing.assert_array_equal(arrays.masks[1], fused[1].reshape(2, 64, 8, 64, 8).mean((2, 4)) >= 0.5)
+    images, train_masks = arrays.batch(np.array([0, 1]), train=True)
+    assert images.shape == (2, 3, 128, 128) and train_masks.shape == (2, 2, 128, 128)
+    assert arrays.batch(np.array([0, 1]))[1].shape == (2, 2, 64, 64)
+    with pytest.raises(ParamError, match=r"resize\.train_scale: 2 must divide resize\.input_scale \(1\)"):
+        resize_dataset(Source(subset), tmp_path / "fused", tmp_path / "bad", 64, train_scale=2, n_jobs=1)
+    assert not (tmp_path / "bad").exists()
+
+
 def test_resize_mask_keeps_half_covered_pixels() -> None:
     mask = np.zeros((4, 4), bool)
     mask[0, 0:2] = True   # 2 of 4 pixels in the top-left 2x2 block: kept

@@ -1,9 +1,12 @@
 import warnings
 
+import math
+
 import pytest
 import torch
+import torch.nn.functional as F
 
-from eyelip.model import UNet, build_model
+from eyelip.model import UNet, block_logits, build_model
 
 
 def n_params(model: torch.nn.Module) -> int:
@@ -46,9 +49,42 @@ def test_input_scale_folds_a_larger_image_into_the_output_size():
     assert changed.nonzero().tolist() == [[20, 10]]
     diff = (model(y) - model(x)).abs()[0, 0]
     assert diff[20, 10] > 0 and diff[0, 0] == 0
-    with pytest.raises(ValueError, match=r"input_scale=2\) needs H and W divisible by 16, got 40x48"):
+    with pytest.raises(ValueError, match=r"input_scale=2, output_scale=1\) needs H and W divisible by 16, got 40x48"):
         model(torch.rand(1, 3, 40, 48))
     assert n_params(UNet(base_width=4, depth=3, input_scale=2)) > n_params(UNet(base_width=4, depth=3))
+
+
+def test_block_logits_are_the_logit_of_each_blocks_mean_probability():
+    logits = torch.randn(2, 3, 8, 12) * 40  # many of them saturate sigmoid in float32
+    out = block_logits(logits, 2, 3)
+    mean = F.avg_pool2d(torch.sigmoid(logits.double()), 2)
+    assert out.shape == (2, 3, 4, 6)
+    torch.testing.assert_close(torch.sigmoid(out.double()), mean, atol=1e-6, rtol=0)
+    moderate = torch.randn(2, 3, 8, 12) * 3  # no ties at exactly 0.5, which float error could break
+    assert torch.equal(block_logits(moderate, 2, 3) >= 0, F.avg_pool2d(torch.sigmoid(moderate.double()), 2) >= 0.5)
+    # Exact in log space, where a probability-space mean would round to 1 and give an infinite logit.
+    block = torch.tensor([[[[100.0, 100.0], [100.0, -100.0]]], [[[300.0, 300.0], [300.0, 300.0]]]])
+    out = block_logits(block, 2, 1).flatten()
+    assert out[0].item() == pytest.approx(math.log(3)) and 290 < out[1].item() < 310
+    assert block_logits(logits, 1, 3) is logits
+
+
+def test_output_scale_trains_at_the_finer_size_and_evaluates_block_averages():
+    torch.manual_seed(0)
+    model = UNet(base_width=4, depth=3, input_scale=2, output_scale=2)
+    x = torch.rand(2, 3, 64, 48)
+    assert model(x).shape == (2, 1, 64, 48)  # training mode: the logits the fine masks train
+    assert isinstance(model.unshuffle, torch.nn.Identity)  # the network itself runs at the photo's size
+    model.eval()
+    fine = []
+    model.head.register_forward_hook(lambda _, __, out: fine.append(out))
+    out = model(x)
+    assert out.shape == (2, 1, 32, 24)
+    torch.testing.assert_close(out, block_logits(fine[0], 2, 1))
+    with pytest.raises(ValueError, match=r"output_scale must be a divisor of input_scale 2, got 3"):
+        UNet(input_scale=2, output_scale=3)
+    with pytest.raises(ValueError, match=r"output_scale=4\) needs H and W divisible by 8, got 36x36"):
+        UNet(base_width=4, depth=1, input_scale=8, output_scale=4).eval()(torch.rand(1, 3, 36, 36))
 
 
 def test_parameter_counts():
@@ -101,11 +137,11 @@ def test_torch_export_with_dynamic_batch_and_size():
     torch.testing.assert_close(program.module()(x), model(x))
 
 
-@pytest.mark.parametrize("block", ["plain", "depthwise"])
-def test_legacy_onnx_export_runs_in_onnxruntime(tmp_path, block):
+@pytest.mark.parametrize(("block", "scale"), [("plain", 1), ("depthwise", 1), ("plain", 2)])
+def test_legacy_onnx_export_runs_in_onnxruntime(tmp_path, block, scale):
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
-    model = UNet(out_channels=2, base_width=4, depth=3, block=block).eval()
+    model = UNet(out_channels=2, base_width=4, depth=3, block=block, input_scale=scale, output_scale=scale).eval()
     path = tmp_path / "unet.onnx"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter

@@ -15,11 +15,12 @@ import torch
 from mlflow.tracking import MlflowClient
 from conftest import mini_subset
 
+from eyelip.arrays import ids_text
 from eyelip.dataset import ResizedArrays
 from eyelip.fuse import fuse_dataset
 from eyelip.resize import resize_dataset
 from eyelip.source import Source
-from eyelip.train import TrainConfig, Trainer, fit, model_meta
+from eyelip.train import TrainConfig, Trainer, fit, load_model, model_meta
 
 EPOCH_KEYS = {"train_iou", "val_iou", "train_jaccard_loss", "val_jaccard_loss", "train_loss", "val_loss", "lr"}
 # Small and fast: 64 px, a narrow U-Net; enough to check the mechanics on real faces.
@@ -123,6 +124,29 @@ def test_resumed_run_restores_a_best_model_from_before_the_interruption(tiny_arr
 
     summary = fit(cfg, tiny_arrays, rows[:8], rows[8:], meta, model, ckpt, "job", on_start=at_resume)
     assert summary["epochs_run"] == 3 and torch.load(model, weights_only=True)["epoch"] == summary["best_epoch"]
+
+
+def test_train_scale_trains_on_the_fine_masks_and_scores_and_saves_at_the_mask_size(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    fine = rng.random((16, 1, 64, 64)) < 0.05
+    np.save(tmp_path / "images.npy", rng.integers(0, 256, (16, 64, 64, 3), dtype=np.uint8))
+    np.save(tmp_path / "train_masks.npy", fine.astype(np.uint8))
+    np.save(tmp_path / "masks.npy", (fine.reshape(16, 1, 32, 2, 32, 2).mean((3, 5)) >= 0.5).astype(np.uint8))
+    (tmp_path / "ids.txt").write_text(ids_text(list(range(16))))
+    arrays, rows = ResizedArrays(tmp_path), np.arange(16)
+    cfg = TrainConfig(model={"base_width": 4, "depth": 2}, epochs=1, batch_size=8)
+    trainer = Trainer(cfg, arrays, rows[:8], rows[8:], ["eyes_lips"])
+    outputs = []
+    trainer.model.register_forward_hook(lambda m, _, out: outputs.append((m.training, tuple(out.shape[2:]))))
+    trainer.train_epoch(1)
+    trainer.evaluate(rows[8:])
+    assert set(outputs) == {(True, (64, 64)), (False, (32, 32))}
+
+    meta = model_meta({"eyes_lips": ["l_eye", "r_eye", "u_lip", "l_lip"]}, "union", arrays)
+    fit(cfg, arrays, rows[:8], rows[8:], meta, tmp_path / "model.pt", tmp_path / "checkpoint.pt", "job")
+    model, ckpt = load_model(tmp_path / "model.pt")
+    assert (ckpt["size"], ckpt["input_size"], ckpt["train_size"]) == (32, 64, 64)
+    assert model(torch.rand(2, 3, 64, 64)).shape == (2, 1, 32, 32)
 
 
 def test_experiment_sweep_gives_one_mlflow_run_each(project, mini_few: Path) -> None:

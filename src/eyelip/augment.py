@@ -16,11 +16,12 @@ Strengths (the ``train.augment`` params dict; a missing key or 0 disables that t
 * ``rotate``: rotation in degrees drawn from ``U(-r, r)``.
 * ``scale``: zoom factor drawn from ``U(1 - s, 1 + s)``.
 * ``translate``: shift of ``U(-t, t)`` of the image size along each axis.
-* ``crop``: train on a ``crop`` x ``crop`` window (mask pixels; 0 = the whole face) centred on the
-  bounding box of the face's mask channels, after the warp, and moved by ``U(-j, j)`` pixels along each
-  axis (``crop_jitter``: j). The U-Net is fully convolutional, so it is still validated and run on
-  whole faces; the crop only spends the training compute where the targets are (a 64 px window holds
-  the eyes and lips of a 128 px face, so a model twice as wide trains in the same time).
+* ``crop``: train on a ``crop`` x ``crop`` window (pixels of the training masks, ``resize.size`` x
+  ``resize.train_scale``; 0 = the whole face) centred on the bounding box of the face's mask channels,
+  after the warp, and moved by ``U(-j, j)`` pixels along each axis (``crop_jitter``: j). The U-Net is
+  fully convolutional, so it is still validated and run on whole faces; the crop only spends the
+  training compute where the targets are (a 64 px window holds the eyes and lips of a 128 px face,
+  a 128 px window those of a 256 px face: twice the width, or twice the resolution, in the same time).
 
 Rotation, scale and translation form one affine warp (``affine_grid`` + ``grid_sample``).
 Areas moved in from outside the frame are zero (black image, background mask). Masks are

@@ -2,7 +2,8 @@
 
 Only the rows of a batch are read from disk, so a 256 px full dataset (~6 GB) never has to fit in
 RAM. Model input is RGB and any prior channels (``resize.prior``) scaled to [0, 1], (N, 3 + P, S*k, S*k)
-float32 (k = ``resize.input_scale``); targets are (N, C, S, S) float32.
+float32 (k = ``resize.input_scale``); targets are (N, C, S, S) float32. Training targets are
+(N, C, S*t, S*t) with ``resize.train_scale`` t > 1 (``train_masks.npy``), else the same masks.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ class ResizedArrays:
         directory = Path(directory)
         self.images = np.load(directory / "images.npy", mmap_mode="r")
         self.masks = np.load(directory / "masks.npy", mmap_mode="r")
+        fine = directory / "train_masks.npy"  # written only with resize.train_scale > 1
+        self.train_masks = np.load(fine, mmap_mode="r") if fine.exists() else self.masks
         self.ids = read_ids(directory / "ids.txt")
         self._row = {sample_id: row for row, sample_id in enumerate(self.ids)}
         meta = directory / "meta.json"
@@ -49,6 +52,15 @@ class ResizedArrays:
     def input_size(self) -> int:
         """Image (model input) size: ``size * input_scale``."""
         return int(self.images.shape[1])
+
+    @property
+    def train_size(self) -> int:
+        """Training target size: ``size * train_scale``."""
+        return int(self.train_masks.shape[-1])
+
+    @property
+    def train_scale(self) -> int:
+        return self.train_size // self.size
 
     @property
     def in_channels(self) -> int:
@@ -69,17 +81,20 @@ class ResizedArrays:
             raise DataError(f"{name}: ids {missing[:5]} are not in the resized data; re-run `dvc repro`")
         return np.array([self._row[i] for i in ids], dtype=np.int64)
 
-    def batch(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    def batch(self, rows: np.ndarray, train: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inputs and masks of ``rows``; with ``train``, the training targets (``train_masks``)."""
         order = np.sort(rows)  # sorted reads are sequential on disk; order within a batch is irrelevant
-        return to_input(self.images[order]), torch.from_numpy(self.masks[order].astype(np.float32))
+        masks = self.train_masks if train else self.masks
+        return to_input(self.images[order]), torch.from_numpy(masks[order].astype(np.float32))
 
-    def batches(self, rows: np.ndarray, batch_size: int, generator: torch.Generator | None = None
-                ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Batches over ``rows``; shuffled with ``generator`` when given (training), else in order."""
+    def batches(self, rows: np.ndarray, batch_size: int, generator: torch.Generator | None = None,
+                train: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Batches over ``rows``; shuffled with ``generator`` when given, else in order; ``train`` as in
+        :meth:`batch`."""
         if generator is not None:
             rows = rows[torch.randperm(len(rows), generator=generator).numpy()]
         for start in range(0, len(rows), batch_size):
-            yield self.batch(rows[start:start + batch_size])
+            yield self.batch(rows[start:start + batch_size], train)
 
 
 def split_rows(arrays: ResizedArrays, split_dir: str | Path, name: str) -> np.ndarray:

@@ -21,6 +21,14 @@ step (``PixelUnshuffle``) folds each s x s pixel block into channels before the 
 network then runs at the output size, so it sees the finer detail of the larger photo (thin eyes and
 lips at 128 px) for the cost of a wider first conv only.
 
+With ``output_scale`` o > 1 (``resize.train_scale``) the network predicts at o times the output size
+and is trained there, against masks made by the ground truth's own rule at that size; its output at
+the output size is the logit of each o x o block's mean probability (:func:`block_logits`), so a
+pixel is foreground when the fine pixels' probabilities average >= 0.5. The ground truth at 128 px is
+itself the mean of 4x4 blocks of the 512 px mask, kept >= 0.5; averaging 2x2 blocks of a 256 px
+prediction follows the same rule. In training mode the model returns the fine logits, to be trained
+against the fine masks; in eval mode (validation, evaluation, export) the block-averaged ones.
+
 Upsampling uses ``ConvTranspose2d`` rather than bilinear + conv: it is learnable, exports to
 ONNX as a single op, and with kernel 2 / stride 2 it has no checkerboard overlap.
 
@@ -35,6 +43,7 @@ import math
 from typing import Any, Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 Norm = Literal["batch", "group", "none"]
@@ -118,7 +127,9 @@ class UNet(nn.Module):
         depth: number of down-sampling steps; H and W must be divisible by ``2**depth``.
         norm: "batch" (BatchNorm2d), "group" (GroupNorm, for small batches) or "none".
         dropout: ``Dropout2d`` probability at the bottleneck (0 disables).
-        input_scale: input H/W over output H/W (space-to-depth factor; 1 = same size).
+        input_scale: input H/W over output H/W (1 = same size).
+        output_scale: the network's own output H/W over the output H/W (a divisor of
+            ``input_scale``); the space-to-depth factor is ``input_scale / output_scale``.
         block: "plain" (the seed's double conv), "residual" (double conv + shortcut) or
             "depthwise" (double depthwise-separable conv).
 
@@ -135,6 +146,7 @@ class UNet(nn.Module):
         dropout: float = 0.0,
         input_scale: int = 1,
         block: Block = "plain",
+        output_scale: int = 1,
     ) -> None:
         super().__init__()
         if norm not in _NORMS:
@@ -147,14 +159,18 @@ class UNet(nn.Module):
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         if input_scale < 1:
             raise ValueError(f"input_scale must be >= 1, got {input_scale}")
+        if output_scale < 1 or input_scale % output_scale:
+            raise ValueError(f"output_scale must be a divisor of input_scale {input_scale}, got {output_scale}")
         if block not in _BLOCKS:
             raise ValueError(f"block must be one of {_BLOCKS}, got {block!r}")
         self.in_channels, self.depth, self.input_scale = in_channels, depth, input_scale
-        self.unshuffle = nn.PixelUnshuffle(input_scale) if input_scale > 1 else nn.Identity()
+        self.output_scale, self.out_channels = output_scale, out_channels
+        fold = input_scale // output_scale  # space-to-depth factor: input pixels per fine output pixel
+        self.unshuffle = nn.PixelUnshuffle(fold) if fold > 1 else nn.Identity()
 
         widths = [base_width * 2**i for i in range(depth + 1)]
         self.encoders = nn.ModuleList()
-        channels = in_channels * input_scale**2
+        channels = in_channels * fold**2
         for width in widths[:-1]:
             self.encoders.append(_conv_block(block, channels, width, norm))
             channels = width
@@ -167,6 +183,7 @@ class UNet(nn.Module):
         self.head = nn.Conv2d(widths[0], out_channels, kernel_size=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits at the output size; in training mode at ``output_scale`` times it."""
         # Eager-mode only: under jit.trace / ONNX / torch.export the sizes are symbolic and a
         # Python branch on them would be baked in (or become a guard); a bad size still fails
         # there, less readably, at the skip concatenation.
@@ -181,27 +198,45 @@ class UNet(nn.Module):
         x = self.dropout(self.bottleneck(x))
         for decoder, skip in zip(self.decoders, reversed(skips)):
             x = decoder(x, skip)
-        return self.head(x)
+        logits = self.head(x)
+        return logits if self.training else block_logits(logits, self.output_scale, self.out_channels)
 
     def _check_size(self, x: torch.Tensor) -> None:
-        multiple = self.input_scale * 2**self.depth
+        # The U-Net halves the folded input depth times; block averaging needs whole blocks.
+        multiple = math.lcm(self.input_scale // self.output_scale * 2**self.depth, self.input_scale)
         height, width = x.shape[-2:]
         if height % multiple or width % multiple:
             raise ValueError(
-                f"UNet(depth={self.depth}, input_scale={self.input_scale}) needs H and W divisible "
+                f"UNet(depth={self.depth}, input_scale={self.input_scale}, output_scale={self.output_scale}) "
+                f"needs H and W divisible "
                 f"by {multiple}, got {height}x{width}"
             )
 
 
-def build_model(cfg: dict[str, Any], out_channels: int, in_channels: int = 3, input_scale: int = 1) -> UNet:
+def block_logits(logits: torch.Tensor, k: int, channels: int) -> torch.Tensor:
+    """(N, C, H, W) logits -> (N, C, H/k, W/k): the logit of each k x k block's mean probability,
+    log(sum sigmoid) - log(sum (1 - sigmoid)) in log space (exact where probabilities saturate)."""
+    if k == 1:
+        return logits
+
+    def log_block_sum(log_p: torch.Tensor) -> torch.Tensor:
+        return F.pixel_unshuffle(log_p, k).unflatten(1, (channels, k * k)).logsumexp(2)
+
+    return log_block_sum(F.logsigmoid(logits)) - log_block_sum(F.logsigmoid(-logits))
+
+
+def build_model(cfg: dict[str, Any], out_channels: int, in_channels: int = 3, input_scale: int = 1,
+                output_scale: int = 1) -> UNet:
     """Build a :class:`UNet` from the ``model`` params dict.
 
     ``cfg`` may hold ``base_width``, ``depth``, ``norm``, ``dropout`` and ``block``; missing keys take the
     :class:`UNet` defaults and any other key raises ``ValueError`` naming ``model.<key>``.
-    ``input_scale`` comes from the data (``resize.input_scale``), not from ``cfg``.
+    ``input_scale`` and ``output_scale`` come from the data (``resize.input_scale``, ``resize.train_scale``),
+    not from ``cfg``.
     """
     allowed = ("base_width", "depth", "norm", "dropout", "block")
     for key in cfg:
         if key not in allowed:
             raise ValueError(f"model.{key}: unknown key; expected one of {list(allowed)}")
-    return UNet(in_channels=in_channels, out_channels=out_channels, input_scale=input_scale, **cfg)
+    return UNet(in_channels=in_channels, out_channels=out_channels, input_scale=input_scale,
+                output_scale=output_scale, **cfg)

@@ -1,7 +1,9 @@
 """Resize images and fused masks to the training size, as memory-mappable arrays.
 
 Output (written atomically): ``images.npy`` uint8 (N, S*k, S*k, 3 + P) (k = ``resize.input_scale``;
-P prior channels after R, G, B, ``resize.prior``), ``masks.npy`` uint8 (N, C, S, S) with values 0/1,
+P prior channels after R, G, B, ``resize.prior``), ``masks.npy`` uint8 (N, C, S, S) with values 0/1
+(the ground truth IoU is measured against), with ``resize.train_scale`` t > 1 also
+``train_masks.npy`` (N, C, S*t, S*t) (the training targets, by the same rule at t times the size),
 ``ids.txt`` (array order), ``meta.json`` (the prior) and ``skipped.json`` (unreadable images, with
 reasons).
 The rules (reduced-scale JPEG decode, area-average masks kept at >= 0.5) are ``eyelip.preprocess``'s.
@@ -9,6 +11,7 @@ The rules (reduced-scale JPEG decode, area-average masks kept at >= 0.5) are ``e
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +21,7 @@ import numpy as np
 
 from eyelip import atomic
 from eyelip.arrays import NpyRowWriter, ids_text
+from eyelip.errors import ParamError
 from eyelip.fuse import FusedMasks
 from eyelip.layout import image_relpath
 from eyelip.parallel import map_samples
@@ -38,13 +42,15 @@ def resize_sample(source: Source, sample_id: int, native_masks: np.ndarray, size
 
 @dataclass
 class ResizeSample:
-    """Picklable per-sample job: (model input (I, I, 3 + P), masks (C, S, S)) as uint8."""
+    """Picklable per-sample job: (model input (I, I, 3 + P), masks (C, S, S), training masks
+    (C, T, T), or None when T = S) as uint8."""
 
     source: Source
     fused_dir: Path
     size: int
     input_size: int
     prior: str
+    train_size: int
 
     def __post_init__(self) -> None:
         self._fused: FusedMasks | None = None
@@ -53,34 +59,46 @@ class ResizeSample:
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_fused": None, "_row": {}}  # re-opened (memory-mapped) per worker
 
-    def __call__(self, sample_id: int) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(self, sample_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         if self._fused is None:
             self._fused = FusedMasks(self.fused_dir)
             self._row = {i: r for r, i in enumerate(self._fused.ids)}
-        return resize_sample(self.source, sample_id, self._fused[self._row[sample_id]], self.size,
-                             self.input_size, self.prior)
+        native = self._fused[self._row[sample_id]]
+        image, masks = resize_sample(self.source, sample_id, native, self.size, self.input_size, self.prior)
+        if self.train_size == self.size:
+            return image, masks, None
+        return image, masks, np.stack([resize_mask(m, self.train_size) for m in native]).astype(np.uint8)
 
 
 def resize_dataset(source: Source, fused_dir: str | Path, out_dir: str | Path, size: int, input_scale: int = 1,
                    on_error: str = "fail", n_jobs: int = -1, backend: str = "loky",
-                   prior: str = "none") -> dict[str, Any]:
-    input_size = size * input_scale
+                   prior: str = "none", train_scale: int = 1) -> dict[str, Any]:
+    if input_scale % train_scale:
+        raise ParamError(f"resize.train_scale: {train_scale} must divide resize.input_scale ({input_scale}): the "
+                         f"network predicts at the training size from photos at least that large")
+    input_size, train_size = size * input_scale, size * train_scale
     in_channels = 3 + prior_channels(prior)
     fused = FusedMasks(fused_dir)
     channels = fused.channels
     skipped: dict[int, str] = {}
     kept: list[int] = []
     with atomic.atomic_path(out_dir, directory=True) as tmp:
-        with NpyRowWriter(tmp / "images.npy", (input_size, input_size, in_channels), np.uint8) as images, \
-                NpyRowWriter(tmp / "masks.npy", (channels, size, size), np.uint8) as masks:
-            job = ResizeSample(source, Path(fused_dir), size, input_size, prior)
-            for sample_id, (image, mask) in map_samples(job, fused.ids, on_error=on_error, skipped=skipped,
-                                                        n_jobs=n_jobs, backend=backend, desc="resize"):
+        with contextlib.ExitStack() as files:
+            images = files.enter_context(NpyRowWriter(tmp / "images.npy", (input_size, input_size, in_channels),
+                                                      np.uint8))
+            masks = files.enter_context(NpyRowWriter(tmp / "masks.npy", (channels, size, size), np.uint8))
+            train_masks = None if train_scale == 1 else files.enter_context(
+                NpyRowWriter(tmp / "train_masks.npy", (channels, train_size, train_size), np.uint8))
+            job = ResizeSample(source, Path(fused_dir), size, input_size, prior, train_size)
+            for sample_id, (image, mask, fine) in map_samples(job, fused.ids, on_error=on_error, skipped=skipped,
+                                                              n_jobs=n_jobs, backend=backend, desc="resize"):
                 images.append(image[None])
                 masks.append(mask[None])
+                if train_masks is not None:
+                    train_masks.append(fine[None])
                 kept.append(sample_id)
         (tmp / "ids.txt").write_text(ids_text(kept))
         (tmp / "meta.json").write_text(json.dumps({"prior": prior}))
         (tmp / "skipped.json").write_text(json.dumps({str(k): v for k, v in skipped.items()}, indent=2))
     return {"samples": len(kept), "skipped": len(skipped), "size": size, "input_size": input_size,
-            "prior": prior}
+            "train_size": train_size, "prior": prior}

@@ -3,7 +3,8 @@
 Every epoch records ``train_iou``, ``val_iou``, ``train_jaccard_loss``, ``val_jaccard_loss``
 (``train_loss``/``val_loss`` too when the loss combines terms) and ``lr``, and hands the row to
 ``on_epoch`` (MLflow logging). ``train_iou`` is measured on the augmented batches while training,
-as Keras reports it; ``val_iou`` in eval mode. IoU is ``eyelip.metrics``'s pooled IoU at 0.5.
+as Keras reports it (at the training resolution: ``resize.train_scale`` times the mask size);
+``val_iou`` in eval mode, at the mask size. IoU is ``eyelip.metrics``'s pooled IoU at 0.5.
 With ``train.ema`` the model validated and saved is a moving average of the weights
 (:mod:`eyelip.ema`), and ``val_iou_raw`` scores the trained weights themselves.
 
@@ -172,7 +173,8 @@ def make_optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Opti
 def model_file(model: UNet, model_cfg: dict[str, Any], meta: dict[str, Any],
                channels: int | None = None) -> dict[str, Any]:
     """The deployable checkpoint's contents: weights plus what is needed to rebuild and feed the
-    model (``meta``: targets, target_parts, rule, size, input_size, prior, and where it came from).
+    model (``meta``: targets, target_parts, rule, size, input_size, train_size, prior, and where it came
+    from).
     With ``channels``, only the head's first ``channels`` outputs are kept (the targets, not the
     auxiliary targets)."""
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
@@ -196,15 +198,17 @@ def save_model(path: str | Path, model: UNet, model_cfg: dict[str, Any], meta: d
 def model_meta(targets: dict[str, list[str]], rule: str, arrays: ResizedArrays) -> dict[str, Any]:
     """What ``fit`` saves with the model so that it can be fed and read without the pipeline."""
     return {"targets": list(targets), "target_parts": targets, "rule": rule, "size": arrays.size,
-            "input_size": arrays.input_size, "prior": arrays.prior}
+            "input_size": arrays.input_size, "train_size": arrays.train_size, "prior": arrays.prior}
 
 
 def load_model(path: str | Path) -> tuple[UNet, dict[str, Any]]:
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     ckpt.setdefault("input_size", ckpt["size"])  # saved before resize.input_scale: photos at the mask size
     ckpt.setdefault("prior", "none")  # saved before resize.prior
+    ckpt.setdefault("train_size", ckpt["size"])  # saved before resize.train_scale
+    size = int(ckpt["size"])
     model = build_model(ckpt["model"], out_channels=len(ckpt["targets"]), in_channels=3 + prior_channels(ckpt["prior"]),
-                        input_scale=int(ckpt["input_size"]) // int(ckpt["size"]))
+                        input_scale=int(ckpt["input_size"]) // size, output_scale=int(ckpt["train_size"]) // size)
     model.load_state_dict(ckpt["state_dict"])
     return model.eval(), ckpt
 
@@ -248,7 +252,7 @@ class Trainer:
         self.device = pick_device(cfg.device)
         torch.manual_seed(cfg.seed)
         self.model = build_model(cfg.model, out_channels=self.channels, in_channels=arrays.in_channels,
-                                 input_scale=arrays.input_scale)
+                                 input_scale=arrays.input_scale, output_scale=arrays.train_scale)
         self.model = self.model.to(self.device)
         self.model = self.model.to(memory_format=torch.channels_last)
         # self.model is saved and evaluated; self.net (DDP and/or compiled around it) is trained.
@@ -299,14 +303,14 @@ class Trainer:
     def train_epoch(self, epoch: int) -> dict[str, float]:
         self.model.train()
         stats = Epoch(ConfusionMeter())
-        batches = self.arrays.batches(self.dist.shard(self.train_rows, self.shuffle), self.cfg.batch_size)
+        batches = self.arrays.batches(self.dist.shard(self.train_rows, self.shuffle), self.cfg.batch_size, train=True)
         bar = tqdm(batches, total=self.steps_per_epoch, desc=f"epoch {epoch}/{self.cfg.epochs}", unit="batch",
                    leave=False, mininterval=1.0, disable=not self.dist.main)
         for x, y in bar:
             x, y = self.augment(*self._to(x, y), self.aug_rng)
             x = x.contiguous(memory_format=torch.channels_last)  # a no-op unless train.augment.crop copied it
             with self.autocast:
-                logits = self.net(x)
+                logits = self.net(x)  # in training mode at the training targets' size (resize.train_scale)
             loss, components = self._losses(logits, y)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()

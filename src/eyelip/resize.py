@@ -30,6 +30,11 @@ from eyelip.prior import channels as prior_channels
 from eyelip.source import Source
 
 
+def resize_masks(native_masks: np.ndarray, size: int) -> np.ndarray:
+    """(C, H, W) native masks area-resized by ``preprocess.resize_mask``: uint8 (C, size, size), 0/1."""
+    return np.stack([resize_mask(m, size) for m in native_masks]).astype(np.uint8)
+
+
 def resize_sample(source: Source, sample_id: int, native_masks: np.ndarray, size: int,
                   input_size: int | None = None, prior: str = "none") -> tuple[np.ndarray, np.ndarray]:
     """One sample at the training size, by the pipeline's rules: the model input decoded from
@@ -37,7 +42,7 @@ def resize_sample(source: Source, sample_id: int, native_masks: np.ndarray, size
     (C, H, W) native masks area-resized (uint8 (C, S, S), 0/1)."""
     rel = image_relpath(sample_id)
     image = decode_input(source.read(rel), input_size or size, source.describe(rel), prior)
-    return image, np.stack([resize_mask(m, size) for m in native_masks]).astype(np.uint8)
+    return image, resize_masks(native_masks, size)
 
 
 @dataclass
@@ -67,7 +72,7 @@ class ResizeSample:
         image, masks = resize_sample(self.source, sample_id, native, self.size, self.input_size, self.prior)
         if self.train_size == self.size:
             return image, masks, None
-        return image, masks, np.stack([resize_mask(m, self.train_size) for m in native]).astype(np.uint8)
+        return image, masks, resize_masks(native, self.train_size)
 
 
 def resize_dataset(source: Source, fused_dir: str | Path, out_dir: str | Path, size: int, input_scale: int = 1,

@@ -87,6 +87,25 @@ def test_output_scale_trains_at_the_finer_size_and_evaluates_block_averages():
         UNet(base_width=4, depth=1, input_scale=8, output_scale=4).eval()(torch.rand(1, 3, 36, 36))
 
 
+def test_prior_gate_keeps_the_output_near_the_prior_outlines():
+    torch.manual_seed(0)
+    gated = UNet(in_channels=5, out_channels=2, base_width=4, depth=3, input_scale=2, output_scale=2, prior_gate=2)
+    plain = UNet(in_channels=5, out_channels=2, base_width=4, depth=3, input_scale=2, output_scale=2)
+    plain.load_state_dict(gated.state_dict())
+    x = torch.rand(2, 5, 64, 64)
+    x[:, 3:] = 0
+    x[0, 4, 41, 20] = 0.3  # one prior pixel in image 0, inside output pixel (20, 10); image 1 has no prior
+    assert torch.equal(gated(x), plain(x))  # training mode: untouched
+    gated.eval(), plain.eval()
+    out, free = gated(x), plain(x)
+    rows, cols = torch.meshgrid(torch.arange(32), torch.arange(32), indexing="ij")
+    near = ((rows - 20).abs() <= 2) & ((cols - 10).abs() <= 2)  # within 2 output pixels, both channels
+    assert torch.equal(out[0][:, near], free[0][:, near]) and (out[0][:, ~near] == -20).all()
+    assert torch.equal(out[1], free[1])  # no prior found: left as predicted
+    with pytest.raises(ValueError, match=r"model\.prior_gate: needs prior channels after R, G, B"):
+        UNet(prior_gate=2)
+
+
 def test_parameter_counts():
     # Measured once and pinned: a change here means the architecture changed.
     assert n_params(UNet(base_width=16, depth=4)) == 1_942_577  # ~1.94M, the default
@@ -137,21 +156,29 @@ def test_torch_export_with_dynamic_batch_and_size():
     torch.testing.assert_close(program.module()(x), model(x))
 
 
-@pytest.mark.parametrize(("block", "scale"), [("plain", 1), ("depthwise", 1), ("plain", 2)])
-def test_legacy_onnx_export_runs_in_onnxruntime(tmp_path, block, scale):
+@pytest.mark.parametrize(("block", "scale", "gate"), [("plain", 1, 0), ("depthwise", 1, 0), ("plain", 2, 0),
+                                                      ("plain", 2, 3)])
+def test_legacy_onnx_export_runs_in_onnxruntime(tmp_path, block, scale, gate):
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
-    model = UNet(out_channels=2, base_width=4, depth=3, block=block, input_scale=scale, output_scale=scale).eval()
+    channels = 4 if gate else 3
+    model = UNet(in_channels=channels, out_channels=2, base_width=4, depth=3, block=block, input_scale=scale,
+                 output_scale=scale, prior_gate=gate).eval()
     path = tmp_path / "unet.onnx"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter
         torch.onnx.export(
-            model, (torch.rand(1, 3, 32, 32),), str(path), dynamo=False,
+            model, (torch.rand(1, channels, 32, 32),), str(path), dynamo=False,
             input_names=["image"], output_names=["logits"], dynamic_axes={"image": {0: "batch"}},
         )  # fmt: skip
-    x = torch.rand(2, 3, 32, 32)
+    x = torch.rand(2, channels, 32, 32)
+    if gate:  # a prior in one corner of image 0, none in image 1: gated and ungated outputs both exported
+        x[:, 3:] = 0
+        x[0, 3, :4, :4] = 1
     (out,) = ort.InferenceSession(str(path)).run(None, {"image": x.numpy()})
     torch.testing.assert_close(torch.from_numpy(out), model(x), atol=1e-4, rtol=1e-4)
+    if gate:
+        assert (out[0, :, -4:, -4:] == -20).all() and (out[1] != -20).all()
 
 
 def test_residual_blocks_add_a_shortcut_where_the_width_changes():
@@ -191,6 +218,8 @@ def test_build_model_from_params():
         ({"depth": 0}, r"depth must be >= 1"),
         ({"dropout": 1.0}, r"dropout must be in \[0, 1\)"),
         ({"block": "dense"}, r"block must be one of \('plain', 'residual', 'depthwise'\)"),
+        ({"prior_gate": -1}, r"model\.prior_gate: expected a whole number of pixels >= 0, got -1"),
+        ({"prior_gate": 2}, r"model\.prior_gate: needs prior channels"),
     ],
 )
 def test_build_model_rejects_bad_params(cfg, message):

@@ -17,6 +17,7 @@ from conftest import mini_subset
 
 from eyelip.arrays import ids_text
 from eyelip.dataset import ResizedArrays
+from eyelip.errors import ParamError
 from eyelip.fuse import fuse_dataset
 from eyelip.resize import resize_dataset
 from eyelip.source import Source
@@ -147,6 +148,15 @@ def test_train_scale_trains_on_the_fine_masks_and_scores_and_saves_at_the_mask_s
     model, ckpt = load_model(tmp_path / "model.pt")
     assert (ckpt["size"], ckpt["input_size"], ckpt["train_size"]) == (32, 64, 64)
     assert model(torch.rand(2, 3, 64, 64)).shape == (2, 1, 32, 32)
+
+
+def test_a_prior_gate_without_a_prior_is_named_before_training(tiny_arrays: ResizedArrays, tmp_path: Path) -> None:
+    cfg = TrainConfig(model={"base_width": 4, "depth": 2, "prior_gate": 4}, epochs=1, batch_size=8)
+    meta = model_meta({"eyes_lips": ["l_eye", "r_eye", "u_lip", "l_lip"]}, "union", tiny_arrays)
+    rows = np.arange(16)
+    with pytest.raises(ParamError, match=r"model\.prior_gate: .*\(resize\.prior: none\); set resize\.prior"):
+        fit(cfg, tiny_arrays, rows[:8], rows[8:], meta, tmp_path / "model.pt", tmp_path / "checkpoint.pt", "job")
+    assert not (tmp_path / "model.pt").exists() and not (tmp_path / "checkpoint.pt").exists()
 
 
 def test_experiment_sweep_gives_one_mlflow_run_each(project, mini_few: Path) -> None:

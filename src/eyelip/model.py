@@ -29,6 +29,13 @@ itself the mean of 4x4 blocks of the 512 px mask, kept >= 0.5; averaging 2x2 blo
 prediction follows the same rule. In training mode the model returns the fine logits, to be trained
 against the fine masks; in eval mode (validation, evaluation, export) the block-averaged ones.
 
+With ``prior_gate`` g > 0 (input channels after R, G, B are a prior's outline maps, ``resize.prior``)
+the eval-mode output is kept only within g output pixels of the prior's outlines: logits farther out
+are set to -20 (probability 2e-9). The U-Net trains on windows around the targets
+(``train.augment.crop``) and never sees the rest of the face there, so now and then it marks a
+patch of hair or background; the prior says where eyes and lips can be. A face whose prior is empty
+(the mesh found no face) is left as predicted.
+
 Upsampling uses ``ConvTranspose2d`` rather than bilinear + conv: it is learnable, exports to
 ONNX as a single op, and with kernel 2 / stride 2 it has no checkerboard overlap.
 
@@ -132,6 +139,8 @@ class UNet(nn.Module):
             ``input_scale``); the space-to-depth factor is ``input_scale / output_scale``.
         block: "plain" (the seed's double conv), "residual" (double conv + shortcut) or
             "depthwise" (double depthwise-separable conv).
+        prior_gate: in eval mode, keep the output within this many output pixels of the prior's
+            outlines (input channels 3 on); 0 = off.
 
     The seed's full-size network is ``base_width=64, depth=4``.
     """
@@ -147,6 +156,7 @@ class UNet(nn.Module):
         input_scale: int = 1,
         block: Block = "plain",
         output_scale: int = 1,
+        prior_gate: int = 0,
     ) -> None:
         super().__init__()
         if norm not in _NORMS:
@@ -163,6 +173,12 @@ class UNet(nn.Module):
             raise ValueError(f"output_scale must be a divisor of input_scale {input_scale}, got {output_scale}")
         if block not in _BLOCKS:
             raise ValueError(f"block must be one of {_BLOCKS}, got {block!r}")
+        if isinstance(prior_gate, bool) or not isinstance(prior_gate, int) or prior_gate < 0:
+            raise ValueError(f"model.prior_gate: expected a whole number of pixels >= 0, got {prior_gate!r}")
+        if prior_gate and in_channels <= 3:
+            raise ValueError("model.prior_gate: needs prior channels after R, G, B; set resize.prior "
+                             "(e.g. facemesh) or model.prior_gate: 0")
+        self.prior_gate = prior_gate
         self.in_channels, self.depth, self.input_scale = in_channels, depth, input_scale
         self.output_scale, self.out_channels = output_scale, out_channels
         fold = input_scale // output_scale  # space-to-depth factor: input pixels per fine output pixel
@@ -189,6 +205,7 @@ class UNet(nn.Module):
         # there, less readably, at the skip concatenation.
         if not (torch.jit.is_tracing() or torch.compiler.is_compiling()):
             self._check_size(x)
+        prior = x[:, 3:] if self.prior_gate else None
         x = self.unshuffle(x)
         skips = []
         for encoder in self.encoders:
@@ -199,7 +216,10 @@ class UNet(nn.Module):
         for decoder, skip in zip(self.decoders, reversed(skips)):
             x = decoder(x, skip)
         logits = self.head(x)
-        return logits if self.training else block_logits(logits, self.output_scale, self.out_channels)
+        if self.training:
+            return logits
+        logits = block_logits(logits, self.output_scale, self.out_channels)
+        return logits if prior is None else prior_gated(logits, prior, self.prior_gate)
 
     def _check_size(self, x: torch.Tensor) -> None:
         # The U-Net halves the folded input depth times; block averaging needs whole blocks.
@@ -225,16 +245,26 @@ def block_logits(logits: torch.Tensor, k: int, channels: int) -> torch.Tensor:
     return log_block_sum(F.logsigmoid(logits)) - log_block_sum(F.logsigmoid(-logits))
 
 
+def prior_gated(logits: torch.Tensor, prior: torch.Tensor, reach: int) -> torch.Tensor:
+    """``logits`` (N, C, S, S) set to -20 farther than ``reach`` pixels (Chebyshev) from any non-zero
+    pixel of ``prior`` (N, P, kS, kS), except in images whose prior is all zero."""
+    scale = prior.shape[-1] // logits.shape[-1]
+    near = F.max_pool2d(prior.amax(1, keepdim=True), scale)  # any prior in each output pixel's footprint
+    near = F.max_pool2d(near, 2 * reach + 1, stride=1, padding=reach) > 0
+    found = prior.amax((1, 2, 3)).view(-1, 1, 1, 1) > 0
+    return torch.where(near | ~found, logits, torch.full_like(logits, -20.0))
+
+
 def build_model(cfg: dict[str, Any], out_channels: int, in_channels: int = 3, input_scale: int = 1,
                 output_scale: int = 1) -> UNet:
     """Build a :class:`UNet` from the ``model`` params dict.
 
-    ``cfg`` may hold ``base_width``, ``depth``, ``norm``, ``dropout`` and ``block``; missing keys take the
+    ``cfg`` may hold ``base_width``, ``depth``, ``norm``, ``dropout``, ``block`` and ``prior_gate``; missing keys take the
     :class:`UNet` defaults and any other key raises ``ValueError`` naming ``model.<key>``.
     ``input_scale`` and ``output_scale`` come from the data (``resize.input_scale``, ``resize.train_scale``),
     not from ``cfg``.
     """
-    allowed = ("base_width", "depth", "norm", "dropout", "block")
+    allowed = ("base_width", "depth", "norm", "dropout", "block", "prior_gate")
     for key in cfg:
         if key not in allowed:
             raise ValueError(f"model.{key}: unknown key; expected one of {list(allowed)}")

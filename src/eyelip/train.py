@@ -51,7 +51,7 @@ OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULES = ("cosine", "constant")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "bf16", "fp32")
-MODEL_KEYS = ("base_width", "depth", "norm", "dropout", "block")
+MODEL_KEYS = ("base_width", "depth", "norm", "dropout", "block", "prior_gate")
 TRAIN_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "optimizer", "schedule", "warmup_epochs",
               "patience", "seed", "threads", "device", "precision", "loss", "augment", "distributed", "nproc",
               "compile", "ema", "aux_weight")
@@ -115,7 +115,8 @@ class TrainConfig:
         if not isinstance(cfg.compile, bool):
             raise ParamError(f"train.compile: expected true or false, got {cfg.compile!r}")
         try:  # the model, loss and augmentation check their own keys and name them
-            depth = build_model(cfg.model, out_channels=1).depth
+            # (with a prior channel, so that model.prior_gate is checked here too; fit checks the data's)
+            depth = build_model(cfg.model, out_channels=1, in_channels=4).depth
             build_loss(cfg.loss)
             Augment(cfg.augment)
         except ValueError as exc:
@@ -385,6 +386,9 @@ def fit(cfg: TrainConfig, arrays: ResizedArrays, train_rows: np.ndarray, val_row
     validate = len(val_rows) > 0
     if not validate and cfg.patience:
         raise ParamError("train.patience: early stopping needs validation faces; set split.val > 0 or patience: 0")
+    if cfg.model.get("prior_gate") and arrays.prior == "none":
+        raise ParamError("model.prior_gate: gates the output by the prior, but the data has none (resize.prior: "
+                         "none); set resize.prior: facemesh or model.prior_gate: 0")
     trainer = Trainer(cfg, arrays, train_rows, val_rows, list(model_meta["targets"]), pairs, dist, list(aux_targets))
     run_id, best_model = None, None
     if checkpoint_path.exists():

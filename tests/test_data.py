@@ -19,7 +19,7 @@ from eyelip.dataset import ResizedArrays
 from eyelip.errors import DataError, ParamError
 from eyelip.fuse import FusedMasks, check_targets, fuse, fuse_dataset
 from eyelip.layout import mask_relpath
-from eyelip.preprocess import decode_image, resize_mask
+from eyelip.preprocess import decode_image, mask_coverage, resize_mask
 from eyelip.resize import resize_dataset
 from eyelip.source import Source
 
@@ -139,6 +139,7 @@ def test_resize_mask_keeps_half_covered_pixels() -> None:
     mask[0, 0:2] = True   # 2 of 4 pixels in the top-left 2x2 block: kept
     mask[2, 2] = True     # 1 of 4: dropped
     np.testing.assert_array_equal(resize_mask(mask, 2), [[True, False], [False, False]])
+    np.testing.assert_array_equal(mask_coverage(mask, 2), [[128, 0], [0, 64]])  # 2/4 and 1/4 of 255, rounded
 
 
 # --- bad input: one clear message naming the file or key ---------------------------------------

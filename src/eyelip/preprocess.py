@@ -71,10 +71,16 @@ def decode_mask(data: bytes, where: str) -> np.ndarray:
     return array.any(axis=2) if array.ndim == 3 else array > 0
 
 
+def mask_coverage(mask: np.ndarray, size: int) -> np.ndarray:
+    """uint8 (size, size): the share of each output pixel's footprint that ``mask`` covers, 0-255
+    (box filter; 255 = fully covered)."""
+    image = Image.fromarray(mask.astype(np.uint8) * 255)
+    return np.asarray(image.resize((size, size), Image.Resampling.BOX))
+
+
 def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
     """Boolean (size, size) mask: box-filter coverage of each output pixel, kept where >= 0.5."""
     if mask.shape == (size, size):
         return mask.astype(bool, copy=False)
-    image = Image.fromarray(mask.astype(np.uint8) * 255)
-    # BOX averages each output pixel's footprint; 127.5 rounds to 128, so exactly half counts.
-    return np.asarray(image.resize((size, size), Image.Resampling.BOX)) >= 128
+    # 127.5 rounds to 128, so exactly half counts.
+    return mask_coverage(mask, size) >= 128

@@ -154,7 +154,7 @@ def test_a_prior_gate_without_a_prior_is_named_before_training(tiny_arrays: Resi
     cfg = TrainConfig(model={"base_width": 4, "depth": 2, "prior_gate": 4}, epochs=1, batch_size=8)
     meta = model_meta({"eyes_lips": ["l_eye", "r_eye", "u_lip", "l_lip"]}, "union", tiny_arrays)
     rows = np.arange(16)
-    with pytest.raises(ParamError, match=r"model\.prior_gate: .*\(resize\.prior: none\); set resize\.prior"):
+    with pytest.raises(ParamError, match=r"model\.prior_gate: needs prior channels after R, G, B; set resize\.prior"):
         fit(cfg, tiny_arrays, rows[:8], rows[8:], meta, tmp_path / "model.pt", tmp_path / "checkpoint.pt", "job")
     assert not (tmp_path / "model.pt").exists() and not (tmp_path / "checkpoint.pt").exists()
 

@@ -115,7 +115,7 @@ class TrainConfig:
         if not isinstance(cfg.compile, bool):
             raise ParamError(f"train.compile: expected true or false, got {cfg.compile!r}")
         try:  # the model, loss and augmentation check their own keys and name them
-            # (with a prior channel, so that model.prior_gate is checked here too; fit checks the data's)
+            # (with a prior channel, so that model.prior_gate's value is checked here; Trainer checks the data)
             depth = build_model(cfg.model, out_channels=1, in_channels=4).depth
             build_loss(cfg.loss)
             Augment(cfg.augment)
@@ -252,8 +252,11 @@ class Trainer:
             torch.set_num_threads(cfg.threads)
         self.device = pick_device(cfg.device)
         torch.manual_seed(cfg.seed)
-        self.model = build_model(cfg.model, out_channels=self.channels, in_channels=arrays.in_channels,
-                                 input_scale=arrays.input_scale, output_scale=arrays.train_scale)
+        try:  # params that only the data can refute (model.prior_gate without prior channels)
+            self.model = build_model(cfg.model, out_channels=self.channels, in_channels=arrays.in_channels,
+                                     input_scale=arrays.input_scale, output_scale=arrays.train_scale)
+        except ValueError as exc:
+            raise ParamError(str(exc)) from exc
         self.model = self.model.to(self.device)
         self.model = self.model.to(memory_format=torch.channels_last)
         # self.model is saved and evaluated; self.net (DDP and/or compiled around it) is trained.
@@ -386,9 +389,6 @@ def fit(cfg: TrainConfig, arrays: ResizedArrays, train_rows: np.ndarray, val_row
     validate = len(val_rows) > 0
     if not validate and cfg.patience:
         raise ParamError("train.patience: early stopping needs validation faces; set split.val > 0 or patience: 0")
-    if cfg.model.get("prior_gate") and arrays.prior == "none":
-        raise ParamError("model.prior_gate: gates the output by the prior, but the data has none (resize.prior: "
-                         "none); set resize.prior: facemesh or model.prior_gate: 0")
     trainer = Trainer(cfg, arrays, train_rows, val_rows, list(model_meta["targets"]), pairs, dist, list(aux_targets))
     run_id, best_model = None, None
     if checkpoint_path.exists():

@@ -41,7 +41,8 @@ def main() -> None:
         for c, mask in enumerate(fused[row][:len(names)]):
             truth = resize_mask(mask, args.size)
             coverage = mask_coverage(mask, fine).astype(np.float64) / 255
-            for kind, target in (("rule", coverage >= 128 / 255), ("coverage", coverage)):
+            # "rule": the 0/1 masks the resize stage trains on (train_masks.npy), by the same function
+            for kind, target in (("rule", resize_mask(mask, fine)), ("coverage", coverage)):
                 pred = target.reshape(args.size, t, args.size, t).mean((1, 3)) >= 0.5
                 counts[kind][c] += [(pred & truth).sum(), (pred & ~truth).sum(), (~pred & truth).sum()]
     print(f"{len(fused)} faces from {args.fused}: a perfect fit of the {fine} px training targets, "

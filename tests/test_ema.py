@@ -37,7 +37,7 @@ def test_average_moves_towards_the_weights_with_a_warm_up() -> None:
 
 def test_ema_is_validated_saved_and_resumed(tiny_arrays: ResizedArrays, tmp_path: Path) -> None:
     rows = np.arange(16)
-    cfg = TrainConfig(model={"base_width": 4, "depth": 2}, epochs=1, batch_size=8, ema=0.9)
+    cfg = TrainConfig(model={"base_width": 4, "depth": 2}, epochs=1, batch_size=8, ema=0.9, val_raw=True)
     summary = fit(cfg, tiny_arrays, rows[:8], rows[8:], model_meta(TARGETS, "union", tiny_arrays), tmp_path / "model.pt", tmp_path / "ckpt.pt", "job")
     assert {"val_iou", "val_iou_raw"} <= set(summary["history"][0])
     state = torch.load(tmp_path / "ckpt.pt", weights_only=False)["state"]
@@ -48,6 +48,20 @@ def test_ema_is_validated_saved_and_resumed(tiny_arrays: ResizedArrays, tmp_path
     resumed = Trainer(cfg, tiny_arrays, rows[:8], rows[8:], list(TARGETS))
     resumed.load_state(state)
     assert resumed.ema.steps == 1 and all(torch.equal(resumed.ema.model.state_dict()[k], v) for k, v in saved.items())
+
+
+def test_validating_the_raw_weights_changes_nothing_else(tiny_arrays: ResizedArrays, tmp_path: Path) -> None:
+    """train.val_raw is a diagnostic: the same run without it trains the same model, one pass cheaper."""
+    rows, meta = np.arange(16), model_meta(TARGETS, "union", tiny_arrays)
+    runs = {}
+    for val_raw in (True, False):
+        cfg = TrainConfig(model={"base_width": 4, "depth": 2}, epochs=2, batch_size=8, ema=0.9, val_raw=val_raw)
+        runs[val_raw] = fit(cfg, tiny_arrays, rows[:8], rows[8:], meta, tmp_path / f"{val_raw}.pt", tmp_path / f"c{val_raw}.pt", "job")
+    assert [("val_iou_raw" in row) for row in runs[True]["history"] + runs[False]["history"]] == [True] * 2 + [False] * 2
+    for key in ("train_iou", "val_iou", "val_jaccard_loss"):
+        assert [row[key] for row in runs[True]["history"]] == [row[key] for row in runs[False]["history"]], key
+    with_raw, without = (torch.load(tmp_path / f"{v}.pt", weights_only=True)["state_dict"] for v in (True, False))
+    assert all(torch.equal(with_raw[k], without[k]) for k in with_raw)
 
 
 def test_without_validation_faces_the_last_epoch_is_kept(tiny_arrays: ResizedArrays, tmp_path: Path) -> None:
@@ -67,7 +81,13 @@ def test_without_validation_faces_the_last_epoch_is_kept(tiny_arrays: ResizedArr
             tmp_path / "m.pt", tmp_path / "c.pt", "job")
 
 
-def test_ema_decay_is_checked() -> None:
+def test_ema_params_are_checked() -> None:
+    def config(**train: object) -> TrainConfig:
+        return TrainConfig.from_params({"model": {"base_width": 4, "depth": 2},
+                                        "train": {"epochs": 1, "batch_size": 1, "lr": 0.1, "seed": 0, **train}})
+
     with pytest.raises(ParamError, match=r"train.ema: must be <= 0.99999, got 1"):
-        TrainConfig.from_params({"model": {"base_width": 4, "depth": 2}, "train": {"epochs": 1, "batch_size": 1,
-                                                                              "lr": 0.1, "seed": 0, "ema": 1}})
+        config(ema=1)
+    with pytest.raises(ParamError, match=r"train.val_raw: expected true or false, got 'yes'"):
+        config(ema=0.9, val_raw="yes")
+    assert config(ema=0.9, val_raw=True).val_raw and not config(ema=0.9).val_raw

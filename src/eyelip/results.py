@@ -25,7 +25,7 @@ from eyelip.errors import EyelipError
 from eyelip.tracking import tracking_uri
 
 # Params that do not change what is learned, or that name the fold a run holds out.
-NOT_RECIPE = {"split.fold", "train.threads", "train.device", "data.root"}
+NOT_RECIPE = {"split.fold", "train.threads", "train.device", "train.val_raw", "data.root"}
 NOT_RECIPE_SECTIONS = ("preprocess.", "tracking.", "export.", "sample.")
 TARGETS = "data.targets."
 AUX_TARGETS = "data.aux_targets."

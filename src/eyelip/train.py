@@ -6,7 +6,7 @@ Every epoch records ``train_iou``, ``val_iou``, ``train_jaccard_loss``, ``val_ja
 as Keras reports it (at the training resolution: ``resize.train_scale`` times the mask size);
 ``val_iou`` in eval mode, at the mask size. IoU is ``eyelip.metrics``'s pooled IoU at 0.5.
 With ``train.ema`` the model validated and saved is a moving average of the weights
-(:mod:`eyelip.ema`), and ``val_iou_raw`` scores the trained weights themselves.
+(:mod:`eyelip.ema`); with ``train.val_raw`` too, ``val_iou_raw`` scores the trained weights themselves.
 
 Auxiliary targets (``data.aux_targets``: extra mask channels after the targets) add their loss,
 weighted by ``train.aux_weight``, and ``train_aux_loss``/``val_aux_loss``; IoU and the Jaccard loss
@@ -54,7 +54,7 @@ PRECISIONS = ("auto", "bf16", "fp32")
 MODEL_KEYS = ("base_width", "depth", "norm", "dropout", "block", "prior_gate")
 TRAIN_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "optimizer", "schedule", "warmup_epochs",
               "patience", "seed", "threads", "device", "precision", "loss", "augment", "distributed", "nproc",
-              "compile", "ema", "aux_weight")
+              "compile", "ema", "val_raw", "aux_weight")
 # Hardware and launch settings: they do not identify a training job (the world size is passed in).
 NOT_IN_FINGERPRINT = ("threads", "device", "distributed", "nproc", "compile")
 
@@ -82,6 +82,7 @@ class TrainConfig:
     nproc: int = 1  # > 1: pipeline/train.py re-launches itself under torchrun with this many processes
     compile: bool = False  # torch.compile the training module (slow to compile on CPU)
     ema: float = 0.0  # decay of the weight average that is validated and saved; 0 = off
+    val_raw: bool = False  # with ema: also validate the trained weights themselves (val_iou_raw)
     aux_weight: float = 0.5  # weight of the auxiliary targets' loss (if data.aux_targets has any)
 
     @classmethod
@@ -108,12 +109,14 @@ class TrainConfig:
             nproc=P.integer(params, "train.nproc", minimum=1, default=1),
             compile=P.get(params, "train.compile", False),
             ema=P.number(params, "train.ema", minimum=0, maximum=0.99999, default=0.0),
+            val_raw=P.get(params, "train.val_raw", False),
             aux_weight=P.number(params, "train.aux_weight", minimum=0, default=0.5),
         )
         if cfg.distributed not in MODES:
             raise ParamError(f"train.distributed: expected auto or false, got {cfg.distributed!r}")
-        if not isinstance(cfg.compile, bool):
-            raise ParamError(f"train.compile: expected true or false, got {cfg.compile!r}")
+        for key in ("compile", "val_raw"):
+            if not isinstance(getattr(cfg, key), bool):
+                raise ParamError(f"train.{key}: expected true or false, got {getattr(cfg, key)!r}")
         try:  # the model, loss and augmentation check their own keys and name them
             # (with a prior channel, so that model.prior_gate's value is checked here; Trainer checks the data)
             depth = build_model(cfg.model, out_channels=1, in_channels=4).depth
@@ -413,7 +416,7 @@ def fit(cfg: TrainConfig, arrays: ResizedArrays, train_rows: np.ndarray, val_row
         seen += len(train_rows)
         if validate:
             row.update(trainer.evaluate(val_rows))
-            if trainer.ema:  # how much the average adds, measured on the same faces every epoch
+            if trainer.ema and cfg.val_raw:  # what the average adds, on the same faces (one more pass)
                 row["val_iou_raw"] = trainer.evaluate(val_rows, trainer.model)["val_iou"]
         row["lr"] = trainer.scheduler.get_last_lr()[0]
         row["seconds"] = round(time.perf_counter() - tic, 2)

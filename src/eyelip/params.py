@@ -61,6 +61,13 @@ def number(params: Mapping[str, Any], key: str, minimum: float | None = None,
     return float(value)
 
 
+def boolean(params: Mapping[str, Any], key: str, default: Any = _MISSING) -> bool:
+    value = get(params, key, default)
+    if not isinstance(value, bool):
+        raise ParamError(f"{key}: expected true or false, got {value!r}")
+    return value
+
+
 def choice(params: Mapping[str, Any], key: str, options: tuple[str, ...], default: Any = _MISSING) -> str:
     value = get(params, key, default)
     if value not in options:

@@ -107,16 +107,13 @@ class TrainConfig:
             augment=dict(P.get(params, "train.augment", {}) or {}),
             distributed=P.get(params, "train.distributed", "auto"),
             nproc=P.integer(params, "train.nproc", minimum=1, default=1),
-            compile=P.get(params, "train.compile", False),
+            compile=P.boolean(params, "train.compile", False),
             ema=P.number(params, "train.ema", minimum=0, maximum=0.99999, default=0.0),
-            val_raw=P.get(params, "train.val_raw", False),
+            val_raw=P.boolean(params, "train.val_raw", False),
             aux_weight=P.number(params, "train.aux_weight", minimum=0, default=0.5),
         )
         if cfg.distributed not in MODES:
             raise ParamError(f"train.distributed: expected auto or false, got {cfg.distributed!r}")
-        for key in ("compile", "val_raw"):
-            if not isinstance(getattr(cfg, key), bool):
-                raise ParamError(f"train.{key}: expected true or false, got {getattr(cfg, key)!r}")
         try:  # the model, loss and augmentation check their own keys and name them
             # (with a prior channel, so that model.prior_gate's value is checked here; Trainer checks the data)
             depth = build_model(cfg.model, out_channels=1, in_channels=4).depth

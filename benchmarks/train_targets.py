@@ -11,7 +11,7 @@ pipeline run:
 - coverage: each fine pixel's coverage (0-1), whose block means are the coarse coverage exactly.
 
 The ceiling is not the whole story: trained on coverage, the U-Net scored lower on fold 0 of the mini
-set (README, "Train on real faces"), so eyelip keeps the 0/1 masks.
+set (docs/experiments.md), so eyelip keeps the 0/1 masks.
 
     python benchmarks/train_targets.py [--fused data/fused] [--size 128] [--train-scale 2]
 """

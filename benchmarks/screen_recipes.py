@@ -13,7 +13,9 @@ same folds.
         --variant drop2:model.dropout=0.2 --variant wd05:train.weight_decay=0.05 --out screen.jsonl
 
 Values are YAML (``--set train.loss.bce=1.0``). The screen needs validation faces: the ``mini``
-profile trains on them (``split.val: 0``), so the example sets ``split.val=0.1``.
+profile holds out 40 per fold (``split.val: 0.1``); the example's ``--set split.val=0.1`` keeps them
+for a base recipe that trains on all of them (``split.val: 0``). To tell a small gain from the
+seed's noise, add seeds as variants (``--variant seed1:train.seed=1``) and compare like with like.
 """
 
 from __future__ import annotations

@@ -1,6 +1,8 @@
-"""Claim: `resize.prior: facemesh` costs the resize stage a few times its time, and buys IoU.
+"""Claim: `resize.prior: facemesh` costs the resize stage a few times its time, and buys IoU;
+`facemesh_flip` (the mesh on the photo and its mirror image, averaged) costs about twice that, for
+steadier outlines.
 
-Cost: the resize stage on the real mini set with and without the prior, same samples, same workers,
+Cost: the resize stage on the real mini set with and without each prior, same samples, same workers,
 in the same run (ratio > 1 is the prior's cost; the stage runs once per data version, training runs
 many times on its output). Quality: the face-mesh outlines alone, without any training, scored
 against the ground truth (IoU per target and as one mask), which is what the U-Net starts from.
@@ -40,22 +42,22 @@ def main() -> None:
         fused = Path(tmp) / "fused"
         fuse_dataset(source, fused, TARGETS, n_jobs=args.n_jobs)
         seconds = {}
-        for prior in ("none", "facemesh"):
+        for prior in ("none", "facemesh", "facemesh_flip"):
             tic = time.perf_counter()
             resize_dataset(source, fused, Path(tmp) / prior, args.size, n_jobs=args.n_jobs, prior=prior)
             seconds[prior] = time.perf_counter() - tic
-        arrays = ResizedArrays(Path(tmp) / "facemesh")
-        outlines = np.asarray(arrays.images[..., 3:]).transpose(0, 3, 1, 2) >= 128
-        truth = np.asarray(arrays.masks) > 0
-        found = outlines.reshape(len(outlines), -1).any(1).mean()
-        n = len(arrays.ids)
-        print(f"resize stage, {n} faces: photo only {seconds['none']:.1f} s, with the prior {seconds['facemesh']:.1f} s "
-              f"({seconds['facemesh'] / seconds['none']:.1f}x; {1000 * (seconds['facemesh'] - seconds['none']) / n:.1f} "
-              f"ms per face)")
-        print(f"face found in {found:.1%} of photos; outlines alone vs ground truth: "
-              + ", ".join(f"{name} IoU {iou(outlines[:, c], truth[:, c]):.3f}" for c, name in enumerate(TARGETS))
-              + f", one mask {iou(outlines.any(1), truth.any(1)):.3f}")
-
+        n = len(ResizedArrays(Path(tmp) / "none").ids)
+        for prior in ("facemesh", "facemesh_flip"):
+            arrays = ResizedArrays(Path(tmp) / prior)
+            outlines = np.asarray(arrays.images[..., 3:]).transpose(0, 3, 1, 2) >= 128
+            truth = np.asarray(arrays.masks) > 0
+            found = outlines.reshape(len(outlines), -1).any(1).mean()
+            print(f"resize stage, {n} faces: photo only {seconds['none']:.1f} s, with {prior} {seconds[prior]:.1f} s "
+                  f"({seconds[prior] / seconds['none']:.1f}x; {1000 * (seconds[prior] - seconds['none']) / n:.1f} "
+                  f"ms per face)")
+            print(f"  face found in {found:.1%} of photos; outlines alone vs ground truth: "
+                  + ", ".join(f"{name} IoU {iou(outlines[:, c], truth[:, c]):.3f}" for c, name in enumerate(TARGETS))
+                  + f", one mask {iou(outlines.any(1), truth.any(1)):.3f}")
 
 if __name__ == "__main__":
     main()

@@ -29,7 +29,7 @@ warped bilinearly and re-binarised at 0.5, which keeps their boundaries in place
 nearest-neighbour sampling. It is not the ground truth's rule (box coverage of the 512 px mask
 kept >= 0.5): on real faces under the recipe's warps the two agree only to IoU 0.86 (eyes) and 0.90
 (lips). Warping 2x coverage maps follows the rule (0.994) but trained no better model on fold 0, at
-~7% more time per step (README, "Train on real faces"), so it is not done.
+~7% more time per step (docs/experiments.md), so it is not done.
 """
 
 from __future__ import annotations

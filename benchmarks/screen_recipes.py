@@ -30,7 +30,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
@@ -63,36 +63,72 @@ def recipe_params(overrides: dict[str, Any]) -> dict[str, Any]:
     return params
 
 
-def train_one(job: dict[str, Any]) -> dict[str, Any]:
-    """One recipe on one fold; an error is returned, so one bad recipe does not stop the screen."""
-    try:
-        from eyelip.dataset import ResizedArrays
-        from eyelip.split import fold_split
-        from eyelip.train import TrainConfig, fit, model_meta, pick_device
+def train_fold(job: dict[str, Any], model_dir: Path) -> tuple[dict[str, Any], dict[str, list[int]], Any, float]:
+    """Trains ``job["params"]`` on fold ``job["fold"]`` of ``job["data"]`` into ``model_dir/model.pt``,
+    silently (no DVC, no MLflow); returns fit's summary, the fold's ids by split, the arrays and the
+    minutes it took."""
+    from eyelip.dataset import ResizedArrays
+    from eyelip.split import fold_split
+    from eyelip.train import TrainConfig, fit, model_meta
 
-        params = copy.deepcopy(job["params"])
-        assign(params, "train.threads", job["threads"])
-        assign(params, "train.device", job["device"])
-        cfg = TrainConfig.from_params(params)
-        arrays = ResizedArrays(job["data"])
-        split = params["split"]
-        ids = fold_split(arrays.ids, split["folds"], job["fold"], split["val"], split["seed"])
-        if not ids["val"]:
-            raise ValueError("no validation faces: add --set split.val=0.1")
-        meta = model_meta(params["data"]["targets"], params["data"]["rule"], arrays)
-        tic = time.perf_counter()
-        with tempfile.TemporaryDirectory() as tmp, open(os.devnull, "w") as null, \
-                contextlib.redirect_stdout(null), contextlib.redirect_stderr(null):
-            summary = fit(cfg, arrays, arrays.rows(ids["train"]), arrays.rows(ids["val"]), meta,
-                          Path(tmp) / "model.pt", Path(tmp) / "checkpoint.pt", "screen")
+    params = copy.deepcopy(job["params"])
+    assign(params, "train.threads", job["threads"])
+    assign(params, "train.device", job["device"])
+    cfg = TrainConfig.from_params(params)
+    arrays = ResizedArrays(job["data"])
+    split = params["split"]
+    ids = fold_split(arrays.ids, split["folds"], job["fold"], split["val"], split["seed"])
+    if not ids["val"]:
+        raise ValueError("no validation faces: add --set split.val=0.1")
+    meta = model_meta(params["data"]["targets"], params["data"]["rule"], arrays)
+    tic = time.perf_counter()
+    with open(os.devnull, "w") as null, contextlib.redirect_stdout(null), contextlib.redirect_stderr(null):
+        summary = fit(cfg, arrays, arrays.rows(ids["train"]), arrays.rows(ids["val"]), meta,
+                      model_dir / "model.pt", model_dir / "checkpoint.pt", "screen")
+    return summary, ids, arrays, (time.perf_counter() - tic) / 60
+
+
+def train_one(job: dict[str, Any]) -> dict[str, Any]:
+    """One recipe on one fold, scored on its validation faces; an error is returned, so one bad
+    recipe does not stop the screen."""
+    try:
+        from eyelip.train import pick_device
+
+        with tempfile.TemporaryDirectory() as tmp:
+            summary, _, _, minutes = train_fold(job, Path(tmp))
         curve = [row["val_iou"] for row in summary["history"]]
         return {"recipe": job["recipe"], "fold": job["fold"], "score": statistics.mean(curve[-TAIL:]),
                 "best_val_iou": max(curve), "best_epoch": curve.index(max(curve)) + 1,
-                "img_s": summary["train_images_per_second"], "minutes": round((time.perf_counter() - tic) / 60, 2),
-                "device": pick_device(cfg.device).type,
+                "img_s": summary["train_images_per_second"], "minutes": round(minutes, 2),
+                "device": pick_device(job["device"]).type,
                 "val_iou": [round(v, 4) for v in curve]}
     except Exception as exc:  # noqa: BLE001 - reported per run
         return {"recipe": job["recipe"], "fold": job["fold"], "error": repr(exc)}
+
+
+def run_jobs(fn: Callable[[dict[str, Any]], dict[str, Any]], jobs: list[dict[str, Any]], workers: int,
+             deadline: float | None, out: Path, describe: Callable[[dict[str, Any]], str]) -> list[dict[str, Any]]:
+    """``fn`` on each job, ``workers`` at a time in spawned processes (CUDA-safe); each result is
+    appended to ``out`` as one JSON line as soon as it is in, so a run stopped at ``deadline``
+    seconds (the runs still going are ended) keeps what finished."""
+    start, results = time.monotonic(), []
+    with mp.get_context("spawn").Pool(workers) as pool, open(out, "a") as log:
+        pending = pool.imap_unordered(fn, jobs)
+        for _ in jobs:
+            left = None if deadline is None else deadline - (time.monotonic() - start)
+            try:
+                result = pending.next(timeout=left) if left is None or left > 0 else None
+            except mp.TimeoutError:
+                result = None
+            if result is None:
+                print("deadline reached: stopping the runs still going")
+                pool.terminate()
+                break
+            results.append(result)
+            log.write(json.dumps(result) + "\n")
+            log.flush()
+            print(f"{time.monotonic() - start:6.0f}s " + describe(result), flush=True)
+    return results
 
 
 def report(results: list[dict[str, Any]], names: list[str]) -> None:
@@ -134,26 +170,10 @@ def main() -> None:
     jobs = [{"recipe": name, "fold": fold, "params": params, "data": str(args.data), "device": args.device,
              "threads": args.threads} for fold in map(int, args.folds.split(",")) for name, params in recipes.items()]
     print(f"{len(recipes)} recipes x {len(jobs) // len(recipes)} folds, {args.workers} at a time", flush=True)
-    start, results = time.monotonic(), []
-    with mp.get_context("spawn").Pool(args.workers) as pool, open(args.out, "a") as log:
-        pending = pool.imap_unordered(train_one, jobs)
-        for _ in jobs:
-            left = None if args.deadline is None else args.deadline - (time.monotonic() - start)
-            try:
-                result = pending.next(timeout=left) if left is None or left > 0 else None
-            except mp.TimeoutError:
-                result = None
-            if result is None:
-                print("deadline reached: stopping the runs still going")
-                pool.terminate()
-                break
-            results.append(result)
-            log.write(json.dumps(result) + "\n")
-            log.flush()
-            print(f"{time.monotonic() - start:6.0f}s {result['recipe']:12s} fold {result['fold']}: "
-                  + (f"ERROR {result['error']}" if "error" in result else
-                     f"score {result['score']:.4f}, best {result['best_val_iou']:.4f} at epoch "
-                     f"{result['best_epoch']} ({result['img_s']} img/s on {result['device']})"), flush=True)
+    results = run_jobs(train_one, jobs, args.workers, args.deadline, args.out, lambda r: (
+        f"{r['recipe']:12s} fold {r['fold']}: " + (f"ERROR {r['error']}" if "error" in r else
+        f"score {r['score']:.4f}, best {r['best_val_iou']:.4f} at epoch {r['best_epoch']} "
+        f"({r['img_s']} img/s on {r['device']})")))
     report(results, list(recipes))
 
 

@@ -7,9 +7,8 @@ one) of MediaPipe Face Mesh's 478 landmarks. The mesh runs on the photo at its f
 box-averaged, the same coverage rule as the masks. A photo in which no face is found gets all-zero
 prior channels, and the U-Net falls back on the pixels alone. ``facemesh_flip`` also runs the mesh
 on the mirrored photo and averages the two coverages: the mesh's errors are not mirror-symmetric,
-so the average is steadier (the outlines alone on the mini set's 504 faces, filled at 256 px and
-scored at 128 as the mini profile's inputs are: eyes 0.734 -> 0.746, lips 0.755 -> 0.765), for
-twice the mesh's time.
+so the average is steadier (the outlines alone on the mini set's 504 faces at 128 px: eyes
+0.729 -> 0.741, lips 0.767 -> 0.770; ``benchmarks/prior.py``), for ~1.3x the mesh's time.
 
 Why: the outlines alone score IoU 0.73 (eyes) and 0.77 (lips) against the mini set's ground
 truth, with errors unlike the U-Net's; as input channels they lifted test IoU on real faces

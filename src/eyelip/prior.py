@@ -108,8 +108,9 @@ def outline_coverage(points: np.ndarray | None, size: int) -> np.ndarray:
 def compute(kind: str, rgb: np.ndarray, size: int) -> np.ndarray:
     """uint8 (size, size, channels(kind)) prior of a full-resolution RGB photo, for a kind that adds
     channels (``"none"`` adds none: callers skip it, and the photo's full decode with it)."""
-    if kind not in ("facemesh", "facemesh_flip"):
-        raise ValueError(f"prior {kind!r} has no channels to compute; expected 'facemesh' or 'facemesh_flip'")
+    if not CHANNELS.get(kind):
+        raise ValueError(f"prior {kind!r} has no channels to compute; expected one of "
+                         f"{[name for name, added in CHANNELS.items() if added]}")
     views = [landmarks(rgb)]
     if kind == "facemesh_flip":
         mirrored = landmarks(np.ascontiguousarray(rgb[:, ::-1]))

@@ -22,10 +22,10 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from train_throughput import eyelip, random_arrays
 
 from eyelip import params as P
-from eyelip.train import TrainConfig
-from train_throughput import eyelip, random_arrays
+from eyelip.training.loop import TrainConfig
 
 
 def main() -> None:

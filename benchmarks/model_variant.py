@@ -18,11 +18,11 @@ from pathlib import Path
 
 import numpy as np
 import yaml
+from train_throughput import eyelip, random_arrays
 
 from eyelip import params as P
-from eyelip.model import build_model
-from eyelip.train import TrainConfig
-from train_throughput import eyelip, random_arrays
+from eyelip.model.unet import build_model
+from eyelip.training.loop import TrainConfig
 
 
 def variant(cfg: TrainConfig, changes: list[str]) -> TrainConfig:

@@ -21,12 +21,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from eyelip.fuse import fuse_dataset
-from eyelip.layout import image_relpath, mask_relpath
-from eyelip.preprocess import resize_mask
-from eyelip.resize import resize_dataset
-from eyelip.source import Source
-from eyelip.synthetic import generate_sample
+from eyelip.data.fuse import fuse_dataset
+from eyelip.data.layout import image_relpath, mask_relpath
+from eyelip.data.preprocess import resize_mask
+from eyelip.data.resize import resize_dataset
+from eyelip.data.source import Source
+from eyelip.data.synthetic import generate_sample
 
 TARGETS = {"eyes_lips": ["l_eye", "r_eye", "u_lip", "l_lip"]}
 

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from eyelip.dataset import ResizedArrays
-from eyelip.fuse import fuse_dataset
-from eyelip.resize import resize_dataset
-from eyelip.source import Source
+from eyelip.data.fuse import fuse_dataset
+from eyelip.data.resize import resize_dataset
+from eyelip.data.source import Source
+from eyelip.training.dataset import ResizedArrays
 
 TARGETS = {"eyes": ["l_eye", "r_eye"], "lips": ["u_lip", "l_lip"]}
 

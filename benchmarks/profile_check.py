@@ -3,7 +3,7 @@
 For a bare GPU box (issue 6's check of the full-data profile): in a scratch folder, the stage
 scripts generate the built-in synthetic sample (enough faces for the profile's split), apply
 ``profiles/<NAME>.yaml`` to params.yaml as `eyelip profile` does, then fuse, resize and split;
-``eyelip.train.fit`` trains for ``--epochs`` (no tracking) and prints images/s and val IoU. The
+``eyelip.training.loop.fit`` trains for ``--epochs`` (no tracking) and prints images/s and val IoU. The
 baseline, measured in the same run on the same batches, is a plain eager fp32 PyTorch loop of the
 same model; the ratio is eyelip's Trainer (channels-last, bf16 autocast where native) against it.
 
@@ -19,15 +19,15 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import yaml
 
 from eyelip import params as P
-from eyelip.dataset import ResizedArrays, split_rows
-from eyelip.fuse import check_targets
+from eyelip.data.fuse import check_targets
+from eyelip.model.checkpoint import model_meta
 from eyelip.profiles import apply_profile
-from eyelip.train import TrainConfig, autocast_dtype, fit, model_meta, pick_device
+from eyelip.training.dataset import ResizedArrays, split_rows
+from eyelip.training.loop import TrainConfig, autocast_dtype, fit, pick_device
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))

@@ -25,11 +25,12 @@ from pathlib import Path
 import psutil
 import yaml
 
-from eyelip.synthetic import generate_sample
+from eyelip.data.synthetic import generate_sample
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 from conftest import BIN, copy_project  # noqa: E402  (the tests' copy of the project, reused)
+
 MiB = 2 ** 20
 
 

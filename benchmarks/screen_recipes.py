@@ -67,13 +67,14 @@ def train_fold(job: dict[str, Any], model_dir: Path) -> tuple[dict[str, Any], di
     """Trains ``job["params"]`` on fold ``job["fold"]`` of ``job["data"]`` into ``model_dir/model.pt``,
     silently (no DVC, no MLflow); returns fit's summary, the fold's ids by split, the arrays and the
     minutes it took."""
-    from eyelip.dataset import ResizedArrays
-    from eyelip.split import fold_split
-    from eyelip.train import TrainConfig, fit, model_meta
+    from eyelip.data.split import fold_split
+    from eyelip.model.checkpoint import model_meta
+    from eyelip.training.dataset import ResizedArrays
+    from eyelip.training.loop import TrainConfig, fit
 
     params = copy.deepcopy(job["params"])
-    assign(params, "train.threads", job["threads"])
-    assign(params, "train.device", job["device"])
+    assign(params, "runtime.threads", job["threads"])
+    assign(params, "runtime.device", job["device"])
     cfg = TrainConfig.from_params(params)
     arrays = ResizedArrays(job["data"])
     split = params["split"]
@@ -92,7 +93,7 @@ def train_one(job: dict[str, Any]) -> dict[str, Any]:
     """One recipe on one fold, scored on its validation faces; an error is returned, so one bad
     recipe does not stop the screen."""
     try:
-        from eyelip.train import pick_device
+        from eyelip.training.loop import pick_device
 
         with tempfile.TemporaryDirectory() as tmp:
             summary, _, _, minutes = train_fold(job, Path(tmp))

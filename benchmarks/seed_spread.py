@@ -35,9 +35,9 @@ def train_and_test(job: dict[str, Any]) -> dict[str, Any]:
     """One seed on one fold of one data folder, scored on the fold's test faces; errors are returned."""
     key = {"data": job["data"], "seed": job["seed"], "fold": job["fold"]}
     try:
-        from eyelip.evaluate import array_batches, evaluate
-        from eyelip.fuse import FusedMasks
-        from eyelip.inference import TorchPredictor
+        from eyelip.data.fuse import FusedMasks
+        from eyelip.serve.evaluate import array_batches, evaluate
+        from eyelip.serve.predictors import TorchPredictor
 
         with tempfile.TemporaryDirectory() as tmp:
             summary, ids, arrays, minutes = train_fold(job, Path(tmp))

@@ -23,8 +23,8 @@ import argparse
 import numpy as np
 from tqdm import tqdm
 
-from eyelip.fuse import FusedMasks
-from eyelip.preprocess import mask_coverage, resize_mask
+from eyelip.data.fuse import FusedMasks
+from eyelip.data.preprocess import mask_coverage, resize_mask
 
 
 def main() -> None:

@@ -19,11 +19,11 @@ import numpy as np
 import torch
 
 from eyelip import params as P
-from eyelip.arrays import ids_text
-from eyelip.dataset import ResizedArrays
-from eyelip.losses import build_loss
-from eyelip.model import build_model
-from eyelip.train import TrainConfig, Trainer, autocast_dtype, pick_device
+from eyelip.data.arrays import ids_text
+from eyelip.model.losses import build_loss
+from eyelip.model.unet import build_model
+from eyelip.training.dataset import ResizedArrays
+from eyelip.training.loop import TrainConfig, Trainer, autocast_dtype, pick_device
 
 
 def random_arrays(directory: Path, n: int, size: int, input_scale: int = 1, train_scale: int = 1) -> ResizedArrays:

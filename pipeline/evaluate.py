@@ -8,15 +8,14 @@ overlays), and adds them as ``test_*`` metrics and artifacts to the training sta
 
 from pathlib import Path
 
-from eyelip import atomic
+from eyelip import atomic, stage
 from eyelip import params as P
-from eyelip import stage
-from eyelip.dataset import ResizedArrays, split_rows
-from eyelip.errors import EyelipError
-from eyelip.evaluate import array_batches, evaluate, write_reports
-from eyelip.fuse import FusedMasks
-from eyelip.inference import TorchPredictor
-from eyelip.tracking import read_run_id, start_run
+from eyelip.data.fuse import FusedMasks
+from eyelip.model.checkpoint import check_fits
+from eyelip.serve.evaluate import array_batches, evaluate, write_reports
+from eyelip.serve.predictors import TorchPredictor
+from eyelip.tracking.store import read_run_id, start_run
+from eyelip.training.dataset import ResizedArrays, split_rows
 
 MODEL, METRICS, REPORTS = Path("models/model.pt"), Path("metrics/evaluate.json"), Path("metrics/evaluate")
 BATCH_SIZE = 32
@@ -25,11 +24,7 @@ BATCH_SIZE = 32
 def main(params: dict) -> None:
     predictor = TorchPredictor(MODEL)
     arrays, fused = ResizedArrays("data/resized"), FusedMasks("data/fused")
-    if ((arrays.input_size, arrays.size, arrays.prior) != (predictor.input_size, predictor.size, predictor.prior)
-            or list(fused.targets) != predictor.targets):
-        raise EyelipError(f"{MODEL} ({predictor.input_size} -> {predictor.size} px, prior {predictor.prior}, targets "
-                          f"{predictor.targets}) does not match data/resized ({arrays.input_size} -> {arrays.size} px, "
-                          f"prior {arrays.prior}, targets {list(fused.targets)}); re-run `dvc repro`")
+    check_fits(predictor.checkpoint, arrays, str(MODEL), list(fused.targets))
     rows = split_rows(arrays, "data/split", "test")
     ids = [arrays.ids[r] for r in rows]
     result = evaluate(predictor, array_batches(arrays.images, arrays.masks, rows, ids, fused, BATCH_SIZE))

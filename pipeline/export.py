@@ -12,15 +12,22 @@ from pathlib import Path
 
 import numpy as np
 
-from eyelip import atomic
+from eyelip import atomic, stage
 from eyelip import params as P
-from eyelip import stage, tracking
-from eyelip.dataset import ResizedArrays, split_rows
+from eyelip.data.preprocess import to_nchw
 from eyelip.errors import DataError, EyelipError, ParamError
-from eyelip.export import (TorchScriptPredictor, export_onnx, export_torchscript, measure_latency, parity,
-                           register)
-from eyelip.inference import OnnxPredictor, TorchPredictor, to_nchw
-from eyelip.train import load_model
+from eyelip.model.checkpoint import check_fits, load_model
+from eyelip.serve.export import (
+    TorchScriptPredictor,
+    export_onnx,
+    export_torchscript,
+    measure_latency,
+    parity,
+    register,
+)
+from eyelip.serve.predictors import OnnxPredictor, TorchPredictor
+from eyelip.tracking import store as tracking
+from eyelip.training.dataset import ResizedArrays, split_rows
 
 MODEL, ONNX, TORCHSCRIPT = Path("models/model.pt"), Path("models/model.onnx"), Path("models/model.ts")
 EVALUATE, METRICS = Path("metrics/evaluate.json"), Path("metrics/export.json")
@@ -58,9 +65,7 @@ def main(params: dict) -> None:
     size, targets = int(ckpt["size"]), list(ckpt["targets"])
     input_size = int(ckpt["input_size"])
     arrays = ResizedArrays("data/resized")
-    if (arrays.input_size, arrays.size, arrays.prior) != (input_size, size, ckpt["prior"]):
-        raise DataError(f"data/resized: images/masks are {arrays.input_size}/{arrays.size} px with prior {arrays.prior} "
-                        f"but {MODEL} expects {input_size}/{size} px with prior {ckpt['prior']}; run `dvc repro`")
+    check_fits(ckpt, arrays, str(MODEL))
     rows = np.sort(split_rows(arrays, "data/split", "test")[:PARITY_IMAGES])
     if not len(rows):
         raise DataError("data/split/test.txt: empty; parity needs test images (raise split.test)")

@@ -1,12 +1,11 @@
 """Stage `fuse-masks`: part PNGs -> one bit-packed mask channel per target, then per auxiliary
 target (data/fused/)."""
 
-from eyelip import atomic
+from eyelip import atomic, stage
 from eyelip import params as P
-from eyelip import stage
-from eyelip.fuse import RULES, fuse_dataset
-from eyelip.parallel import ON_ERROR
-from eyelip.source import Source
+from eyelip.data.fuse import RULES, fuse_dataset
+from eyelip.data.parallel import ON_ERROR
+from eyelip.data.source import Source
 
 
 def main(params: dict) -> None:

@@ -2,13 +2,12 @@
 resize.size x resize.train_scale when that is > 1), images -> images.npy at resize.size x
 resize.input_scale, with the channels of resize.prior after R, G, B."""
 
-from eyelip import atomic
+from eyelip import atomic, stage
 from eyelip import params as P
-from eyelip import stage
-from eyelip.parallel import ON_ERROR
-from eyelip.prior import PRIORS
-from eyelip.resize import resize_dataset
-from eyelip.source import Source
+from eyelip.data.parallel import ON_ERROR
+from eyelip.data.prior import PRIORS
+from eyelip.data.resize import resize_dataset
+from eyelip.data.source import Source
 
 
 def main(params: dict) -> None:

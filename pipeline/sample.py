@@ -2,7 +2,7 @@
 
 from eyelip import params as P
 from eyelip import stage
-from eyelip.synthetic import generate_sample
+from eyelip.data.synthetic import generate_sample
 
 OUT = "data/sample.zip"
 

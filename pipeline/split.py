@@ -1,10 +1,9 @@
 """Stage `split`: seeded train/val/test id lists in data/split/ (or one fold of a k-fold split)."""
 
-from eyelip import atomic
+from eyelip import atomic, stage
 from eyelip import params as P
-from eyelip import stage
-from eyelip.arrays import read_ids
-from eyelip.split import fold_split, split_counts, split_ids, write_split
+from eyelip.data.arrays import read_ids
+from eyelip.data.split import fold_split, split_counts, split_ids, write_split
 
 
 def main(params: dict) -> None:

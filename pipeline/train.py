@@ -6,20 +6,21 @@ evaluate and export add to), metrics/train.json, metrics/train_history.csv and
 metrics/train_curves.png.
 
 With `train.nproc: N` > 1 the stage re-runs itself under `torchrun --standalone --nproc-per-node=N`
-(DistributedDataParallel, see eyelip.distributed); under torchrun, only rank 0 writes and logs.
+(DistributedDataParallel, see eyelip.training.distributed); under torchrun, only rank 0 writes and logs.
 """
 
 import sys
 from pathlib import Path
 
-from eyelip import atomic, distributed
+from eyelip import atomic, stage
 from eyelip import params as P
-from eyelip import stage
-from eyelip.dataset import ResizedArrays, split_rows, to_input
-from eyelip.fuse import check_aux_targets, check_targets
-from eyelip.plots import rows_csv, training_curves
-from eyelip.tracking import TrackedRun
-from eyelip.train import TrainConfig, fit, load_model, model_meta
+from eyelip.data.fuse import check_aux_targets, check_targets
+from eyelip.model.checkpoint import load_model, model_meta
+from eyelip.tracking.plots import rows_csv, training_curves
+from eyelip.tracking.store import TrackedRun
+from eyelip.training import distributed
+from eyelip.training.dataset import ResizedArrays, split_rows, to_input
+from eyelip.training.loop import TrainConfig, fit
 
 MODEL, CHECKPOINT = Path("models/model.pt"), Path("models/checkpoint.pt")
 HISTORY, CURVES = Path("metrics/train_history.csv"), Path("metrics/train_curves.png")

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import yaml
 
-from eyelip.arrays import ids_text
-from eyelip.dataset import ResizedArrays
+from eyelip.data.arrays import ids_text
+from eyelip.training.dataset import ResizedArrays
 
 REPO = Path(__file__).resolve().parents[1]
 MINI = Path(os.environ.get("EYELIP_MINI", REPO.parent / "shared" / "celebamask-hq-mini")).resolve()

@@ -2,10 +2,10 @@ import numpy as np
 import pytest
 import torch
 
-from eyelip.augment import KEYS, Augment
-from eyelip.dataset import ResizedArrays
 from eyelip.errors import ParamError
-from eyelip.train import TrainConfig, Trainer
+from eyelip.training.augment import KEYS, Augment
+from eyelip.training.dataset import ResizedArrays
+from eyelip.training.loop import TrainConfig, Trainer
 
 FULL = {"hflip": 0.5, "brightness": 0.2, "contrast": 0.2, "saturation": 0.2, "hue": 0.05,
         "rotate": 10, "scale": 0.1, "translate": 0.05}  # fmt: skip
@@ -212,7 +212,7 @@ def test_bad_flip_pairs_are_rejected():
 
 
 def test_mirror_pairs_follow_the_targets_parts() -> None:
-    from eyelip.augment import mirror_pairs
+    from eyelip.data.layout import mirror_pairs
 
     assert mirror_pairs({"eyes_lips": ["l_eye", "r_eye", "u_lip", "l_lip"]}) == []
     assert mirror_pairs({"eyes": ["l_eye", "r_eye"], "lips": ["u_lip", "l_lip"]}) == []

@@ -8,17 +8,18 @@ import numpy as np
 import pytest
 import torch
 
-from eyelip.arrays import ids_text
-from eyelip.dataset import ResizedArrays, to_input
+from eyelip.data.arrays import ids_text
+from eyelip.data.fuse import FusedMasks, check_aux_targets, fuse_dataset
+from eyelip.data.resize import resize_dataset
+from eyelip.data.source import Source
+from eyelip.data.synthetic import generate_sample
 from eyelip.errors import DataError, ParamError
-from eyelip.evaluate import array_batches
-from eyelip.fuse import FusedMasks, check_aux_targets, fuse_dataset
-from eyelip.metrics import confusion, iou
-from eyelip.model import build_model
-from eyelip.resize import resize_dataset
-from eyelip.source import Source
-from eyelip.synthetic import generate_sample
-from eyelip.train import TrainConfig, fit, load_model, model_meta
+from eyelip.model.checkpoint import load_model, model_meta
+from eyelip.model.metrics import confusion, iou
+from eyelip.model.unet import build_model
+from eyelip.serve.evaluate import array_batches
+from eyelip.training.dataset import ResizedArrays, to_input
+from eyelip.training.loop import TrainConfig, fit
 
 TWO = {"eyes": ["l_eye", "r_eye"], "lips": ["u_lip", "l_lip"]}
 AUX = {"skin": ["skin"], "brows": ["l_brow", "r_brow"]}

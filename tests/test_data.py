@@ -9,19 +9,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import mini_subset
 from PIL import Image
 
-from conftest import mini_subset
-
 from eyelip import atomic
-from eyelip.arrays import NpyRowWriter, read_ids
-from eyelip.dataset import ResizedArrays
+from eyelip.data.arrays import NpyRowWriter, read_ids
+from eyelip.data.fuse import FusedMasks, check_targets, fuse, fuse_dataset
+from eyelip.data.layout import mask_relpath
+from eyelip.data.preprocess import decode_image, mask_coverage, resize_mask
+from eyelip.data.resize import resize_dataset
+from eyelip.data.source import Source
 from eyelip.errors import DataError, ParamError
-from eyelip.fuse import FusedMasks, check_targets, fuse, fuse_dataset
-from eyelip.layout import mask_relpath
-from eyelip.preprocess import decode_image, mask_coverage, resize_mask
-from eyelip.resize import resize_dataset
-from eyelip.source import Source
+from eyelip.training.dataset import ResizedArrays
 
 EYES_LIPS = {"eyes_lips": ["l_eye", "r_eye", "u_lip", "l_lip"]}
 TWO = {"eyes": ["l_eye", "r_eye"], "lips": ["u_lip", "l_lip"]}

@@ -10,9 +10,9 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from eyelip.dataset import ResizedArrays, split_rows
-from eyelip.distributed import SINGLE, Dist
-from eyelip.train import TrainConfig, fit
+from eyelip.training.dataset import ResizedArrays, split_rows
+from eyelip.training.distributed import SINGLE, Dist
+from eyelip.training.loop import TrainConfig, fit
 
 NO_AUGMENT = {k: 0 for k in ("hflip", "brightness", "contrast", "saturation", "hue", "rotate", "scale", "translate")}
 # Equal up to float rounding needs: no augmentation (each rank draws its own), GroupNorm (BatchNorm
@@ -20,7 +20,7 @@ NO_AUGMENT = {k: 0 for k in ("hflip", "brightness", "contrast", "saturation", "h
 # (no padded last batch).
 DDP = {"resize": {"size": 64}, "model": {"base_width": 8, "depth": 3, "norm": "group"},
        "split": {"train": 384, "val": 60, "test": 60},
-       "train": {"epochs": 2, "batch_size": 32, "threads": 1, "nproc": 2, "augment": NO_AUGMENT}}
+       "train": {"epochs": 2, "batch_size": 32, "nproc": 2, "augment": NO_AUGMENT}, "runtime": {"threads": 1}}
 COMPARED = ("train_iou", "val_iou", "train_jaccard_loss", "val_jaccard_loss", "train_loss", "val_loss")
 
 

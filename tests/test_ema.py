@@ -9,11 +9,12 @@ import pytest
 import torch
 from torch import nn
 
-from eyelip.dataset import ResizedArrays
-from eyelip.ema import WeightAverage
 from eyelip.errors import ParamError
-from eyelip.plots import training_curves
-from eyelip.train import TrainConfig, Trainer, fit, model_meta
+from eyelip.model.checkpoint import model_meta
+from eyelip.tracking.plots import training_curves
+from eyelip.training.dataset import ResizedArrays
+from eyelip.training.ema import WeightAverage
+from eyelip.training.loop import TrainConfig, Trainer, fit
 
 TARGETS = {"eyes_lips": ["l_eye", "r_eye", "u_lip", "l_lip"]}
 

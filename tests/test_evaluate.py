@@ -12,13 +12,19 @@ import pytest
 import torch
 
 from eyelip.cli import main as cli_main
+from eyelip.data.layout import mirror_pairs
+from eyelip.data.source import Source
 from eyelip.errors import EyelipError
-from eyelip.evaluate import THRESHOLDS, Batch, evaluate, evaluate_source, write_reports
-from eyelip.augment import mirror_pairs
-from eyelip.inference import DEFAULT_TARGET_PARTS, Averaged, FlipAveraged, load_predictor
-from eyelip.model import build_model
-from eyelip.source import Source
-from eyelip.train import load_model, save_model
+from eyelip.model.checkpoint import DEFAULT_TARGET_PARTS, load_model, save_model
+from eyelip.model.unet import build_model
+from eyelip.serve.evaluate import (
+    THRESHOLDS,
+    Batch,
+    evaluate,
+    evaluate_source,
+    write_reports,
+)
+from eyelip.serve.predictors import Averaged, FlipAveraged, load_predictor
 
 SIZE = 128  # the pipeline's size, so the native ceiling below is the one the stage reports
 N_IDS = 20
@@ -54,7 +60,7 @@ def subset(mini: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[list[i
 @pytest.fixture(scope="module")
 def batches(mini: Path, subset) -> list[Batch]:
     """The subset prepared by the CLI's path (fuse, resize, decode), materialised once."""
-    from eyelip.evaluate import source_batches
+    from eyelip.serve.evaluate import source_batches
 
     return list(source_batches(Source(mini), subset[0], FixedPredictor([]), batch_size=8, n_jobs=1))
 
@@ -107,7 +113,7 @@ class SwappedPredictor(FixedPredictor):
 
 
 def test_combined_scores_all_targets_as_one_mask(mini: Path, subset) -> None:
-    from eyelip.evaluate import source_batches
+    from eyelip.serve.evaluate import source_batches
 
     two = list(source_batches(Source(mini), subset[0], SwappedPredictor([]), batch_size=8, n_jobs=1))
     m = evaluate(SwappedPredictor(two), two).metrics

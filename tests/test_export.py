@@ -13,11 +13,17 @@ import numpy as np
 import pytest
 import torch
 
-from eyelip.export import TorchScriptPredictor, export_onnx, export_torchscript, measure_latency, parity
-from eyelip.inference import OnnxPredictor, TorchPredictor
-from eyelip.model import UNet, build_model
-from eyelip.preprocess import decode_image
-from eyelip.train import save_model
+from eyelip.data.preprocess import decode_image
+from eyelip.model.checkpoint import save_model
+from eyelip.model.unet import UNet, build_model
+from eyelip.serve.export import (
+    TorchScriptPredictor,
+    export_onnx,
+    export_torchscript,
+    measure_latency,
+    parity,
+)
+from eyelip.serve.predictors import OnnxPredictor, TorchPredictor
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE, TARGETS, CFG = 64, ["eyes_lips"], {"base_width": 4, "depth": 2}
@@ -124,8 +130,8 @@ def test_latency_covers_every_runtime_and_batch(exported: dict[str, Path]) -> No
 STAGE_SCRIPT = """
 import json, runpy, sys
 import mlflow
-from eyelip import tracking
-from eyelip.export import register
+from eyelip.tracking import store as tracking
+from eyelip.serve.export import register
 
 run = tracking.start_run("eyelip-test", {"model": {"base_width": 4}})
 tracking.write_run_file(run)

@@ -3,8 +3,22 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from eyelip.losses import CombinedLoss, DiceLoss, JaccardLoss, LovaszHingeLoss, build_loss
-from eyelip.metrics import ConfusionMeter, accuracy, confusion, dice, iou, precision, recall
+from eyelip.model.losses import (
+    CombinedLoss,
+    DiceLoss,
+    JaccardLoss,
+    LovaszHingeLoss,
+    build_loss,
+)
+from eyelip.model.metrics import (
+    ConfusionMeter,
+    accuracy,
+    confusion,
+    dice,
+    iou,
+    precision,
+    recall,
+)
 
 BIG = 30.0  # |logit| that makes sigmoid exactly 0/1 in float32
 

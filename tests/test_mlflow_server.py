@@ -16,7 +16,7 @@ from conftest import BIN, Project
 from mlflow.tracking import MlflowClient
 
 TINY = {"sample": {"n": 40, "image_size": 64, "mask_size": 64}, "resize": {"size": 64},
-        "model": {"base_width": 8, "depth": 3}, "train": {"epochs": 2, "batch_size": 32, "threads": 2}}
+        "model": {"base_width": 8, "depth": 3}, "train": {"epochs": 2, "batch_size": 32}, "runtime": {"threads": 2}}
 
 
 def free_port() -> int:

@@ -1,12 +1,11 @@
-import warnings
-
 import math
+import warnings
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from eyelip.model import UNet, block_logits, build_model
+from eyelip.model.unet import UNet, block_logits, build_model
 
 
 def n_params(model: torch.nn.Module) -> int:

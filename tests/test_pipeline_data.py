@@ -6,9 +6,8 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
-import pytest
 
-from eyelip.arrays import read_ids
+from eyelip.data.arrays import read_ids
 
 
 def stages_run(output: str) -> list[str]:

@@ -6,13 +6,13 @@ import json
 from pathlib import Path
 
 import pytest
-from PIL import Image
 from mlflow.tracking import MlflowClient
+from PIL import Image
 
 pytestmark = pytest.mark.slow
 
 TINY = {"resize": {"size": 64}, "model": {"base_width": 8, "depth": 3},
-        "train": {"epochs": 2, "batch_size": 32, "threads": 2}, "export": {"latency_repeats": 1}}
+        "train": {"epochs": 2, "batch_size": 32}, "runtime": {"threads": 2}, "export": {"latency_repeats": 1}}
 OUTPUTS = ["data/sample.zip", "data/fused/masks.npy", "data/resized/images.npy", "data/split/test.txt",
            "models/model.pt", "models/model.onnx", "models/model.ts", "models/run.json",
            "metrics/train.json", "metrics/train_history.csv", "metrics/train_curves.png",

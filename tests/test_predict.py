@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import subprocess
 import sys
@@ -13,12 +12,12 @@ import pytest
 import torch
 from PIL import Image
 
+from eyelip.data.preprocess import decode_image
 from eyelip.errors import EyelipError
-from eyelip.export import export_onnx
-from eyelip.inference import OnnxPredictor
-from eyelip.model import build_model
-from eyelip.predict import collect_inputs, resize_probabilities, run_predict
-from eyelip.preprocess import decode_image
+from eyelip.model.unet import build_model
+from eyelip.serve.export import export_onnx
+from eyelip.serve.predict import collect_inputs, resize_probabilities, run_predict
+from eyelip.serve.predictors import OnnxPredictor
 
 EYELIP = Path(sys.executable).parent / "eyelip"  # the console script installed by `pip install -e .`
 SIZE = 64
@@ -61,8 +60,7 @@ def test_masks_and_overlays_have_each_photos_size(model: Path, mini: Path, tmp_p
 
 
 def test_mask_is_the_thresholded_bilinear_upsampling(model: Path, mini: Path, tmp_path: Path) -> None:
-    run_predict(argparse.Namespace(inputs=[str(photo(mini, 3))], model=str(model), out=str(tmp_path),
-                                   threshold=0.5, batch_size=4))
+    run_predict([str(photo(mini, 3))], str(model), tmp_path, threshold=0.5, batch_size=4)
     predictor = OnnxPredictor(model)
     probs = predictor(decode_image(photo(mini, 3).read_bytes(), SIZE, "3.jpg")[None])[0]
     expected = resize_probabilities(probs, 512, 512)[0] >= 0.5
@@ -85,8 +83,7 @@ def test_several_targets_write_one_mask_per_target(mini: Path, tmp_path: Path) -
     folder.mkdir()
     shutil.copy(photo(mini, 3), folder / "face.jpg")  # a copy in tmp_path: the folder input needs its own dir
     (folder / "notes.txt").write_text("not an image; skipped by suffix")
-    run_predict(argparse.Namespace(inputs=[str(folder)], model=str(two), out=str(tmp_path / "out"),
-                                   threshold=0.5, batch_size=2))
+    run_predict([str(folder)], str(two), tmp_path / "out", threshold=0.5, batch_size=2)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["face_eyes_mask.png", "face_lips_mask.png",
                                                                     "face_overlay.png"]
 

@@ -10,23 +10,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import mini_subset
 from PIL import Image
 
-from conftest import mini_subset
-
-from eyelip.augment import Augment
-from eyelip.dataset import ResizedArrays
+from eyelip.data.fuse import fuse_dataset
+from eyelip.data.preprocess import decode_image, decode_input
+from eyelip.data.prior import channels, compute
+from eyelip.data.resize import resize_dataset
+from eyelip.data.source import Source
 from eyelip.errors import DataError
-from eyelip.evaluate import source_batches
-from eyelip.export import export_onnx
-from eyelip.fuse import fuse_dataset
-from eyelip.inference import OnnxPredictor, TorchPredictor
-from eyelip.model import build_model
-from eyelip.preprocess import decode_image, decode_input
-from eyelip.prior import channels, compute
-from eyelip.resize import resize_dataset
-from eyelip.source import Source
-from eyelip.train import load_model, model_meta, save_model
+from eyelip.model.checkpoint import load_model, model_meta, save_model
+from eyelip.model.unet import build_model
+from eyelip.serve.evaluate import source_batches
+from eyelip.serve.export import export_onnx
+from eyelip.serve.predictors import OnnxPredictor, TorchPredictor
+from eyelip.training.augment import Augment
+from eyelip.training.dataset import ResizedArrays
 
 EYELIP = Path(sys.executable).parent / "eyelip"
 TWO = {"eyes": ["l_eye", "r_eye"], "lips": ["u_lip", "l_lip"]}

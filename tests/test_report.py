@@ -11,13 +11,13 @@ import pytest
 import yaml
 from conftest import BIN, REPO
 
-from eyelip.report import fmt, verdict
+from eyelip.tracking.report import fmt, verdict
 
 WORKFLOW = REPO / ".github" / "workflows" / "retrain.yml"
 # Small and fast on the real mini set: 40% of it to train on, 64 px, a narrow U-Net, 2 epochs; batch 16
 # gives enough steps for the two learning rates to end at different test IoUs.
 FAST = {"resize": {"size": 64}, "split": {"train": 0.4, "val": 0.1, "test": 0.1},
-        "model": {"base_width": 8, "depth": 3}, "train": {"epochs": 2, "batch_size": 16, "threads": 2, "lr": 0.003},
+        "model": {"base_width": 8, "depth": 3}, "train": {"epochs": 2, "batch_size": 16, "lr": 0.003}, "runtime": {"threads": 2},
         "export": {"latency_repeats": 1}}
 
 

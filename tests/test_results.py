@@ -11,7 +11,7 @@ import pytest
 
 from eyelip.cli import main
 from eyelip.errors import EyelipError
-from eyelip.results import Run, _headline, load_runs, render
+from eyelip.tracking.results import Run, _headline, load_runs, render
 
 # As tracking logs them: data.targets flattened, one JSON list per target.
 TARGETS = {"data.targets.eyes": json.dumps(["l_eye", "r_eye"]), "data.targets.lips": json.dumps(["u_lip", "l_lip"])}

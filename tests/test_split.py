@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from eyelip.arrays import ids_text, read_ids
+from eyelip.data.arrays import ids_text, read_ids
+from eyelip.data.split import fold_split, split_counts, split_ids
 from eyelip.errors import ParamError
-from eyelip.split import fold_split, split_counts, split_ids
 
 
 def test_counts_and_fractions() -> None:

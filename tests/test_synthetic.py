@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from eyelip.layout import PARTS
-from eyelip.synthetic import ZIP_ROOT, generate_sample, render_face
+from eyelip.data.layout import PARTS
+from eyelip.data.synthetic import ZIP_ROOT, generate_sample, render_face
 
 N = 48
 TARGET = ("l_eye", "r_eye", "u_lip", "l_lip")

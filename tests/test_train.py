@@ -12,21 +12,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from mlflow.tracking import MlflowClient
 from conftest import mini_subset
+from mlflow.tracking import MlflowClient
 
-from eyelip.arrays import ids_text
-from eyelip.dataset import ResizedArrays
+from eyelip.data.arrays import ids_text
+from eyelip.data.fuse import fuse_dataset
+from eyelip.data.resize import resize_dataset
+from eyelip.data.source import Source
 from eyelip.errors import ParamError
-from eyelip.fuse import fuse_dataset
-from eyelip.resize import resize_dataset
-from eyelip.source import Source
-from eyelip.train import TrainConfig, Trainer, fit, load_model, model_meta
+from eyelip.model.checkpoint import load_model, model_meta
+from eyelip.training.dataset import ResizedArrays
+from eyelip.training.loop import TrainConfig, Trainer, fit
 
 EPOCH_KEYS = {"train_iou", "val_iou", "train_jaccard_loss", "val_jaccard_loss", "train_loss", "val_loss", "lr"}
 # Small and fast: 64 px, a narrow U-Net; enough to check the mechanics on real faces.
 FAST = {"resize": {"size": 64}, "model": {"base_width": 8, "depth": 3},
-        "train": {"epochs": 2, "batch_size": 32, "threads": 2}}
+        "train": {"epochs": 2, "batch_size": 32}, "runtime": {"threads": 2}}
 
 
 def test_overfits_a_few_real_faces(mini: Path, tmp_path: Path) -> None:

@@ -26,7 +26,7 @@ SCREENSHOT = REPO / "docs" / "mlflow-compare.png"
 # The built-in synthetic sample, tiny: the browser test is about the UI, not the data. Enough steps
 # (64 images, batch 4, 4 epochs) for the two learning rates to reach different val IoUs (~0.26, ~0.42).
 TINY = {"sample": {"n": 80, "image_size": 128, "mask_size": 128}, "resize": {"size": 64},
-        "model": {"base_width": 8, "depth": 3}, "train": {"epochs": 4, "batch_size": 4, "threads": 2}}
+        "model": {"base_width": 8, "depth": 3}, "train": {"epochs": 4, "batch_size": 4}, "runtime": {"threads": 2}}
 EXPERIMENTS = {"lr-small": 0.003, "lr-large": 0.03}
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",

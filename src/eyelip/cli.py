@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from eyelip.errors import EyelipError
-from eyelip.report import TOLERANCE
+from eyelip.tracking.report import TOLERANCE
 
 DESCRIPTION = """\
 eyelip segments the eyes and lips in face photos. Train with `dvc repro` (see README.md);
@@ -112,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_ui(host: str, port: int) -> None:
-    from eyelip.tracking import tracking_uri
+    from eyelip.tracking.store import tracking_uri
 
     uri = tracking_uri()
     if uri.startswith(("http://", "https://")):
@@ -140,27 +140,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "predict":
-            from eyelip.predict import run_predict
+            from eyelip.serve.predict import run_predict
 
-            run_predict(args)
+            run_predict(args.inputs, args.model, args.out, args.threshold, args.batch_size)
         elif args.command == "evaluate":
-            from eyelip.evaluate import run_evaluate_cli
+            from eyelip.serve.evaluate import run_evaluate_cli
 
-            run_evaluate_cli(args)
+            run_evaluate_cli(args.model or ["models/model.onnx"], args.data, args.ids, args.json, args.batch_size,
+                             args.flip_average)
         elif args.command == "report":
-            from eyelip.report import run_report
+            from eyelip.tracking.report import run_report
 
-            run_report(args)
+            run_report(args.baseline, args.out, args.tolerance,
+                       "embed" if args.embed else "none" if args.no_images else "relative")
         elif args.command == "ui":
             run_ui(args.host, args.port)
         elif args.command == "profile":
             from eyelip.profiles import run_profile
 
-            run_profile(args)
+            run_profile(args.name, args.data_root)
         elif args.command == "results":
-            from eyelip.results import run_results
+            from eyelip.tracking.results import run_results
 
-            run_results(args)
+            run_results(args.experiment, args.out, args.ledger)
     except EyelipError as exc:
         print(f"eyelip {args.command}: error: {exc}", file=sys.stderr)
         return 1

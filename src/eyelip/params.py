@@ -14,6 +14,15 @@ from eyelip.errors import ParamError
 PARAMS_FILE = "params.yaml"
 _MISSING = object()
 
+# Settings that decide how fast or where a result is computed, never the result itself. They live in
+# one section that no stage depends on, so changing them re-runs nothing; the resume fingerprint
+# ignores them, and `eyelip results` groups runs across them.
+RUNTIME = "runtime"
+# Where those settings used to live: an old params file gets an error naming the new key.
+MOVED = {"preprocess.n_jobs": "runtime.n_jobs", "preprocess.backend": "runtime.backend",
+         "train.threads": "runtime.threads", "train.device": "runtime.device",
+         "train.distributed": "runtime.distributed", "train.compile": "runtime.compile"}
+
 
 def load(path: str | os.PathLike[str] = PARAMS_FILE) -> dict[str, Any]:
     path = Path(path)
@@ -25,7 +34,16 @@ def load(path: str | os.PathLike[str] = PARAMS_FILE) -> dict[str, Any]:
         raise ParamError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
         raise ParamError(f"{path}: expected a mapping of sections (data:, resize:, ...)")
+    for old, new in MOVED.items():
+        if get(data, old, None) is not None:
+            raise ParamError(f"{old}: moved to {new} in {path} (settings that never change results live in "
+                             f"`{RUNTIME}:`, which no stage depends on); move the key there")
     return data
+
+
+def renamed(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """Flattened params with keys from before :data:`MOVED` under their new names (old MLflow runs)."""
+    return {MOVED.get(key, key): value for key, value in flat.items()}
 
 
 def get(params: Mapping[str, Any], key: str, default: Any = _MISSING) -> Any:

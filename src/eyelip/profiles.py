@@ -16,9 +16,9 @@ from typing import Any
 from ruamel.yaml import YAML
 
 from eyelip import atomic
+from eyelip.data.source import Source
 from eyelip.errors import EyelipError
 from eyelip.params import PARAMS_FILE
-from eyelip.source import Source
 
 PROFILES_DIR = "profiles"
 # Mappings whose keys are names chosen by the user, not settings: a profile replaces them whole
@@ -94,9 +94,10 @@ def apply_profile(name: str, data_root: str | os.PathLike[str], params_path: str
     return changed
 
 
-def run_profile(args: Any) -> None:
-    changed = apply_profile(args.name, args.data_root)
-    print(f"params.yaml: profile {args.name!r}, " + (f"{len(changed)} changes:" if changed else "already applied"))
+def run_profile(name: str, data_root: str) -> None:
+    """``eyelip profile``: merge profiles/NAME.yaml and ``data_root`` into params.yaml, listing the changes."""
+    changed = apply_profile(name, data_root)
+    print(f"params.yaml: profile {name!r}, " + (f"{len(changed)} changes:" if changed else "already applied"))
     for line in changed:
         print(f"  {line}")
     if changed:

@@ -7,8 +7,8 @@ from collections.abc import Callable
 from typing import Any
 
 from eyelip import params as P
+from eyelip.data.parallel import BACKENDS
 from eyelip.errors import EyelipError, ParamError
-from eyelip.parallel import BACKENDS
 
 
 def run(name: str, body: Callable[[dict[str, Any]], None]) -> None:
@@ -24,8 +24,8 @@ def run(name: str, body: Callable[[dict[str, Any]], None]) -> None:
 
 
 def workers(params: dict[str, Any]) -> dict[str, Any]:
-    """joblib settings from ``preprocess.*`` (not DVC deps: they never change the result)."""
-    n_jobs = P.integer(params, "preprocess.n_jobs", default=-1)
+    """joblib settings from ``runtime.n_jobs`` and ``runtime.backend``."""
+    n_jobs = P.integer(params, "runtime.n_jobs", default=-1)
     if n_jobs == 0:
-        raise ParamError("preprocess.n_jobs: 0 workers; use -1 for all cores or a positive count")
-    return {"n_jobs": n_jobs, "backend": P.choice(params, "preprocess.backend", BACKENDS, default="loky")}
+        raise ParamError("runtime.n_jobs: 0 workers; use -1 for all cores or a positive count")
+    return {"n_jobs": n_jobs, "backend": P.choice(params, "runtime.backend", BACKENDS, default="loky")}

@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from eyelip.arrays import read_ids
+from eyelip.data.arrays import read_ids
+from eyelip.data.preprocess import to_nchw
+from eyelip.data.prior import channels as prior_channels
 from eyelip.errors import DataError
-from eyelip.inference import to_nchw
-from eyelip.prior import channels as prior_channels
 
 
 def to_input(images: np.ndarray) -> torch.Tensor:

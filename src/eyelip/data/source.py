@@ -11,8 +11,8 @@ import re
 import zipfile
 from pathlib import Path
 
+from eyelip.data.layout import IMAGE_DIR, MASK_DIR, MASKS_PER_FOLDER, image_relpath
 from eyelip.errors import DataError
-from eyelip.layout import IMAGE_DIR, MASK_DIR, MASKS_PER_FOLDER, image_relpath
 
 _IMAGE_NAME = re.compile(rf"(?:^|/){IMAGE_DIR}/(\d+)\.jpg$")
 _HINT = ("set data.root in params.yaml to a CelebAMask-HQ folder or CelebAMask-HQ.zip "

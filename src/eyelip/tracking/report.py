@@ -159,7 +159,7 @@ def champion_line(root: Path, registered_model: str) -> str | None:
     Read back from the run's ``registry_version``/``registry_champion`` tags (set by the export
     stage) and the kept champion's ``test_iou`` tag.
     """
-    from eyelip import tracking
+    from eyelip.tracking import store as tracking
 
     run_file = root / tracking.RUN_FILE
     uri = tracking.tracking_uri()
@@ -209,13 +209,13 @@ def build_report(root: Path, baseline: str, out: Path, images: str = "relative",
     return "\n".join(lines).rstrip() + "\n"
 
 
-def run_report(args: Any) -> None:
+def run_report(baseline: str, out: str | Path, tolerance: float = TOLERANCE, images: str = "relative") -> None:
+    """``eyelip report``: this workspace against ``baseline``; ``images``: relative | embed | none."""
     root = Path.cwd()
     if not (root / "dvc.yaml").is_file():
         raise EyelipError("dvc.yaml: not found; run `eyelip report` from the project root")
-    out = Path(args.out)
-    mode = "embed" if args.embed else "none" if args.no_images else "relative"
-    text = build_report(root, args.baseline, out, mode, args.tolerance)
+    out = Path(out)
+    text = build_report(root, baseline, out, images, tolerance)
     atomic.write_text(out, text)
     print(text.splitlines()[0])
     print(f"report: {out}")

@@ -29,18 +29,18 @@ import numpy as np
 import torch
 
 from eyelip import atomic
-from eyelip.inference import to_nchw
-from eyelip.model import UNet
+from eyelip.data.preprocess import to_nchw
+from eyelip.model.unet import UNet
 
 OPSET = 17
 THRESHOLD = 0.5
 METADATA = {
     "normalisation": "RGB and prior channels /255, NCHW",
-    "image_resize_rule": "eyelip.preprocess.decode_input: JPEG draft decode, then bilinear (antialiased) "
-                         "resize to input_size x input_size; then the prior's channels (eyelip.prior)",
+    "image_resize_rule": "eyelip.data.preprocess.decode_input: JPEG draft decode, then bilinear (antialiased) "
+                         "resize to input_size x input_size; then the prior's channels (eyelip.data.prior)",
     "mask_resize_rule": "sigmoid(logits) -> probabilities, bilinear resize to the photo's size, then "
                         ">= threshold (eyelip predict); ground truth: box-filter coverage >= 0.5 "
-                        "(eyelip.preprocess.resize_mask)",
+                        "(eyelip.data.preprocess.resize_mask)",
     "output": "logits (N, C, size, size), one channel per target; probability = sigmoid(logits)",
 }
 

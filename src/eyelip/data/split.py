@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from eyelip import atomic
-from eyelip.arrays import ids_text
+from eyelip.data.arrays import ids_text
 from eyelip.errors import ParamError
 
 SPLITS = ("train", "val", "test")

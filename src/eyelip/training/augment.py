@@ -41,8 +41,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from eyelip.layout import MIRROR
-
 # Valid range of each strength: (upper bound, whether the bound itself is allowed).
 _RANGES = {
     "hflip": (1.0, True),
@@ -237,26 +235,3 @@ def _rotate_hue(images: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
     rotation[:, 2, 1], rotation[:, 2, 2] = angle.sin(), angle.cos()
     transform = torch.linalg.inv(to_yiq) @ rotation @ to_yiq  # (N, 3, 3) in RGB space
     return torch.einsum("nij,njhw->nihw", transform.to(images.dtype), images)
-
-
-def mirror_pairs(targets: dict[str, list[str]]) -> list[tuple[int, int]]:
-    """Channel pairs that swap under a horizontal flip, from the targets' parts.
-
-    A target whose parts are their own mirror image (``eyes_lips``, ``eyes``) stays put; a target
-    that keeps one side apart (``left_eye: [l_eye]``) swaps with the target holding the mirrored
-    parts. Without such a partner a flip would mislabel it, so that is an error.
-    """
-    parts = [frozenset(p) for p in targets.values()]
-    names = list(targets)
-    pairs: list[tuple[int, int]] = []
-    for i, own in enumerate(parts):
-        mirrored = frozenset(MIRROR.get(p, p) for p in own)
-        if mirrored == own:
-            continue
-        if mirrored not in parts:
-            raise ValueError(f"train.augment.hflip: target {names[i]!r} keeps {sorted(own)} apart from their mirror "
-                             f"image and no target holds {sorted(mirrored)}; add that target or set hflip: 0")
-        j = parts.index(mirrored)
-        if i < j:
-            pairs.append((i, j))
-    return pairs

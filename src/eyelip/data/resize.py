@@ -6,7 +6,7 @@ P prior channels after R, G, B, ``resize.prior``), ``masks.npy`` uint8 (N, C, S,
 ``train_masks.npy`` (N, C, S*t, S*t) (the training targets, by the same rule at t times the size),
 ``ids.txt`` (array order), ``meta.json`` (the prior) and ``skipped.json`` (unreadable images, with
 reasons).
-The rules (reduced-scale JPEG decode, area-average masks kept at >= 0.5) are ``eyelip.preprocess``'s.
+The rules (reduced-scale JPEG decode, area-average masks kept at >= 0.5) are ``eyelip.data.preprocess``'s.
 """
 
 from __future__ import annotations
@@ -20,14 +20,14 @@ from typing import Any
 import numpy as np
 
 from eyelip import atomic
-from eyelip.arrays import NpyRowWriter, ids_text
+from eyelip.data.arrays import NpyRowWriter, ids_text
+from eyelip.data.fuse import FusedMasks
+from eyelip.data.layout import image_relpath
+from eyelip.data.parallel import map_samples
+from eyelip.data.preprocess import decode_input, resize_mask
+from eyelip.data.prior import channels as prior_channels
+from eyelip.data.source import Source
 from eyelip.errors import ParamError
-from eyelip.fuse import FusedMasks
-from eyelip.layout import image_relpath
-from eyelip.parallel import map_samples
-from eyelip.preprocess import decode_input, resize_mask
-from eyelip.prior import channels as prior_channels
-from eyelip.source import Source
 
 
 def resize_masks(native_masks: np.ndarray, size: int) -> np.ndarray:

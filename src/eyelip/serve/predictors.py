@@ -15,18 +15,16 @@ from typing import Protocol
 
 import numpy as np
 
+from eyelip.data.preprocess import to_nchw
 from eyelip.errors import EyelipError
-
-# What models saved before target parts and the fuse rule were recorded were trained on.
-DEFAULT_TARGET_PARTS = {"eyes_lips": ["l_eye", "r_eye", "u_lip", "l_lip"]}
-DEFAULT_RULE = "union"
+from eyelip.model.checkpoint import with_defaults
 
 
 class Predictor(Protocol):
     size: int  # output (mask) size
     input_size: int  # image size it takes
     targets: list[str]
-    # How the ground truth of each target is built (``eyelip.fuse``), so evaluation on a raw
+    # How the ground truth of each target is built (``eyelip.data.fuse``), so evaluation on a raw
     # CelebAMask-HQ copy fuses the same parts with the same rule as the model was trained on.
     target_parts: dict[str, list[str]]
     rule: str
@@ -35,13 +33,16 @@ class Predictor(Protocol):
     def __call__(self, images: np.ndarray) -> np.ndarray: ...
 
 
-def to_nchw(images: np.ndarray) -> np.ndarray:
-    """uint8 (N, S, S, K) -> float32 (N, K, S, S) in [0, 1]; the same rule as ``dataset.to_input``."""
-    return np.ascontiguousarray(images.transpose(0, 3, 1, 2), dtype=np.float32) / 255.0
-
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
+
+
+def _describe(predictor: Predictor, meta: dict) -> None:
+    """Set the Predictor attributes from a model file's or an ONNX model's metadata."""
+    predictor.size, predictor.targets = int(meta["size"]), list(meta["targets"])
+    predictor.input_size, predictor.prior = int(meta["input_size"]), str(meta["prior"])
+    predictor.target_parts, predictor.rule = dict(meta["target_parts"]), str(meta["rule"])
 
 
 class TorchPredictor:
@@ -50,20 +51,13 @@ class TorchPredictor:
     def __init__(self, path: str | Path, threads: int = 0) -> None:
         import torch
 
-        from eyelip.train import load_model
+        from eyelip.model.checkpoint import load_model
 
         if threads:
             torch.set_num_threads(threads)
         self._torch = torch
-        try:
-            self.model, ckpt = load_model(path)
-        except Exception as exc:  # torch.load raises several types for a corrupt or foreign file
-            raise EyelipError(f"{path}: not a readable eyelip checkpoint ({exc}); train one with `dvc repro`") from exc
-        self.size, self.targets = int(ckpt["size"]), list(ckpt["targets"])
-        self.input_size = int(ckpt["input_size"])
-        self.target_parts = dict(ckpt.get("target_parts") or DEFAULT_TARGET_PARTS)
-        self.rule = str(ckpt.get("rule") or DEFAULT_RULE)
-        self.prior = str(ckpt["prior"])
+        self.model, self.checkpoint = load_model(path)
+        _describe(self, self.checkpoint)
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         with self._torch.no_grad():
@@ -88,11 +82,10 @@ class OnnxPredictor:
         if "size" not in meta or "targets" not in meta:
             raise EyelipError(f"{path}: ONNX model without eyelip metadata (size, targets); "
                               f"export it with `dvc repro export`")
-        self.size, self.targets = int(meta["size"]), json.loads(meta["targets"])
-        self.input_size = int(meta.get("input_size", self.size))
-        self.target_parts = json.loads(meta["target_parts"]) if "target_parts" in meta else dict(DEFAULT_TARGET_PARTS)
-        self.rule = meta.get("rule", DEFAULT_RULE)
-        self.prior = meta.get("prior", "none")
+        # Export stores non-string values as JSON (eyelip.serve.export.export_onnx).
+        parsed = {k: meta[k] if k in ("rule", "prior") else json.loads(meta[k])
+                  for k in ("size", "targets", "input_size", "train_size", "target_parts", "rule", "prior") if k in meta}
+        _describe(self, with_defaults(parsed))
         self._input = self.session.get_inputs()[0].name
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
@@ -103,7 +96,7 @@ class OnnxPredictor:
 class FlipAveraged:
     """Test-time flip averaging: the mean of a predictor's probabilities for each image and for its
     mirror image (mirrored back). ``pairs`` are the output channels that swap under the mirror
-    (``augment.mirror_pairs``: left and right targets), so a left eye still lands in the left-eye
+    (``eyelip.data.layout.mirror_pairs``: left and right targets), so a left eye still lands in the left-eye
     channel. Prior channels are mirrored with the pixels: each holds both sides. Twice the inference
     cost."""
 

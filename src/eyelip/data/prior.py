@@ -61,7 +61,9 @@ def landmarks(rgb: np.ndarray) -> np.ndarray | None:
         if mesh is None:
             # mediapipe 0.10.14 calls a protobuf API that protobuf 4.25 deprecates, on every image.
             warnings.filterwarnings("ignore", message="SymbolDatabase.GetPrototype", category=UserWarning)
-            from mediapipe.python.solutions.face_mesh import FaceMesh  # heavy import, only when used
+            from mediapipe.python.solutions.face_mesh import (
+                FaceMesh,  # heavy import, only when used
+            )
 
             # refine_landmarks runs the attention model, which refines the eye and lip outlines.
             mesh = _local.mesh = FaceMesh(static_image_mode=True, max_num_faces=1, refine_landmarks=True,

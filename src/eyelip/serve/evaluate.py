@@ -1,6 +1,6 @@
 """Score a predictor on a set of faces: the evaluate stage and ``eyelip evaluate`` share all of it.
 
-Every score comes from :mod:`eyelip.metrics` counts at threshold 0.5, at two resolutions:
+Every score comes from :mod:`eyelip.model.metrics` counts at threshold 0.5, at two resolutions:
 
 * model size (``iou``, the headline and the seed's protocol): predictions against the target
   masks resized by the pipeline's own rule (``preprocess.resize_mask``);
@@ -23,22 +23,21 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from eyelip import atomic
-from eyelip.arrays import unpack_masks
+from eyelip.data.arrays import unpack_masks
+from eyelip.data.fuse import FusedMasks, FuseSample, check_targets
+from eyelip.data.parallel import map_samples
+from eyelip.data.resize import resize_sample
+from eyelip.data.source import Source
 from eyelip.errors import EyelipError
-from eyelip.fuse import FuseSample, FusedMasks, check_targets
-from eyelip.inference import Predictor
-from eyelip.metrics import accuracy, confusion, dice, iou, precision, recall
-from eyelip.parallel import map_samples
-from eyelip.plots import rows_csv, save_figure
-from eyelip.resize import resize_sample
-from eyelip.source import Source
+from eyelip.model.metrics import accuracy, confusion, dice, iou, precision, recall
+from eyelip.serve.predictors import Predictor
+from eyelip.tracking.plots import rows_csv, save_figure
 
 THRESHOLD = 0.5
 # Rounded so that 0.5 is exactly the headline threshold (np.arange accumulates float error).
@@ -284,23 +283,25 @@ def evaluate_source(predictor: Predictor, source: Source, ids: Sequence[int] | N
                                               batch_size, n_jobs))
 
 
-def run_evaluate_cli(args: Any) -> None:
-    from eyelip.augment import mirror_pairs
-    from eyelip.inference import Averaged, FlipAveraged, load_predictor
+def run_evaluate_cli(models: Sequence[str], data: str, ids_file: str | None = None, json_out: str | None = None,
+                     batch_size: int = 32, flip_average: bool = False) -> None:
+    """``eyelip evaluate``: score ``models`` (one, or an ensemble of several) on a CelebAMask-HQ copy."""
+    from eyelip.data.layout import mirror_pairs
+    from eyelip.serve.predictors import Averaged, FlipAveraged, load_predictor
 
-    if args.batch_size < 1:
-        raise EyelipError(f"--batch-size must be >= 1, got {args.batch_size}")
-    paths = args.model or ["models/model.onnx"]
+    if batch_size < 1:
+        raise EyelipError(f"--batch-size must be >= 1, got {batch_size}")
+    paths = list(models)
     predictor = load_predictor(paths[0]) if len(paths) == 1 else Averaged([load_predictor(p) for p in paths], paths)
-    if args.flip_average:
+    if flip_average:
         predictor = FlipAveraged(predictor, mirror_pairs(predictor.target_parts))
-    source = Source(args.data)
+    source = Source(data)
     available = source.ids()
-    ids = read_ids_file(args.ids, available, source.describe("CelebA-HQ-img")) if args.ids else available
-    result = evaluate_source(predictor, source, ids, args.batch_size)
+    ids = read_ids_file(ids_file, available, source.describe("CelebA-HQ-img")) if ids_file else available
+    result = evaluate_source(predictor, source, ids, batch_size)
     print(result.table())
-    if args.json:
-        atomic.write_json(args.json, result.metrics)
+    if json_out:
+        atomic.write_json(json_out, result.metrics)
 
 
 # --- reports ---------------------------------------------------------------------------------
@@ -339,7 +340,7 @@ def crop(truth: np.ndarray, pred: np.ndarray, margin: int) -> tuple[slice, slice
 
 def write_reports(result: Evaluation, prefix: str | Path) -> list[Path]:
     """``<prefix>_thresholds.csv/.png``, ``_per_image.csv``, ``_histogram.png``, ``_overlays.png``."""
-    import matplotlib.pyplot as plt  # after eyelip.plots, which selects the headless backend
+    import matplotlib.pyplot as plt  # after eyelip.tracking.plots, which selects the headless backend
 
     prefix = Path(prefix)
     paths = {name: prefix.with_name(f"{prefix.name}_{name}") for name in

@@ -7,7 +7,7 @@ resized (NEAREST and area-average masks of the same faces agree only to IoU ~0.9
   decodes at 1/8 scale straight to 128 px, ~5x faster than a full decode), then bilinear
   (antialiased) resize to ``size`` x ``size``.
 - masks: area-average (box filter) to ``size``, then foreground where coverage >= 0.5.
-- model inputs: the image, then the channels of ``resize.prior`` (``eyelip.prior``), computed on the
+- model inputs: the image, then the channels of ``resize.prior`` (``eyelip.data.prior``), computed on the
   photo at full resolution.
 """
 
@@ -19,7 +19,7 @@ import warnings
 import numpy as np
 from PIL import Image
 
-from eyelip import prior as priors
+from eyelip.data import prior as priors
 from eyelip.errors import DataError
 
 
@@ -84,3 +84,7 @@ def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
         return mask.astype(bool, copy=False)
     # 127.5 rounds to 128, so exactly half counts.
     return mask_coverage(mask, size) >= 128
+
+def to_nchw(images: np.ndarray) -> np.ndarray:
+    """uint8 (N, S, S, K) -> float32 (N, K, S, S) in [0, 1]; the model input rule, for every model format."""
+    return np.ascontiguousarray(images.transpose(0, 3, 1, 2), dtype=np.float32) / 255.0

@@ -18,15 +18,16 @@ import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 from eyelip import atomic
+from eyelip import params as P
 from eyelip.errors import EyelipError
-from eyelip.tracking import tracking_uri
+from eyelip.tracking.store import tracking_uri
 
-# Params that do not change what is learned, or that name the fold a run holds out.
-NOT_RECIPE = {"split.fold", "train.threads", "train.device", "train.val_raw", "data.root"}
-NOT_RECIPE_SECTIONS = ("preprocess.", "tracking.", "export.", "sample.")
+# Beside the runtime section (eyelip.params.RUNTIME): params that name the fold a run holds out, where
+# the data lies, a diagnostic that leaves the model as it is (val_raw), and stages after training.
+NOT_RECIPE = {"split.fold", "train.val_raw", "data.root"}
+NOT_RECIPE_SECTIONS = (f"{P.RUNTIME}.", "tracking.", "export.", "sample.")
 TARGETS = "data.targets."
 AUX_TARGETS = "data.aux_targets."
 TABLE_METRICS = ("train_minutes", "train_images_per_second", "best_val_iou")  # and every test_iou*
@@ -42,7 +43,7 @@ class Run:
 
     @property
     def recipe(self) -> tuple[tuple[str, str], ...]:
-        params = {k: v for k, v in self.params.items()
+        params = {k: v for k, v in P.renamed(self.params).items()
                   if k not in NOT_RECIPE and not k.startswith((*NOT_RECIPE_SECTIONS, TARGETS, AUX_TARGETS))}
         # One entry for the whole layout, so switching {eyes_lips} for {eyes, lips} reads as one change.
         params["data.targets"] = "; ".join(f"{t}={self.params[TARGETS + t]}" for t in self.targets)
@@ -198,21 +199,22 @@ def render(experiment: str, runs: Sequence[Run]) -> str:
     ])
 
 
-def run_results(args: Any) -> None:
-    out = Path(args.out)
-    ledger = Path(args.ledger) if args.ledger else out.with_suffix(".json")
-    kept = read_ledger(ledger, args.experiment)
+def run_results(experiment: str, out: str | Path, ledger: str | Path | None = None) -> None:
+    """``eyelip results``: the experiment's runs by recipe in ``out``, kept in ``ledger`` (default: OUT.json)."""
+    out = Path(out)
+    ledger = Path(ledger) if ledger else out.with_suffix(".json")
+    kept = read_ledger(ledger, experiment)
     try:
-        current = load_runs(args.experiment)
+        current = load_runs(experiment)
     except EyelipError as exc:
         if not kept:
             raise
         print(f"{exc}: listing the {len(kept)} runs of {ledger} only")
         current = []
     runs = merge(kept, current)
-    text = render(args.experiment, runs)
+    text = render(experiment, runs)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic.write_text(out, text)
-    atomic.write_text(ledger, ledger_text(args.experiment, runs))
+    atomic.write_text(ledger, ledger_text(experiment, runs))
     print(f"{out}: {text.count(chr(10) + '| ') - 1} recipes, {len(runs)} runs ({len(runs) - len(current)} "
-          f"from {ledger} only) of experiment {args.experiment!r}")
+          f"from {ledger} only) of experiment {experiment!r}")

@@ -10,9 +10,8 @@ mediapipe when the model takes a prior.
 
 from __future__ import annotations
 
-import argparse
 import io
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -20,9 +19,9 @@ from PIL import Image
 from tqdm import tqdm
 
 from eyelip import atomic
+from eyelip.data.preprocess import decode_input
 from eyelip.errors import DataError, EyelipError
-from eyelip.inference import Predictor, load_predictor
-from eyelip.preprocess import decode_input
+from eyelip.serve.predictors import Predictor, load_predictor
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 COLOURS = ((255, 0, 0), (0, 200, 255), (0, 255, 0), (255, 200, 0), (255, 0, 255), (0, 0, 255))
@@ -121,16 +120,18 @@ def predict_files(predictor: Predictor, paths: list[Path], out: Path, threshold:
     return float(np.mean(coverage))
 
 
-def run_predict(args: argparse.Namespace) -> None:
-    if not 0.0 < args.threshold < 1.0:
-        raise EyelipError(f"--threshold must be between 0 and 1 (exclusive), got {args.threshold}")
-    if args.batch_size < 1:
-        raise EyelipError(f"--batch-size must be at least 1, got {args.batch_size}")
-    paths = collect_inputs(args.inputs)
-    predictor = load_predictor(args.model)
-    out = Path(args.out)
-    coverage = predict_files(predictor, paths, out, args.threshold, args.batch_size)
+def run_predict(inputs: Sequence[str], model: str, out: str | Path, threshold: float = 0.5,
+                batch_size: int = 16) -> None:
+    """``eyelip predict``: masks and overlays for ``inputs`` (files or folders) in ``out``."""
+    if not 0.0 < threshold < 1.0:
+        raise EyelipError(f"--threshold must be between 0 and 1 (exclusive), got {threshold}")
+    if batch_size < 1:
+        raise EyelipError(f"--batch-size must be at least 1, got {batch_size}")
+    paths = collect_inputs(inputs)
+    predictor = load_predictor(model)
+    out = Path(out)
+    coverage = predict_files(predictor, paths, out, threshold, batch_size)
     outputs = "mask" if len(predictor.targets) == 1 else f"{len(predictor.targets)} masks"
-    print(f"predicted {len(paths)} image{'s' * (len(paths) != 1)} with {args.model} "
+    print(f"predicted {len(paths)} image{'s' * (len(paths) != 1)} with {model} "
           f"(targets: {', '.join(predictor.targets)}; mean foreground {coverage:.2%}) -> {outputs} + overlay "
           f"each in {out}")

@@ -17,7 +17,7 @@ single macro score.
 Empty case: a score whose denominator is 0 is defined as 1.0. For IoU and Dice that means
 prediction and target are both empty, which is a perfect answer (e.g. no visible eyes behind
 sunglasses); for precision nothing was predicted, for recall there was nothing to find.
-The convention matches the ``smooth`` term of :mod:`eyelip.losses`.
+The convention matches the ``smooth`` term of :mod:`eyelip.model.losses`.
 
 Inputs must be torch tensors (convert numpy arrays with ``torch.from_numpy``).
 """

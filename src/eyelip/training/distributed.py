@@ -98,11 +98,11 @@ SINGLE = Dist()
 
 
 def init(mode: str | bool, device: str) -> Dist:
-    """Join torchrun's process group when launched by it (``train.distributed: auto``)."""
+    """Join torchrun's process group when launched by it (``runtime.distributed: auto``)."""
     if not launched():
         return SINGLE
     if mode is False:
-        raise ParamError(f"train.distributed: false, but torchrun started {os.environ['WORLD_SIZE']} processes, "
+        raise ParamError(f"runtime.distributed: false, but torchrun started {os.environ['WORLD_SIZE']} processes, "
                          "which would each write the outputs; set it to auto or run without torchrun")
     local_rank, local_world = int(os.environ["LOCAL_RANK"]), int(os.environ["LOCAL_WORLD_SIZE"])
     cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
@@ -112,7 +112,7 @@ def init(mode: str | bool, device: str) -> Dist:
                              "use one process per GPU (train.nproc or torchrun --nproc-per-node)")
         torch.cuda.set_device(local_rank)
     else:
-        # torchrun sets OMP_NUM_THREADS=1; share the cores instead (train.threads overrides).
+        # torchrun sets OMP_NUM_THREADS=1; share the cores instead (runtime.threads overrides).
         torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // local_world))
     td.init_process_group("nccl" if cuda else "gloo")
     return Dist(td.get_rank(), td.get_world_size(), torch.device("cuda", local_rank) if cuda else torch.device("cpu"))

@@ -128,7 +128,7 @@ class UNet(nn.Module):
     """U-Net returning logits of shape (N, out_channels, H, W).
 
     Args:
-        in_channels: input channels: R, G, B and any prior channels (``eyelip.prior``).
+        in_channels: input channels: R, G, B and any prior channels (``eyelip.data.prior``).
         out_channels: number of independent binary targets (one logit map each).
         base_width: channels of the first encoder level; doubles at every level.
         depth: number of down-sampling steps; H and W must be divisible by ``2**depth``.

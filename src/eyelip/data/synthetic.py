@@ -25,8 +25,15 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from eyelip.atomic import atomic_path
-from eyelip.layout import IMAGE_DIR, MASK_DIR, MASKS_PER_FOLDER, PARTS, image_relpath, mask_relpath
-from eyelip.parallel import map_samples
+from eyelip.data.layout import (
+    IMAGE_DIR,
+    MASK_DIR,
+    MASKS_PER_FOLDER,
+    PARTS,
+    image_relpath,
+    mask_relpath,
+)
+from eyelip.data.parallel import map_samples
 
 ZIP_ROOT = "CelebAMask-HQ"
 # Fixed entry metadata so the same seed gives a byte-identical zip on any machine.

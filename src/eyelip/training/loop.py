@@ -4,9 +4,9 @@ Every epoch records ``train_iou``, ``val_iou``, ``train_jaccard_loss``, ``val_ja
 (``train_loss``/``val_loss`` too when the loss combines terms) and ``lr``, and hands the row to
 ``on_epoch`` (MLflow logging). ``train_iou`` is measured on the augmented batches while training,
 as Keras reports it (at the training resolution: ``resize.train_scale`` times the mask size);
-``val_iou`` in eval mode, at the mask size. IoU is ``eyelip.metrics``'s pooled IoU at 0.5.
+``val_iou`` in eval mode, at the mask size. IoU is ``eyelip.model.metrics``'s pooled IoU at 0.5.
 With ``train.ema`` the model validated and saved is a moving average of the weights
-(:mod:`eyelip.ema`); with ``train.val_raw`` too, ``val_iou_raw`` scores the trained weights themselves.
+(:mod:`eyelip.training.ema`); with ``train.val_raw`` too, ``val_iou_raw`` scores the trained weights themselves.
 
 Auxiliary targets (``data.aux_targets``: extra mask channels after the targets) add their loss,
 weighted by ``train.aux_weight``, and ``train_aux_loss``/``val_aux_loss``; IoU and the Jaccard loss
@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -36,16 +35,17 @@ from tqdm import tqdm
 
 from eyelip import atomic
 from eyelip import params as P
-from eyelip.augment import Augment, mirror_pairs
-from eyelip.dataset import ResizedArrays
-from eyelip.distributed import MODES, SINGLE, Dist
-from eyelip.ema import WeightAverage
+from eyelip.data.layout import mirror_pairs
 from eyelip.errors import DataError, ParamError
-from eyelip.losses import KEYS as LOSS_KEYS
-from eyelip.losses import CombinedLoss, build_loss
-from eyelip.metrics import ConfusionMeter, iou
-from eyelip.model import UNet, build_model
-from eyelip.prior import channels as prior_channels
+from eyelip.model.checkpoint import model_file, write_model_file
+from eyelip.model.losses import KEYS as LOSS_KEYS
+from eyelip.model.losses import CombinedLoss, build_loss
+from eyelip.model.metrics import ConfusionMeter, iou
+from eyelip.model.unet import build_model
+from eyelip.training.augment import Augment
+from eyelip.training.dataset import ResizedArrays
+from eyelip.training.distributed import MODES, SINGLE, Dist
+from eyelip.training.ema import WeightAverage
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULES = ("cosine", "constant")
@@ -53,15 +53,15 @@ DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "bf16", "fp32")
 MODEL_KEYS = ("base_width", "depth", "norm", "dropout", "block", "prior_gate")
 TRAIN_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "optimizer", "schedule", "warmup_epochs",
-              "patience", "seed", "threads", "device", "precision", "loss", "augment", "distributed", "nproc",
-              "compile", "ema", "val_raw", "aux_weight")
-# Hardware and launch settings: they do not identify a training job (the world size is passed in).
-NOT_IN_FINGERPRINT = ("threads", "device", "distributed", "nproc", "compile")
+              "patience", "seed", "precision", "loss", "augment", "nproc", "ema", "val_raw", "aux_weight")
+# The fields read from params.yaml's runtime section (eyelip.params.RUNTIME): they do not identify a
+# training job, so the resume fingerprint leaves them out.
+RUNTIME_FIELDS = ("threads", "device", "distributed", "compile")
 
 
 @dataclass
 class TrainConfig:
-    """The ``model`` and ``train`` sections of params.yaml, validated."""
+    """The ``model`` and ``train`` sections of params.yaml, validated, and the runtime settings training uses."""
 
     model: dict[str, Any]
     epochs: int = 20
@@ -100,20 +100,20 @@ class TrainConfig:
             warmup_epochs=P.number(params, "train.warmup_epochs", minimum=0, default=0.0),
             patience=P.integer(params, "train.patience", minimum=0, default=0),
             seed=P.integer(params, "train.seed"),
-            threads=P.integer(params, "train.threads", minimum=0, default=0),
-            device=P.choice(params, "train.device", DEVICES, default="auto"),
+            threads=P.integer(params, "runtime.threads", minimum=0, default=0),
+            device=P.choice(params, "runtime.device", DEVICES, default="auto"),
             precision=P.choice(params, "train.precision", PRECISIONS, default="auto"),
             loss=P.section(params, "train.loss", LOSS_KEYS),
             augment=dict(P.get(params, "train.augment", {}) or {}),
-            distributed=P.get(params, "train.distributed", "auto"),
+            distributed=P.get(params, "runtime.distributed", "auto"),
             nproc=P.integer(params, "train.nproc", minimum=1, default=1),
-            compile=P.boolean(params, "train.compile", False),
+            compile=P.boolean(params, "runtime.compile", False),
             ema=P.number(params, "train.ema", minimum=0, maximum=0.99999, default=0.0),
             val_raw=P.boolean(params, "train.val_raw", False),
             aux_weight=P.number(params, "train.aux_weight", minimum=0, default=0.5),
         )
         if cfg.distributed not in MODES:
-            raise ParamError(f"train.distributed: expected auto or false, got {cfg.distributed!r}")
+            raise ParamError(f"runtime.distributed: expected auto or false, got {cfg.distributed!r}")
         try:  # the model, loss and augmentation check their own keys and name them
             # (with a prior channel, so that model.prior_gate's value is checked here; Trainer checks the data)
             depth = build_model(cfg.model, out_channels=1, in_channels=4).depth
@@ -130,7 +130,7 @@ class TrainConfig:
     def fingerprint(self, data_version: str, world: int = 1) -> str:
         """Identifies a training job: a checkpoint is resumed only by the same job. ``world`` (the
         number of processes) is part of it: it sets the global batch."""
-        job = {k: v for k, v in asdict(self).items() if k not in NOT_IN_FINGERPRINT}
+        job = {k: v for k, v in asdict(self).items() if k not in RUNTIME_FIELDS}
         return hashlib.sha1(json.dumps([job, data_version, world], sort_keys=True).encode()).hexdigest()
 
 
@@ -138,7 +138,7 @@ def pick_device(name: str) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
-        raise ParamError("train.device: cuda requested but no CUDA device is available; use auto or cpu")
+        raise ParamError("runtime.device: cuda requested but no CUDA device is available; use auto or cpu")
     return torch.device(name)
 
 
@@ -169,49 +169,6 @@ def make_optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Opti
                                nesterov=True)
     cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
     return cls(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-
-
-def model_file(model: UNet, model_cfg: dict[str, Any], meta: dict[str, Any],
-               channels: int | None = None) -> dict[str, Any]:
-    """The deployable checkpoint's contents: weights plus what is needed to rebuild and feed the
-    model (``meta``: targets, target_parts, rule, size, input_size, train_size, prior, and where it came
-    from).
-    With ``channels``, only the head's first ``channels`` outputs are kept (the targets, not the
-    auxiliary targets)."""
-    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    if channels is not None:
-        state["head.weight"], state["head.bias"] = state["head.weight"][:channels], state["head.bias"][:channels]
-    return {"state_dict": state, "model": model_cfg, "input": "RGB then the prior's channels, float in [0, 1], NCHW",
-            **meta}
-
-
-def write_model_file(path: str | Path, contents: dict[str, Any]) -> None:
-    with atomic.atomic_path(path) as tmp:
-        torch.save(contents, tmp)
-
-
-def save_model(path: str | Path, model: UNet, model_cfg: dict[str, Any], meta: dict[str, Any],
-               channels: int | None = None) -> None:
-    """Write :func:`model_file` to ``path``, atomically."""
-    write_model_file(path, model_file(model, model_cfg, meta, channels))
-
-
-def model_meta(targets: dict[str, list[str]], rule: str, arrays: ResizedArrays) -> dict[str, Any]:
-    """What ``fit`` saves with the model so that it can be fed and read without the pipeline."""
-    return {"targets": list(targets), "target_parts": targets, "rule": rule, "size": arrays.size,
-            "input_size": arrays.input_size, "train_size": arrays.train_size, "prior": arrays.prior}
-
-
-def load_model(path: str | Path) -> tuple[UNet, dict[str, Any]]:
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    ckpt.setdefault("input_size", ckpt["size"])  # saved before resize.input_scale: photos at the mask size
-    ckpt.setdefault("prior", "none")  # saved before resize.prior
-    ckpt.setdefault("train_size", ckpt["size"])  # saved before resize.train_scale
-    size = int(ckpt["size"])
-    model = build_model(ckpt["model"], out_channels=len(ckpt["targets"]), in_channels=3 + prior_channels(ckpt["prior"]),
-                        input_scale=int(ckpt["input_size"]) // size, output_scale=int(ckpt["train_size"]) // size)
-    model.load_state_dict(ckpt["state_dict"])
-    return model.eval(), ckpt
 
 
 @dataclass

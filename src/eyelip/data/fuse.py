@@ -20,19 +20,24 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from eyelip import atomic
-from eyelip.arrays import NpyRowWriter, ids_text, pack_masks, read_ids, unpack_masks
+from eyelip.data.arrays import (
+    NpyRowWriter,
+    ids_text,
+    pack_masks,
+    read_ids,
+    unpack_masks,
+)
+from eyelip.data.layout import PARTS, mask_relpath
+from eyelip.data.parallel import map_samples
+from eyelip.data.preprocess import decode_mask
+from eyelip.data.source import Source
 from eyelip.errors import DataError, ParamError
-from eyelip.layout import PARTS, mask_relpath
-from eyelip.parallel import map_samples
-from eyelip.preprocess import decode_mask
-from eyelip.source import Source
 
 RULES = ("union", "label_map")
 

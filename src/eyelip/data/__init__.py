@@ -1,0 +1,1 @@
+"""Raw CelebAMask-HQ files to training arrays: layout, reading, fusing, resizing, priors, splits."""

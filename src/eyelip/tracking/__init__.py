@@ -1,0 +1,1 @@
+"""MLflow runs, reports and result tables, and the plots they carry."""

@@ -1,0 +1,1 @@
+"""The training loop and what feeds it: batches, augmentation, weight averaging, DDP."""

@@ -1,5 +1,5 @@
 """Claims: training on windows around the targets (`train.augment.crop`) buys width or resolution for
-about the cost of whole 128 px faces at the base width (README, "Benchmarks": 1.56x and 0.86x the speed):
+about the cost of whole 128 px faces at the base width (benchmarks/README.md):
 
 - `--crop 64 --width 32`: a U-Net twice as wide on 64 px windows (a quarter of the pixels pays for
   four times the multiply-adds per pixel);

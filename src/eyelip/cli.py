@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Evaluate an exported model on any CelebAMask-HQ-layout folder or zip with the pipeline's "
                     "own preprocessing (targets and size from the model's metadata) and the same IoU "
                     "implementation as the evaluate stage. Prints a table; --json writes iou (pooled at the "
-                    "model's output size, the seed's protocol), iou_native (at the source mask resolution), "
+                    "model's output size, the reference notebook's protocol), iou_native (at the source mask resolution), "
                     "per-target IoU, Dice, precision, recall and pixel accuracy.")
     evaluate.add_argument("--model", action="append", metavar="MODEL",
                           help="exported model (default: models/model.onnx); repeat it to score an ensemble, "
@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     profile = commands.add_parser(
         "profile", help="merge a params profile and a dataset path into params.yaml",
         description="Merge profiles/NAME.yaml (a partial params file: mini = the 504-face real mini set with "
-                    "5-fold CV on a CPU; celebamask-hq = the seed's full-data setup for a GPU) and data.root into "
+                    "5-fold CV on a CPU; celebamask-hq = the reference notebook's full-data setup for a GPU) and data.root into "
                     "params.yaml, keeping its comments and key order. Prints the changed keys; `git diff "
                     "params.yaml` shows them too, and `dvc repro` then runs with them.")
     profile.add_argument("name", metavar="NAME", help="profile name: a file profiles/NAME.yaml")
@@ -104,7 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "test IoU mean ± std over folds (per target when there are several) and val IoU. Runs listed "
                     "before stay listed, from the ledger, after the store loses them.")
     results.add_argument("--experiment", required=True, help="MLflow experiment name (tracking.experiment)")
-    results.add_argument("--out", default="docs/results.md", help="markdown file to write (default: %(default)s)")
+    results.add_argument("--out", default=None, metavar="FILE",
+                         help="markdown file to write (default: docs/results/EXPERIMENT.md)")
     results.add_argument("--ledger", default=None, metavar="JSON",
                          help="the listed runs, kept for when the store no longer has them (default: OUT with "
                               ".json); delete it to list the store's runs only")
@@ -162,7 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "results":
             from eyelip.tracking.results import run_results
 
-            run_results(args.experiment, args.out, args.ledger)
+            run_results(args.experiment, args.out or f"docs/results/{args.experiment}.md", args.ledger)
     except EyelipError as exc:
         print(f"eyelip {args.command}: error: {exc}", file=sys.stderr)
         return 1

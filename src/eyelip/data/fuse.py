@@ -2,7 +2,7 @@
 
 A target is a named group of parts (default ``eyes_lips: [l_eye, r_eye, u_lip, l_lip]``). Two rules:
 
-- ``union`` (default, the seed's): a pixel is in the target if any of its part files marks it.
+- ``union`` (default, the reference notebook's): a pixel is in the target if any of its part files marks it.
 - ``label_map``: the official label maps paint parts in ``PARTS`` order and later parts win, so
   hair, a hat or eyeglasses' later-painted parts cover eyes and lips; a pixel is in the target only
   if the last part painted there is one of the target's. Use it to match label-map ground truth.

@@ -1,10 +1,11 @@
 """Decoding and resizing rules, shared by the pipeline stages, evaluation and ``eyelip predict``.
 
 One rule each, used everywhere, because IoU at a reduced size depends on how the ground truth was
-resized (NEAREST and area-average masks of the same faces agree only to IoU ~0.93 at 128 px):
+resized: NEAREST and area-average masks of the same faces differ along every thin outline
+(docs/pipeline.md, "The resizing rule"):
 
 - images: JPEG decoded at reduced scale where the format allows (``Image.draft``: a 1024 px JPEG
-  decodes at 1/8 scale straight to 128 px, ~5x faster than a full decode), then bilinear
+  decodes at 1/8 scale straight to 128 px, far cheaper than a full decode), then bilinear
   (antialiased) resize to ``size`` x ``size``.
 - masks: area-average (box filter) to ``size``, then foreground where coverage >= 0.5.
 - model inputs: the image, then the channels of ``resize.prior`` (``eyelip.data.prior``), computed on the

@@ -7,14 +7,13 @@ one) of MediaPipe Face Mesh's 478 landmarks. The mesh runs on the photo at its f
 box-averaged, the same coverage rule as the masks. A photo in which no face is found gets all-zero
 prior channels, and the U-Net falls back on the pixels alone. ``facemesh_flip`` also runs the mesh
 on the mirrored photo and averages the two coverages: the mesh's errors are not mirror-symmetric,
-so the average is steadier (the outlines alone on the mini set's 504 faces at 128 px: eyes
-0.729 -> 0.741, lips 0.767 -> 0.770; ``benchmarks/prior.py``), for ~1.3x the mesh's time.
+so the average is steadier, for one more mesh run per photo (``benchmarks/prior.py``).
 
-Why: the outlines alone score IoU 0.73 (eyes) and 0.77 (lips) against the mini set's ground
-truth, with errors unlike the U-Net's; as input channels they lifted test IoU on real faces
-(docs/experiments.md). The mesh is a pretrained model installed from PyPI
-(``mediapipe==0.10.14``, the last release whose wheel carries the face models; later ones
-download them at run time). eyelip's own network is still trained only on the data given.
+Why: the outlines alone score below the U-Net against the mini set's ground truth, but their errors
+are unlike the U-Net's; as input channels they lifted test IoU on real faces (docs/experiments.md).
+The mesh is a pretrained model installed from PyPI (``mediapipe==0.10.14``, the last release whose
+wheel carries the face models; later ones download them at run time). eyelip's own network is
+still trained only on the data given.
 """
 
 from __future__ import annotations

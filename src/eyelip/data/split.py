@@ -1,6 +1,6 @@
 """Seeded random train/val/test split of the sample ids, or one fold of a k-fold split.
 
-Sizes are all counts (the seed's full-data setup: 8100 / 900 / 1000) or all fractions of the
+Sizes are all counts (the reference notebook's full-data setup: 8100 / 900 / 1000) or all fractions of the
 dataset (e.g. 0.8 / 0.1 / 0.1). Each list is written sorted, so diffs between runs are readable.
 
 With ``split.folds`` = k >= 2 (cross-validation on a small set), the seeded permutation is cut

@@ -10,7 +10,7 @@ Reductions of the soft overlap losses (``reduction``):
   the size of its eyes or lips, so a few close-up faces do not dominate the gradient.
 * ``"per_batch"``: sums over N, H, W, giving one score per channel (then averaged). A smoother,
   lower-variance surrogate of the pooled (dataset-level) IoU that :mod:`eyelip.model.metrics` reports;
-  on real faces it scored above ``per_image`` on all 5 folds (docs/experiments.md).
+  on real faces it scored above ``per_image`` (docs/experiments.md).
 
 ``smooth`` (default 1.0) is added to numerator and denominator. It keeps the loss finite and
 differentiable when a target channel is empty, makes "empty target, empty prediction" score a

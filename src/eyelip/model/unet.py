@@ -13,8 +13,8 @@ Architecture (Ronneberger et al. 2015, with "same" padding so output size == inp
 the width changes; ReLU after the sum, as ResNet's basic block). ``block="depthwise"`` makes each
 3x3 conv depthwise-separable (a 3x3 conv per channel, then a 1x1 conv across channels, as in
 MobileNet): about 1/8 of the multiply-adds at the same width. On a CPU they run far below that
-count (width 24 trains at 0.79x the speed of plain width 16 here: ``benchmarks/model_variant.py``),
-so they buy width only where depthwise convs are fast.
+count, so a wider depthwise U-Net trains no faster than the plain one (``benchmarks/model_variant.py``,
+docs/experiments.md): they buy width only where depthwise convs are fast.
 
 With ``input_scale`` s > 1 the input image is s times larger than the output: a space-to-depth
 step (``PixelUnshuffle``) folds each s x s pixel block into channels before the first conv. The
@@ -137,12 +137,12 @@ class UNet(nn.Module):
         input_scale: input H/W over output H/W (1 = same size).
         output_scale: the network's own output H/W over the output H/W (a divisor of
             ``input_scale``); the space-to-depth factor is ``input_scale / output_scale``.
-        block: "plain" (the seed's double conv), "residual" (double conv + shortcut) or
+        block: "plain" (the reference notebook's double conv), "residual" (double conv + shortcut) or
             "depthwise" (double depthwise-separable conv).
         prior_gate: in eval mode, keep the output within this many output pixels of the prior's
             outlines (input channels 3 on); 0 = off.
 
-    The seed's full-size network is ``base_width=64, depth=4``.
+    The reference notebook's full-size network is ``base_width=64, depth=4``.
     """
 
     def __init__(

@@ -2,14 +2,14 @@
 
 Every score comes from :mod:`eyelip.model.metrics` counts at threshold 0.5, at two resolutions:
 
-* model size (``iou``, the headline and the seed's protocol): predictions against the target
-  masks resized by the pipeline's own rule (``preprocess.resize_mask``);
+* model size (``iou``, the headline and the reference notebook's protocol): predictions against
+  the target masks resized by the pipeline's own rule (``preprocess.resize_mask``);
 * native (``iou_native``): probabilities upsampled bilinearly to the source mask resolution
   (512 px in CelebAMask-HQ), thresholded, against the fused masks themselves. Even a perfect
   128 px prediction cannot match 512 px masks exactly, so this ceiling is below 1.
 
 With several targets, ``<metric>_combined`` scores all of them merged into one mask (a pixel is
-positive when any target is): for eyes and lips, the seed's single eyes|lips target.
+positive when any target is): for eyes and lips, the reference notebook's single eyes|lips target.
 
 Pixel accuracy is reported next to the all-background baseline's accuracy: eyes and lips cover
 ~1.5% of a face photo, so predicting nothing already scores ~98.5%.
@@ -136,7 +136,7 @@ def evaluate(predictor: Predictor, batches: Iterable[Batch]) -> Evaluation:
         for p, truth in zip(probs, batch.native):
             native_sizes.add(truth.shape[1:])
             # Bilinear on probabilities, then the threshold: a smooth outline scores closer to the
-            # true one than 4x4 blocks would (IoU ceiling 0.88 vs 0.87 for 128 -> 512 px).
+            # true one than 4x4 blocks would (a higher ceiling for a perfect 128 px prediction).
             up = F.interpolate(p[None], size=truth.shape[1:], mode="bilinear", align_corners=False)
             native_counts.append(confusion(up, torch.from_numpy(truth)[None], THRESHOLD))
             if several:

@@ -27,9 +27,9 @@ Rotation, scale and translation form one affine warp (``affine_grid`` + ``grid_s
 Areas moved in from outside the frame are zero (black image, background mask). Masks are
 warped bilinearly and re-binarised at 0.5, which keeps their boundaries in place better than
 nearest-neighbour sampling. It is not the ground truth's rule (box coverage of the 512 px mask
-kept >= 0.5): on real faces under the recipe's warps the two agree only to IoU 0.86 (eyes) and 0.90
-(lips). Warping 2x coverage maps follows the rule (0.994) but trained no better model on fold 0, at
-~7% more time per step (docs/experiments.md), so it is not done.
+kept >= 0.5), and the two differ along thin outlines. Warping coverage maps follows the rule, but
+trained no better model on real faces and costs more time per step (docs/experiments.md), so it is
+not done.
 """
 
 from __future__ import annotations

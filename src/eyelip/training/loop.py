@@ -144,7 +144,7 @@ def pick_device(name: str) -> torch.device:
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     """bf16 autocast where the hardware runs it natively (CUDA, or CPUs with AVX512-BF16/AMX:
-    2.3x faster training here); fp32 elsewhere, where emulated bf16 would be slower."""
+    faster training: benchmarks/train_throughput.py); fp32 elsewhere, where emulated bf16 would be slower."""
     if precision == "fp32":
         return None
     native = torch.cuda.is_bf16_supported() if device.type == "cuda" else torch.ops.mkldnn._is_mkldnn_bf16_supported()

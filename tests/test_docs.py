@@ -91,3 +91,14 @@ def test_every_key_in_params_yaml_has_a_comment() -> None:
     assert undocumented_keys("a:  # x\n  b: 1\n  targets:  # y\n    t: [1]\n") == ["a.b"]
     assert undocumented_keys((REPO / "params.yaml").read_text()) == [], (
         "params.yaml's comments are the reference for each key: add one to each key listed")
+
+
+def test_the_package_map_names_every_module_and_package() -> None:
+    text = (REPO / "README.md").read_text()
+    section = text.split("## Package map", 1)[1].split("\n## ", 1)[0]
+    listed = set(re.findall(r"^\| \[?`([a-z_]+)/?`", section, re.MULTILINE))
+    src = REPO / "src" / "eyelip"
+    actual = {p.stem for p in src.glob("*.py") if p.stem != "__init__"} | {p.name for p in src.iterdir()
+                                                                           if (p / "__init__.py").is_file()}
+    assert listed == actual, f"README package map lists {sorted(listed - actual)} not in src/eyelip, " \
+                             f"misses {sorted(actual - listed)}"

@@ -14,6 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
+from eyelip.cli import main
 from eyelip.data.fuse import fuse_dataset
 from eyelip.data.preprocess import decode_image, decode_input, decode_mask
 from eyelip.data.prior import NoFaceWarning
@@ -265,6 +266,16 @@ def test_the_resize_stage_refuses_a_prior_without_mediapipe_at_once(
                                           r"pip install 'eyelip\[prior\]'"):
         # before anything is read: these fused masks do not even exist
         resize_dataset(Source(sample), tmp_path / "no-fused", tmp_path / "out", 32, prior="facemesh_flip")
+
+
+def test_evaluate_refuses_a_prior_model_without_mediapipe_at_once(
+        sample: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    prior_model = onnx_model(tmp_path / "prior.onnx", "facemesh")
+    monkeypatch.setitem(sys.modules, "mediapipe", None)
+    assert main(["evaluate", "--model", str(prior_model), "--data", str(sample)]) == 1
+    assert capsys.readouterr().err == (f"eyelip evaluate: error: {prior_model}: the face-mesh prior 'facemesh' needs "
+                                       f"mediapipe, which is not installed; pip install 'eyelip[prior]' (Python 3.11 "
+                                       f"or 3.12)\n")
 
 
 @pytest.fixture

@@ -192,7 +192,7 @@ def test_one_unreadable_photo_does_not_stop_the_others(model: Path, tmp_path: Pa
     for name in ("b_text.jpg", "c_truncated.jpg"):  # each reported with its reason
         assert any(f"{name}: not a readable image (" in line for line in lines), proc.stderr
     assert lines[-1] == (f"eyelip predict: error: 2 of 4 photos could not be read (each reported above with its "
-                         f"reason); the other 2 were written to {tmp_path / 'out'}")
+                         f"reason); the masks of the other 2 are in {tmp_path / 'out'}")
 
 
 @pytest.mark.parametrize("case", ["a_file", "under_a_file", "read_only"])

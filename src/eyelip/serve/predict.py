@@ -195,4 +195,4 @@ def run_predict(inputs: Sequence[str], model: str, out: str | Path, threshold: f
               + (" (each warned about above): their masks come from the pixels alone" if outcome.no_face else ""))
     if outcome.failed:
         raise EyelipError(f"{len(outcome.failed)} of {len(paths)} photos could not be read (each reported above with "
-                          f"its reason); the other {written} were written to {out}")
+                          f"its reason); the masks of the other {written} are in {out}")

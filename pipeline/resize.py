@@ -18,7 +18,8 @@ def main(params: dict) -> None:
                              train_scale=P.integer(params, "resize.train_scale", minimum=1, default=1),
                              on_error=P.choice(params, "data.on_error", ON_ERROR), **stage.workers(params))
     atomic.write_json("metrics/resize.json", summary)
-    print(f"resized {summary['samples']} samples ({summary['skipped']} skipped) into data/resized/")
+    faces = f"; no face found in {summary['no_face']} (prior channels empty)" if "no_face" in summary else ""
+    print(f"resized {summary['samples']} samples ({summary['skipped']} skipped{faces}) into data/resized/")
 
 
 if __name__ == "__main__":

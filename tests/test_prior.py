@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import subprocess
 import sys
@@ -30,6 +31,9 @@ from eyelip.training.dataset import ResizedArrays
 EYELIP = Path(sys.executable).parent / "eyelip"
 TWO = {"eyes": ["l_eye", "r_eye"], "lips": ["u_lip", "l_lip"]}
 IDS = [3, 10, 57, 120, 250, 333, 480, 2001]  # both mask folders; 512 and 1024 px photos
+# The face mesh is the optional extra: without it these tests skip (the core install's own tests cover the refusal).
+needs_mediapipe = pytest.mark.skipif(importlib.util.find_spec("mediapipe") is None,
+                                     reason="mediapipe not installed: pip install 'eyelip[prior]'")
 
 
 def jpeg(pixels: np.ndarray) -> bytes:
@@ -48,6 +52,7 @@ def resized(mini: Path, tmp_path_factory: pytest.TempPathFactory) -> ResizedArra
     return ResizedArrays(root / "resized")
 
 
+@needs_mediapipe
 def test_outlines_overlap_the_real_ground_truth(resized: ResizedArrays) -> None:
     assert resized.prior == "facemesh" and resized.in_channels == 5
     outlines = np.asarray(resized.images[..., 3:]).transpose(0, 3, 1, 2) >= 128  # coverage >= 0.5, as the masks
@@ -57,12 +62,14 @@ def test_outlines_overlap_the_real_ground_truth(resized: ResizedArrays) -> None:
     assert iou[0] > 0.6 and iou[1] > 0.65, iou
 
 
+@needs_mediapipe
 def test_prior_channels_follow_the_image_channels(resized: ResizedArrays, mini: Path) -> None:
     data = (mini / "CelebA-HQ-img" / f"{resized.ids[0]}.jpg").read_bytes()
     np.testing.assert_array_equal(resized.images[0, ..., :3], decode_image(data, 128, "x"))  # RGB as without it
     np.testing.assert_array_equal(resized.images[0], decode_input(data, 128, "x", "facemesh"))  # deterministic
 
 
+@needs_mediapipe
 def test_the_flip_prior_is_mirror_symmetric_where_one_mesh_run_is_not(mini: Path) -> None:
     """facemesh_flip averages the mesh on the photo and on its mirror image, so a mirrored photo gets
     the mirrored prior (to the outline's rasterisation); one mesh run errs differently on each side."""
@@ -80,6 +87,7 @@ def test_the_flip_prior_is_mirror_symmetric_where_one_mesh_run_is_not(mini: Path
     assert (averaged >= 128).sum() > 0.5 * (one_run >= 128).sum()
 
 
+@needs_mediapipe
 def test_a_photo_without_a_face_gets_empty_prior_channels() -> None:
     rng = np.random.default_rng(0)
     noise = rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)
@@ -111,6 +119,7 @@ def test_colour_jitter_skips_prior_channels_and_warps_move_them_with_the_pixels(
     torch.testing.assert_close(jittered[:, 3:], with_prior[:, 3:], rtol=0, atol=0)
 
 
+@needs_mediapipe
 def test_resized_arrays_refuse_channels_that_do_not_match_the_prior(resized: ResizedArrays, tmp_path: Path) -> None:
     np.save(tmp_path / "images.npy", np.asarray(resized.images[..., :4]))
     np.save(tmp_path / "masks.npy", np.asarray(resized.masks))
@@ -120,6 +129,7 @@ def test_resized_arrays_refuse_channels_that_do_not_match_the_prior(resized: Res
         ResizedArrays(tmp_path)
 
 
+@needs_mediapipe
 def test_a_model_with_a_prior_predicts_from_plain_photos(resized: ResizedArrays, mini: Path, tmp_path: Path) -> None:
     """Checkpoint and ONNX export record the prior; evaluate and predict rebuild it from each photo."""
     torch.manual_seed(0)

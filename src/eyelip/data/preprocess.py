@@ -4,6 +4,9 @@ One rule each, used everywhere, because IoU at a reduced size depends on how the
 resized: NEAREST and area-average masks of the same faces differ along every thin outline
 (docs/pipeline.md, "The resizing rule"):
 
+- every image and mask is read as viewers show it: its EXIF orientation applied first (a phone stores
+  a portrait photo sideways with a tag that says how to turn it), so masks line up with the photo
+  as displayed; then RGB from any pixel mode (:func:`to_rgb`).
 - images: JPEG decoded at reduced scale where the format allows (``Image.draft``: a 1024 px JPEG
   decodes at 1/8 scale straight to 128 px, far cheaper than a full decode), then bilinear
   (antialiased) resize to ``size`` x ``size``.
@@ -18,10 +21,14 @@ import io
 import warnings
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from eyelip.data import prior as priors
 from eyelip.errors import DataError
+
+
+# 16-bit greyscale modes (a 16-bit PNG opens as one of these): 0-65535, which a plain convert clips to white
+_WIDE_GREY = ("I", "I;16", "I;16B", "I;16L", "I;16N")
 
 
 def _open(data: bytes, where: str) -> Image.Image:
@@ -34,14 +41,24 @@ def _open(data: bytes, where: str) -> Image.Image:
                         f"data.on_error: skip") from exc
 
 
+def to_rgb(image: Image.Image) -> Image.Image:
+    """RGB of any pixel mode: grey, palette, CMYK by PIL's conversions; 16-bit grey scaled to 8 bits;
+    alpha dropped, keeping the colour stored under it (a transparent background is not painted black)."""
+    if image.mode in _WIDE_GREY:
+        grey = np.asarray(image, dtype=np.int64)
+        image = Image.fromarray(((grey.clip(0, 65535) * 255 + 32767) // 65535).astype(np.uint8), mode="L")
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
 def decode_image(data: bytes, size: int | None, where: str) -> np.ndarray:
-    """RGB uint8 array (size, size, 3) from encoded image bytes (any format and size); at the
-    image's own size when ``size`` is None."""
+    """RGB uint8 array (size, size, 3) from encoded image bytes (any format, size and pixel mode),
+    turned upright by its EXIF orientation; at the upright image's own size when ``size`` is None."""
     image = _open(data, where)
     try:
         if size is not None:
-            image.draft("RGB", (size, size))  # no-op for formats other than JPEG
-        image = image.convert("RGB")
+            image.draft("RGB", (size, size))  # no-op for formats other than JPEG; square, so before turning
+        ImageOps.exif_transpose(image, in_place=True)  # no-op without an orientation tag
+        image = to_rgb(image)
         if size is not None and image.size != (size, size):
             image = image.resize((size, size), Image.Resampling.BILINEAR)
         return np.asarray(image, dtype=np.uint8)
@@ -52,17 +69,19 @@ def decode_image(data: bytes, size: int | None, where: str) -> np.ndarray:
 
 def decode_input(data: bytes, size: int, where: str, prior: str = "none") -> np.ndarray:
     """Model input uint8 (size, size, 3 + prior channels): the image by :func:`decode_image`, then the
-    prior's channels, computed on a full-resolution decode of the same bytes."""
+    prior's channels, computed on a full-resolution decode of the same bytes (all zero, with a
+    ``prior.NoFaceWarning`` naming ``where``, when the mesh finds no face)."""
     image = decode_image(data, size, where)
     if priors.channels(prior) == 0:  # also refuses an unknown prior
         return image
-    return np.concatenate([image, priors.compute(prior, decode_image(data, None, where), size)], axis=2)
+    return np.concatenate([image, priors.compute(prior, decode_image(data, None, where), size, where)], axis=2)
 
 
 def decode_mask(data: bytes, where: str) -> np.ndarray:
     """Boolean (H, W) foreground of a part PNG: any non-zero value, whether it decodes as L or RGB."""
     image = _open(data, where)
     try:
+        ImageOps.exif_transpose(image, in_place=True)  # as its photo: masks are drawn on the upright face
         if image.mode not in ("1", "L", "RGB"):
             image = image.convert("L")  # palette indices are not intensities
         array = np.asarray(image)

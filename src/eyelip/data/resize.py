@@ -26,6 +26,7 @@ from eyelip.data.layout import image_relpath
 from eyelip.data.parallel import map_samples
 from eyelip.data.preprocess import decode_input, resize_mask
 from eyelip.data.prior import channels as prior_channels
+from eyelip.data.prior import require as require_prior
 from eyelip.data.source import Source
 from eyelip.errors import ParamError
 
@@ -81,12 +82,14 @@ def resize_dataset(source: Source, fused_dir: str | Path, out_dir: str | Path, s
     if input_scale % train_scale:
         raise ParamError(f"resize.train_scale: {train_scale} must divide resize.input_scale ({input_scale}): the "
                          f"network predicts at the training size from photos at least that large")
+    require_prior(prior, "resize.prior")  # before any photo: without mediapipe, stop here, not in a worker
     input_size, train_size = size * input_scale, size * train_scale
     in_channels = 3 + prior_channels(prior)
     fused = FusedMasks(fused_dir)
     channels = fused.channels
     skipped: dict[int, str] = {}
     kept: list[int] = []
+    no_face = 0  # photos whose prior channels are empty (each one also warned about by name)
     with atomic.atomic_path(out_dir, directory=True) as tmp:
         with contextlib.ExitStack() as files:
             images = files.enter_context(NpyRowWriter(tmp / "images.npy", (input_size, input_size, in_channels),
@@ -98,6 +101,7 @@ def resize_dataset(source: Source, fused_dir: str | Path, out_dir: str | Path, s
             for sample_id, (image, mask, fine) in map_samples(job, fused.ids, on_error=on_error, skipped=skipped,
                                                               n_jobs=n_jobs, backend=backend, desc="resize"):
                 images.append(image[None])
+                no_face += in_channels > 3 and not image[..., 3:].any()
                 masks.append(mask[None])
                 if train_masks is not None:
                     train_masks.append(fine[None])
@@ -105,5 +109,6 @@ def resize_dataset(source: Source, fused_dir: str | Path, out_dir: str | Path, s
         (tmp / "ids.txt").write_text(ids_text(kept))
         (tmp / "meta.json").write_text(json.dumps({"prior": prior}))
         (tmp / "skipped.json").write_text(json.dumps({str(k): v for k, v in skipped.items()}, indent=2))
-    return {"samples": len(kept), "skipped": len(skipped), "size": size, "input_size": input_size,
-            "train_size": train_size, "prior": prior}
+    summary = {"samples": len(kept), "skipped": len(skipped), "size": size, "input_size": input_size,
+               "train_size": train_size, "prior": prior}
+    return summary if in_channels == 3 else {**summary, "no_face": no_face}

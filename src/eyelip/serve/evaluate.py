@@ -287,12 +287,14 @@ def run_evaluate_cli(models: Sequence[str], data: str, ids_file: str | None = No
                      batch_size: int = 32, flip_average: bool = False) -> None:
     """``eyelip evaluate``: score ``models`` (one, or an ensemble of several) on a CelebAMask-HQ copy."""
     from eyelip.data.layout import mirror_pairs
+    from eyelip.data.prior import require
     from eyelip.serve.predictors import Averaged, FlipAveraged, load_predictor
 
     if batch_size < 1:
         raise EyelipError(f"--batch-size must be >= 1, got {batch_size}")
     paths = list(models)
     predictor = load_predictor(paths[0]) if len(paths) == 1 else Averaged([load_predictor(p) for p in paths], paths)
+    require(predictor.prior, paths[0])  # a prior model without mediapipe: stop before the first photo
     if flip_average:
         predictor = FlipAveraged(predictor, mirror_pairs(predictor.target_parts))
     source = Source(data)

@@ -3,15 +3,21 @@
 Each photo is fed exactly as in training (``preprocess.decode_input`` to the model's square input
 size, with its prior's channels). The predicted probabilities are resized bilinearly back to the photo's width x height and only
 then thresholded: thresholding first and resizing a binary mask would give blocky, aliased edges.
-Pixels are read as stored (no EXIF rotation), the same as ``decode_image``, so masks line up with
-the stored image. With an ONNX model this path needs only onnxruntime (torch is never imported), and
-mediapipe when the model takes a prior.
+Photos are read upright (their EXIF orientation applied, as in ``decode_image``), so masks and
+overlays have the size and orientation every viewer shows. With an ONNX model this path needs only
+onnxruntime (torch is never imported), and mediapipe (``eyelip[prior]``) when the model takes a prior.
+
+One unreadable photo does not stop the others: each is reported with its reason as it comes, the
+rest are written, and the run fails at the end. A folder that cannot be written stops it at once.
 """
 
 from __future__ import annotations
 
-import io
+import sys
+import tempfile
+import warnings
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +25,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from eyelip import atomic
-from eyelip.data.preprocess import decode_input
+from eyelip.data.preprocess import decode_image, decode_input
+from eyelip.data.prior import NoFaceWarning, require
 from eyelip.errors import DataError, EyelipError
 from eyelip.serve.predictors import Predictor, load_predictor
 
@@ -52,19 +59,18 @@ def collect_inputs(inputs: list[str]) -> list[Path]:
 
 
 def read_photo(path: Path, size: int, prior: str = "none") -> tuple[np.ndarray, Image.Image]:
-    """The model input (size, size, 3 + prior channels) and the photo at full resolution, from one
-    read of the file."""
+    """The model input (size, size, 3 + prior channels) and the upright photo at full resolution,
+    from one read of the file."""
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise EyelipError(f"{path}: cannot read ({exc.strerror})") from exc
     try:
         model_input = decode_input(data, size, str(path), prior)
-        photo = Image.open(io.BytesIO(data)).convert("RGB")  # a JPEG draft decode can mask truncation
+        # Decoded in full as well: a JPEG draft decode can mask truncation.
+        photo = Image.fromarray(decode_image(data, None, str(path)), mode="RGB")
     except DataError as exc:
         raise EyelipError(f"{path}: not a readable image ({exc.__cause__}); pass only image files") from exc
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise EyelipError(f"{path}: corrupt or truncated image ({exc}); pass only image files") from exc
     return model_input, photo
 
 
@@ -84,8 +90,22 @@ def overlay(photo: Image.Image, masks: np.ndarray) -> Image.Image:
 
 
 def save_png(image: Image.Image, path: Path) -> None:
-    with atomic.atomic_path(path) as tmp:
-        image.save(tmp, format="PNG")
+    try:
+        with atomic.atomic_path(path) as tmp:
+            image.save(tmp, format="PNG")
+    except OSError as exc:  # the folder, not the photo: every later write would fail the same way
+        raise EyelipError(f"{path}: cannot write ({exc.strerror or exc}); pass a writable --out folder") from exc
+
+
+def prepare_out(out: Path) -> None:
+    """Create ``out`` and check that files can be written in it, before any model is loaded."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as exc:
+        raise EyelipError(f"{out}: cannot write the output folder there ({exc.strerror or exc}); "
+                          f"pass a writable --out folder") from exc
 
 
 def write_outputs(path: Path, photo: Image.Image, probs: np.ndarray, targets: list[str], threshold: float,
@@ -106,18 +126,50 @@ def batches(paths: list[Path], batch_size: int) -> Iterator[list[Path]]:
         yield paths[start:start + batch_size]
 
 
-def predict_files(predictor: Predictor, paths: list[Path], out: Path, threshold: float, batch_size: int) -> float:
-    """Predict and write outputs for ``paths``; returns the mean foreground fraction over all photos."""
-    out.mkdir(parents=True, exist_ok=True)
-    coverage = []
+@dataclass
+class Outcome:
+    """What ``predict_files`` did: photos written, unreadable photos with the reason, photos without a face."""
+
+    written: list[Path] = field(default_factory=list)
+    failed: dict[Path, str] = field(default_factory=dict)
+    no_face: list[Path] = field(default_factory=list)
+    coverage: list[float] = field(default_factory=list)  # foreground fraction of each written photo
+
+
+def _read(path: Path, predictor: Predictor, outcome: Outcome, bar: tqdm) -> tuple[np.ndarray, Image.Image] | None:
+    """``read_photo``, or None after reporting why it failed; a no-face warning is reported and counted."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", NoFaceWarning)
+        try:
+            decoded = read_photo(path, predictor.input_size, predictor.prior)
+        except EyelipError as exc:
+            outcome.failed[path] = str(exc)
+            bar.write(f"eyelip predict: skipped {exc}", file=sys.stderr)
+            return None
+    for warning in caught:
+        if issubclass(warning.category, NoFaceWarning):
+            outcome.no_face.append(path)
+            bar.write(f"eyelip predict: warning: {warning.message}", file=sys.stderr)
+        else:  # not ours to handle: shown as it would have been
+            warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
+    return decoded
+
+
+def predict_files(predictor: Predictor, paths: list[Path], out: Path, threshold: float, batch_size: int) -> Outcome:
+    """Predict and write outputs for every readable photo of ``paths``; see :class:`Outcome`."""
+    outcome = Outcome()
     with tqdm(total=len(paths), unit="image", desc="predict") as bar:
         for chunk in batches(paths, batch_size):
-            decoded = [read_photo(path, predictor.input_size, predictor.prior) for path in chunk]
-            probs = predictor(np.stack([model_input for model_input, _ in decoded]))
-            for path, (_, photo), prob in zip(chunk, decoded, probs):
-                coverage.append(write_outputs(path, photo, prob, predictor.targets, threshold, out).mean())
+            decoded = [(path, found) for path in chunk if (found := _read(path, predictor, outcome, bar)) is not None]
+            bar.update(len(chunk) - len(decoded))
+            if not decoded:
+                continue
+            probs = predictor(np.stack([model_input for _, (model_input, _) in decoded]))
+            for (path, (_, photo)), prob in zip(decoded, probs):
+                outcome.coverage.append(write_outputs(path, photo, prob, predictor.targets, threshold, out).mean())
+                outcome.written.append(path)
                 bar.update()
-    return float(np.mean(coverage))
+    return outcome
 
 
 def run_predict(inputs: Sequence[str], model: str, out: str | Path, threshold: float = 0.5,
@@ -128,10 +180,19 @@ def run_predict(inputs: Sequence[str], model: str, out: str | Path, threshold: f
     if batch_size < 1:
         raise EyelipError(f"--batch-size must be at least 1, got {batch_size}")
     paths = collect_inputs(inputs)
-    predictor = load_predictor(model)
     out = Path(out)
-    coverage = predict_files(predictor, paths, out, threshold, batch_size)
+    prepare_out(out)
+    predictor = load_predictor(model)
+    require(predictor.prior, model)  # a prior model without mediapipe: stop before the first photo
+    outcome = predict_files(predictor, paths, out, threshold, batch_size)
+    written = len(outcome.written)
     outputs = "mask" if len(predictor.targets) == 1 else f"{len(predictor.targets)} masks"
-    print(f"predicted {len(paths)} image{'s' * (len(paths) != 1)} with {model} "
-          f"(targets: {', '.join(predictor.targets)}; mean foreground {coverage:.2%}) -> {outputs} + overlay "
-          f"each in {out}")
+    coverage = f"; mean foreground {np.mean(outcome.coverage):.2%}" if written else ""
+    print(f"predicted {written} image{'s' * (written != 1)} with {model} (targets: {', '.join(predictor.targets)}"
+          f"{coverage}) -> {outputs} + overlay each in {out}")
+    if predictor.prior != "none":
+        print(f"no face found in {len(outcome.no_face)} of {written} photo{'s' * (written != 1)}"
+              + (" (each warned about above): their masks come from the pixels alone" if outcome.no_face else ""))
+    if outcome.failed:
+        raise EyelipError(f"{len(outcome.failed)} of {len(paths)} photos could not be read (each reported above with "
+                          f"its reason); the masks of the other {written} are in {out}")

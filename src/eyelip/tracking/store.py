@@ -4,6 +4,11 @@ The store is SQLite at the repository root (``sqlite:///<root>/mlflow.db``). ``D
 ``dvc repro`` and ``dvc exp run``, also in ``--temp``/``--queue`` copies) names the root, so runs
 land in the original repository rather than vanishing with a temporary copy.
 ``MLFLOW_TRACKING_URI`` overrides it (a shared tracking server).
+
+A fresh SQLite store is created by the first process that opens it (tables, migrations, the default
+experiment; seconds). Parallel ``dvc queue`` workers would all find it empty and race to create the
+same tables, and all but one fail (``table ... already exists``), so :func:`open_store` lets one
+process at a time open it, under a file lock; later ones find it complete.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import hashlib
 import json
 import os
 import subprocess
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -30,6 +36,23 @@ def project_root() -> Path:
 
 def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_root() / 'mlflow.db'}"
+
+
+def open_store(uri: str) -> None:
+    """Open the store at ``uri`` once in this process, creating it if new; for a SQLite file, one
+    process at a time (see the module docstring). MLflow caches the opened store, so the run that
+    follows reuses it."""
+    if not uri.startswith("sqlite:///"):
+        return  # a tracking server keeps its own store
+    from filelock import FileLock
+    from mlflow import MlflowClient
+
+    # The lock lives outside the project (no file for git to see), keyed by the store's real path so
+    # that workers in DVC's temporary copies, which log to the original root's store, share it.
+    where = Path(uri[len("sqlite:///"):]).resolve()
+    key = hashlib.sha1(str(where).encode()).hexdigest()[:16]
+    with FileLock(Path(tempfile.gettempdir()) / f"eyelip-mlflow-{key}.lock"):
+        MlflowClient(uri)  # creates and migrates a fresh store's schema, or finds it complete
 
 
 def git_commit(cwd: Path | None = None) -> str:
@@ -79,6 +102,7 @@ def start_run(experiment: str, params: Mapping[str, Any], run_id: str | None = N
 
     # A stray MLFLOW_RUN_ID would silently override run_id and mix two runs.
     os.environ.pop("MLFLOW_RUN_ID", None)
+    open_store(tracking_uri())
     mlflow.set_tracking_uri(tracking_uri())
     if run_id:
         return mlflow.start_run(run_id=run_id)

@@ -19,7 +19,7 @@ from eyelip.errors import DataError, EyelipError
 from eyelip.model.checkpoint import check_fits, load_model
 from eyelip.serve.export import export_checked
 from eyelip.serve.predictors import TorchPredictor
-from eyelip.serve.registry import Lineage, EvalSet, publish, registered_name
+from eyelip.serve.registry import EvalSet, Lineage, publish, registered_name
 from eyelip.tracking.store import RUN_FILE, data_version, read_run_id
 from eyelip.training.dataset import ResizedArrays, split_rows
 

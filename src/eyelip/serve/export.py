@@ -29,8 +29,8 @@ import numpy as np
 import torch
 
 from eyelip import atomic
-from eyelip.errors import EyelipError
 from eyelip.data.preprocess import to_nchw
+from eyelip.errors import EyelipError
 from eyelip.model.unet import UNet
 
 OPSET = 17

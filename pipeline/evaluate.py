@@ -9,12 +9,11 @@ overlays), and adds them as ``test_*`` metrics and artifacts to the training sta
 from pathlib import Path
 
 from eyelip import atomic, stage
-from eyelip import params as P
 from eyelip.data.fuse import FusedMasks
 from eyelip.model.checkpoint import check_fits
 from eyelip.serve.evaluate import array_batches, evaluate, write_reports
 from eyelip.serve.predictors import TorchPredictor
-from eyelip.tracking.store import read_run_id, start_run
+from eyelip.tracking.store import resume_run
 from eyelip.training.dataset import ResizedArrays, split_rows
 
 MODEL, METRICS, REPORTS = Path("models/model.pt"), Path("metrics/evaluate.json"), Path("metrics/evaluate")
@@ -34,10 +33,7 @@ def main(params: dict) -> None:
 
     import mlflow
 
-    run_id = read_run_id()
-    if run_id is None:
-        print("models/run.json not found: logging to a new MLflow run")
-    with start_run(P.get(params, "tracking.experiment", "eyelip"), params, run_id):  # ends the run, even on error
+    with resume_run(params):  # the training run; ends it, even on error
         mlflow.log_metrics({f"test_{k}": float(v) for k, v in result.metrics.items()})
         for path in artifacts:
             mlflow.log_artifact(str(path))

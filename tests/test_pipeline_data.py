@@ -17,7 +17,7 @@ def stages_run(output: str) -> list[str]:
 def test_data_stages_on_the_mini_set(project, mini: Path) -> None:
     project.set_params(data={"root": str(mini)}, resize={"size": 64})
     first = project.dvc("repro", "split")
-    assert stages_run(first.stdout) == ["fuse-masks", "resize", "split"]
+    assert stages_run(first.stdout) == ["check-data", "fuse-masks", "resize", "split"]
     resized = project.root / "data" / "resized"
     images = np.load(resized / "images.npy", mmap_mode="r")
     masks = np.load(resized / "masks.npy", mmap_mode="r")
@@ -54,7 +54,7 @@ def test_data_stages_on_the_built_in_sample(project) -> None:
     project.set_params(sample={"n": 40, "image_size": 256, "mask_size": 128}, resize={"size": 64},
                        data={"targets": {"eyes": ["l_eye", "r_eye"], "lips": ["u_lip", "l_lip"]}})
     out = project.dvc("repro", "split")
-    assert stages_run(out.stdout) == ["sample", "fuse-masks", "resize", "split"]
+    assert stages_run(out.stdout) == ["sample", "check-data", "fuse-masks", "resize", "split"]
     with zipfile.ZipFile(project.root / "data" / "sample.zip") as zf:
         assert "CelebAMask-HQ/CelebA-HQ-img/0.jpg" in zf.namelist()
     masks = np.load(project.root / "data" / "resized" / "masks.npy", mmap_mode="r")

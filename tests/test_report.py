@@ -57,7 +57,7 @@ def test_report_compares_two_commits_with_real_dvc(project, mini: Path) -> None:
     expected = verdict(old, new).word
     assert first.startswith(f"**{expected}**: test IoU {new:.4f} vs {old:.4f} at `HEAD~1` ("), first
     # The export stage's registry gate: strictly higher test IoU moves `champion` to the new version.
-    gate = "champion gate: v2 promoted to `champion`" if new > old else "champion gate: kept v1"
+    gate = ("registry 'eyelip': v2 promoted to champion" if new > old else "registry 'eyelip': kept v1 as champion")
     assert gate in first, first
 
     assert "| `train.lr` | 0.003 | 0.03 |" in report

@@ -7,6 +7,8 @@ a thin launcher of the MLflow server.
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -129,12 +131,32 @@ def run_ui(host: str, port: int) -> None:
     print(f"MLflow UI on {uri}: http://{host}:{port}  (Ctrl+C stops it)", flush=True)
     cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host", host,
            "--port", str(port), "--workers", "1"]
-    try:
-        code = subprocess.run(cmd).returncode
-    except KeyboardInterrupt:
-        return
-    if code != 0:
+    code, stopped = serve_until_stopped(cmd)
+    if code != 0 and not stopped:
         raise EyelipError(f"mlflow server exited with status {code}")
+
+
+def serve_until_stopped(cmd: list[str]) -> tuple[int, bool]:
+    """Run ``cmd`` in its own process group until it exits; SIGINT or SIGTERM sent to this process
+    (Ctrl+C, ``kill PID``) goes to the whole group (mlflow server and its uvicorn worker), and this
+    process waits for the server to exit, so stopping `eyelip ui` by its PID leaves nothing running.
+    Returns the server's exit status and whether it was stopped by such a signal."""
+    child = subprocess.Popen(cmd, start_new_session=True)
+    stopped: list[int] = []
+
+    def forward(signum: int, _frame: object) -> None:
+        stopped.append(signum)
+        try:
+            os.killpg(child.pid, signum)
+        except ProcessLookupError:
+            pass  # already gone
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return child.wait(), bool(stopped)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,4 +1,4 @@
-"""Deployable copies of the trained U-Net, proof that they compute the same thing, and the registry gate.
+"""Deployable copies of the trained U-Net and proof that they compute the same thing.
 
 - ONNX (opset 17, legacy TorchScript-based exporter: the dynamo exporter needs onnxscript, which is
   not a dependency). Input ``image`` float32 (N, 3 + P, H, W) in [0, 1] (P channels of the ``prior``
@@ -11,8 +11,8 @@
 - TorchScript: traced and frozen, loads with ``torch.jit.load`` without eyelip installed.
   ``torch.jit`` is deprecated in PyTorch 2.13 but still the only single-file format that loads
   without the defining code *and* runs with plain ``torch``; the warnings are silenced here only.
-- ``register``: MLflow Model Registry with a ``candidate`` alias (always the newest version) and a
-  ``champion`` alias that moves only when the new version's test IoU is strictly higher.
+- ``export_checked``: both files, published only when both match PyTorch on test images (the parity
+  gate), with their CPU latency. The registry gate is :mod:`eyelip.serve.registry`.
 """
 
 from __future__ import annotations
@@ -30,10 +30,13 @@ import torch
 
 from eyelip import atomic
 from eyelip.data.preprocess import to_nchw
+from eyelip.errors import EyelipError
 from eyelip.model.unet import UNet
 
 OPSET = 17
 THRESHOLD = 0.5
+# Parity limits: both exports must reproduce PyTorch's probabilities and masks on the test images.
+MAX_PROB_DIFF, MIN_IDENTICAL = 1e-4, 0.999
 METADATA = {
     "normalisation": "RGB and prior channels /255, NCHW",
     "image_resize_rule": "eyelip.data.preprocess.decode_input: JPEG draft decode, then bilinear (antialiased) "
@@ -169,36 +172,28 @@ def measure_latency(model: UNet, onnx_path: str | Path, torchscript_path: str | 
     return {"threads": threads, "latency_ms": result, "speedup_vs_eager": speedup}
 
 
-def register(model_uri: str, name: str, test_iou: float, tags: dict[str, str] | None = None) -> dict[str, Any]:
-    """Register ``model_uri`` (``models:/<model_id>`` or ``runs:/...``) as a new version of ``name``
-    in the current MLflow registry, alias it ``candidate``, and move ``champion`` to it only if its
-    test IoU is strictly higher than the champion's ``test_iou`` tag (a champion without the tag,
-    e.g. aliased by hand, counts as beaten: it carries no evidence). Prints and returns the decision."""
-    import mlflow
-    from mlflow import MlflowClient
+def check_parity(name: str, result: dict[str, float]) -> None:
+    if not (result["max_abs_prob_diff"] < MAX_PROB_DIFF and result["identical_mask_fraction"] > MIN_IDENTICAL):
+        raise EyelipError(
+            f"{name} export disagrees with PyTorch on {result['images']} test images: max |prob diff| "
+            f"{result['max_abs_prob_diff']:.3g} (limit {MAX_PROB_DIFF:g}), identical mask pixels "
+            f"{result['identical_mask_fraction']:.5f} (limit > {MIN_IDENTICAL}); nothing was exported")
 
-    client = MlflowClient()
-    version = mlflow.register_model(model_uri, name, tags={"test_iou": f"{test_iou:.6f}", **(tags or {})})
-    client.set_registered_model_alias(name, "candidate", version.version)
-    new = f"v{version.version}"
-    champion = client.get_registered_model(name).aliases.get("champion")
-    decision: dict[str, Any] = {"registered_model": name, "version": int(version.version), "test_iou": test_iou,
-                                "previous_champion": None, "previous_champion_test_iou": None}
-    if champion is None:
-        promote, reason = True, f"champion: {new} test IoU {test_iou:.4f} (no champion before): promoted"
-    else:
-        old = client.get_model_version(name, champion)
-        old_iou = float(old.tags["test_iou"]) if "test_iou" in old.tags else None
-        decision.update(previous_champion=int(champion), previous_champion_test_iou=old_iou)
-        if old_iou is None:
-            promote = True
-            reason = f"champion: {new} test IoU {test_iou:.4f}; v{champion} had no test_iou tag: promoted"
-        elif test_iou > old_iou:
-            promote, reason = True, f"champion: {new} test IoU {test_iou:.4f} > v{champion} {old_iou:.4f}: promoted"
-        else:
-            promote, reason = False, f"kept v{champion} ({old_iou:.4f} >= {test_iou:.4f}); {new} is candidate only"
-    if promote:
-        client.set_registered_model_alias(name, "champion", version.version)
-    print(f"registry {name!r}: {reason}")
-    decision.update(promoted=promote, champion=int(version.version) if promote else int(champion), message=reason)
-    return decision
+
+def export_checked(model: UNet, reference: Callable[[np.ndarray], np.ndarray], images: np.ndarray,
+                   onnx_path: str | Path, torchscript_path: str | Path, size: int, targets: list[str],
+                   meta: dict[str, Any], input_size: int, repeats: int = 10) -> dict[str, Any]:
+    """Write ``onnx_path`` and ``torchscript_path`` only if both pass parity with ``reference`` on
+    ``images`` (uint8 model inputs); returns the parity results (``parity``) and :func:`measure_latency`."""
+    from eyelip.serve.predictors import OnnxPredictor
+
+    # Both files stay temporary until both pass parity: a failed check publishes neither.
+    with atomic.atomic_path(onnx_path) as onnx_tmp, atomic.atomic_path(torchscript_path) as ts_tmp:
+        export_onnx(model, onnx_tmp, size, targets, meta, input_size)
+        export_torchscript(model, ts_tmp, input_size)
+        checks = {"onnxruntime": parity(reference, OnnxPredictor(onnx_tmp), images),
+                  "torchscript": parity(reference, TorchScriptPredictor(ts_tmp, size, targets), images)}
+        for fmt, result in checks.items():
+            check_parity(fmt, result)
+        speed = measure_latency(model, onnx_tmp, ts_tmp, input_size, repeats=repeats)
+    return {"parity": checks, **speed}

@@ -19,6 +19,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ from typing import Any
 from eyelip import atomic
 from eyelip import params as P
 from eyelip.errors import EyelipError
+from eyelip.tracking import store as tracking
 
 EVALUATE = "metrics/evaluate.json"
 HEADLINE = "iou"
@@ -41,29 +43,37 @@ IMAGES = (("IoU and Jaccard loss per epoch", "metrics/train_curves.png"),
 
 @dataclass(frozen=True)
 class Verdict:
-    word: str  # better | worse | same | new (no baseline IoU)
+    word: str  # better | worse | same | new (no baseline IoU) | not comparable (different data)
     new: float
     old: float | None
     tolerance: float
+    data: tuple[str, str] | None = None  # (baseline, this run) data versions when they differ
 
     def line(self, baseline: str) -> str:
         if self.old is None:
             return f"**new**: test IoU {self.new:.4f}; {baseline} has no test IoU to compare with"
+        if self.data is not None:
+            return (f"**{self.word}**: test IoU {self.new:.4f} on data {self.data[1]} vs {self.old:.4f} on data "
+                    f"{self.data[0]} at {baseline}")
         return (f"**{self.word}**: test IoU {self.new:.4f} vs {self.old:.4f} at {baseline} "
                 f"({self.new - self.old:+.4f}, tolerance ±{self.tolerance:g})")
 
 
-def verdict(old: float | None, new: float, tolerance: float = TOLERANCE) -> Verdict:
-    """better / worse only when the change exceeds ``tolerance``: run-to-run noise is not a result."""
+def verdict(old: float | None, new: float, tolerance: float = TOLERANCE,
+            data: tuple[str, str] | None = None) -> Verdict:
+    """better / worse only when the change exceeds ``tolerance``: run-to-run noise is not a result; and
+    only on the same data: ``data`` = (baseline, this run) data versions, when they differ."""
     if old is None:
         word = "new"
+    elif data is not None:
+        word = "not comparable (different data)"
     elif new > old + tolerance:
         word = "better"
     elif new < old - tolerance:
         word = "worse"
     else:
         word = "same"
-    return Verdict(word, new, old, tolerance)
+    return Verdict(word, new, old, tolerance, data)
 
 
 def dvc_json(root: Path, *args: str) -> dict[str, Any]:
@@ -159,8 +169,6 @@ def champion_line(root: Path, registered_model: str) -> str | None:
     Read back from the run's ``registry_version``/``registry_champion`` tags (set by the export
     stage) and the kept champion's ``test_iou`` tag.
     """
-    from eyelip.tracking import store as tracking
-
     run_file = root / tracking.RUN_FILE
     uri = tracking.tracking_uri()
     # Opening a SQLite URI creates the file: never leave an empty store behind.
@@ -172,6 +180,8 @@ def champion_line(root: Path, registered_model: str) -> str | None:
     try:
         client = MlflowClient(uri)
         tags = client.get_run(tracking.read_run_id(run_file)).data.tags
+        if "registry_decision" in tags:  # the gate's own line, naming what it compared
+            return tags["registry_decision"]
         if "registry_version" not in tags:
             return None
         version, champion = int(tags["registry_version"]), int(tags["registry_champion"])
@@ -181,6 +191,16 @@ def champion_line(root: Path, registered_model: str) -> str | None:
         return f"champion gate: kept v{champion} (test IoU {kept_iou}); v{version} is `candidate` only"
     except MlflowException:
         return None  # a store that lost the run (e.g. a fresh CI store): say nothing rather than guess
+
+
+def baseline_data_version(root: Path, sha: str) -> str:
+    """``data_version`` (:func:`eyelip.tracking.store.data_version`) of the baseline commit's dvc.lock."""
+    proc = subprocess.run(["git", "show", f"{sha}:dvc.lock"], cwd=root, capture_output=True, text=True)
+    if proc.returncode != 0:
+        return "unknown"
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "dvc.lock").write_text(proc.stdout)
+        return tracking.data_version(Path(tmp) / "dvc.lock")
 
 
 def build_report(root: Path, baseline: str, out: Path, images: str = "relative",
@@ -195,7 +215,9 @@ def build_report(root: Path, baseline: str, out: Path, images: str = "relative",
     if not isinstance(new, (int, float)):
         raise EyelipError(f"{EVALUATE}: no numeric {HEADLINE!r}; re-run `dvc repro evaluate`")
     old = headline.get("old")
-    result = verdict(old if isinstance(old, (int, float)) else None, float(new), tolerance)
+    versions = (baseline_data_version(root, sha), tracking.data_version(root / "dvc.lock"))
+    differ = versions[0] != versions[1] and "unknown" not in versions  # unknown: no claim either way
+    result = verdict(old if isinstance(old, (int, float)) else None, float(new), tolerance, versions if differ else None)
     label = f"`{sha[:7]}`" if sha.startswith(baseline) else f"`{baseline}` ({sha[:7]})"
     first = result.line(label)
     params_now = P.load(root / P.PARAMS_FILE)

@@ -123,6 +123,15 @@ def read_run_id(path: str | Path = RUN_FILE) -> str | None:
     return json.loads(path.read_text())["run_id"] if path.exists() else None
 
 
+def resume_run(params: Mapping[str, Any], run_file: str | Path = RUN_FILE):
+    """The training stage's run (``run_file``) resumed, for a later stage to add to (a new run when
+    there is none); use as ``with resume_run(params):``, which ends it even on error."""
+    run_id = read_run_id(run_file)
+    if run_id is None:
+        print(f"{run_file} not found: logging to a new MLflow run")
+    return start_run(params.get("tracking", {}).get("experiment", "eyelip"), params, run_id)
+
+
 class TrackedRun:
     """The training stage's MLflow run: params and tags once, metrics per epoch, artifacts at the end."""
 

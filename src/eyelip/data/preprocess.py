@@ -26,7 +26,6 @@ from PIL import Image, ImageOps
 from eyelip.data import prior as priors
 from eyelip.errors import DataError
 
-
 # 16-bit greyscale modes (a 16-bit PNG opens as one of these): 0-65535, which a plain convert clips to white
 _WIDE_GREY = ("I", "I;16", "I;16B", "I;16L", "I;16N")
 

@@ -1,4 +1,17 @@
-"""Shared fixtures: the real mini set (read in place) and temporary copies of the DVC project."""
+"""Shared fixtures. Two kinds of face data:
+
+- ``synthetic`` (session): faces the suite makes itself with the project's own generator
+  (``eyelip.data.synthetic.generate_sample``), unpacked into CelebAMask-HQ's folder layout. Every
+  test of mechanics (fusing, resizing, zip reading, predict, evaluate, export parity, training,
+  resume, bad input) uses it, so a public clone without ``../shared`` runs them all.
+- ``mini`` / ``mini_few`` (session): the 504 real CelebAMask-HQ faces in ``../shared`` (or
+  ``$EYELIP_MINI``), read in place. Only for what needs real faces (quality ceilings, a face the
+  face mesh can find). A test that asks for them is marked ``real_data`` automatically, and it is
+  the only kind that skips without the set (``EYELIP_MINI=/nonexistent`` shows what a clone runs).
+
+A test that uses ``project`` (a temporary git + DVC copy of the project, driven through the real
+``dvc`` CLI) is marked ``slow`` automatically: ``pytest -m "not slow"`` runs no DVC pipeline.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +30,9 @@ import pytest
 import yaml
 
 from eyelip.data.arrays import ids_text
+from eyelip.data.layout import PARTS, image_relpath, mask_relpath
+from eyelip.data.source import Source
+from eyelip.data.synthetic import generate_sample
 from eyelip.training.dataset import ResizedArrays
 
 REPO = Path(__file__).resolve().parents[1]
@@ -26,11 +42,29 @@ BIN = Path(sys.executable).parent  # the venv's bin: dvc, and the `python` that 
 PROJECT_FILES = ("dvc.yaml", "params.yaml", "pipeline", "src", "pyproject.toml")
 
 
+# The synthetic faces: ids 0..43 with 256 px photos, then 2000..2003 with 512 px photos in the second
+# mask folder (``id // 2000``), so both folders and two photo sizes are read; every part mask is 512 px,
+# CelebAMask-HQ's mask size. Ids 3 and 2001 are a small and a large photo, as in the mini set.
+SYNTHETIC_IDS = (*range(44), *range(2000, 2004))
+SYNTHETIC_PHOTO = {3: 256, 2001: 512}
+SYNTHETIC_MASK = 512
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The tiers follow from the fixtures a test uses, so a new test cannot land in the wrong one."""
+    for item in items:
+        if "mini" in item.fixturenames:
+            item.add_marker(pytest.mark.real_data)
+        if "project" in item.fixturenames:
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def mini() -> Path:
     """The 504 real CelebAMask-HQ samples; never copied into the repository."""
     if not (MINI / "CelebA-HQ-img").is_dir():
-        pytest.skip(f"real mini set not found at {MINI} (set EYELIP_MINI)")
+        pytest.skip(f"real_data: needs real faces (licensed, not in a public clone); the mini set is not at "
+                    f"{MINI} (set EYELIP_MINI)")
     return MINI
 
 
@@ -40,7 +74,29 @@ def mini_few(mini: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     still does its real work, at a fifth of the full set's cost. The last few ids sit in the second
     mask folder (``id // 2000``), so both folders are read."""
     ids = sorted(int(p.stem) for p in (mini / "CelebA-HQ-img").glob("*.jpg"))
-    return mini_subset(mini, tmp_path_factory.mktemp("mini-few"), ids[:96] + ids[-4:])
+    return copy_samples(mini, tmp_path_factory.mktemp("mini-few"), ids[:96] + ids[-4:])
+
+
+@pytest.fixture(scope="session")
+def synthetic(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """48 synthetic faces in CelebAMask-HQ's folder layout (see SYNTHETIC_IDS), made once per pytest
+    worker (about 2 s): a test may read them in place but must copy what it changes."""
+    root = tmp_path_factory.mktemp("synthetic")
+    faces = root / "CelebAMask-HQ"
+    small, large = SYNTHETIC_PHOTO[3], SYNTHETIC_PHOTO[2001]
+    for seed, first, n, size in ((0, 0, 44, small), (1, 2000, 4, large)):
+        archive = root / f"seed{seed}.zip"
+        generate_sample(archive, n, seed, image_size=size, mask_size=SYNTHETIC_MASK)
+        source = Source(archive)
+        for i in source.ids():
+            pairs = [(image_relpath(i), image_relpath(first + i)),
+                     *((mask_relpath(i, part), mask_relpath(first + i, part)) for part in PARTS)]
+            for name, renamed in pairs:
+                if source.exists(name):
+                    (faces / renamed).parent.mkdir(parents=True, exist_ok=True)
+                    (faces / renamed).write_bytes(source.read(name))
+        archive.unlink()
+    return faces
 
 
 @pytest.fixture
@@ -53,15 +109,18 @@ def tiny_arrays(tmp_path: Path) -> ResizedArrays:
     return ResizedArrays(tmp_path)
 
 
-def mini_subset(mini: Path, dest: Path, ids: list[int]) -> Path:
-    """A folder with a few real samples (a temporary working copy, deleted with tmp_path)."""
+def copy_samples(root: Path, dest: Path, ids: list[int]) -> Path:
+    """A folder with some samples of a dataset folder (a temporary working copy, deleted with tmp_path)."""
     for sample_id in ids:
-        for src in [mini / "CelebA-HQ-img" / f"{sample_id}.jpg",
-                    *(mini / "CelebAMask-HQ-mask-anno" / str(sample_id // 2000)).glob(f"{sample_id:05d}_*.png")]:
-            target = dest / src.relative_to(mini)
+        for src in [root / "CelebA-HQ-img" / f"{sample_id}.jpg",
+                    *(root / "CelebAMask-HQ-mask-anno" / str(sample_id // 2000)).glob(f"{sample_id:05d}_*.png")]:
+            target = dest / src.relative_to(root)
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, target)
     return dest
+
+
+mini_subset = copy_samples  # the name tests written before the synthetic fixture import
 
 
 class Project:
@@ -113,4 +172,7 @@ def project(tmp_path: Path) -> Project:
     proj.run("git", "config", "user.name", "test")
     proj.dvc("init", "-q")
     shutil.copy2(REPO / ".dvc" / "config", root / ".dvc" / "config")
+    # A real commit, as in a clone: runs record its SHA (an uncommitted repository records "unknown").
+    proj.run("git", "add", "-A")
+    proj.run("git", "commit", "-qm", "project files")
     return proj

@@ -1,4 +1,4 @@
-"""The data library on the real mini set: fusing, the zip reader, resizing rules and bad input."""
+"""The data library on the synthetic faces: fusing, the zip reader, resizing rules and bad input."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import mini_subset
+from conftest import SYNTHETIC_IDS, SYNTHETIC_MASK, SYNTHETIC_PHOTO, copy_samples
 from PIL import Image
 
 from eyelip import atomic
@@ -28,7 +28,7 @@ TWO = {"eyes": ["l_eye", "r_eye"], "lips": ["u_lip", "l_lip"]}
 
 def naive_union(root: Path, sample_id: int, parts: list[str]) -> np.ndarray:
     """Independent reference: OR of the part PNGs that exist, any non-zero value as foreground."""
-    out = np.zeros((512, 512), dtype=bool)
+    out = np.zeros((SYNTHETIC_MASK, SYNTHETIC_MASK), dtype=bool)
     for part in parts:
         path = root / mask_relpath(sample_id, part)
         if path.exists():
@@ -36,25 +36,31 @@ def naive_union(root: Path, sample_id: int, parts: list[str]) -> np.ndarray:
     return out
 
 
+def block_mean(masks: np.ndarray, size: int) -> np.ndarray:
+    """Each channel's share of foreground in the k x k blocks that make one pixel at ``size``."""
+    k = SYNTHETIC_MASK // size
+    return masks.reshape(len(masks), size, k, size, k).mean(axis=(2, 4))
+
+
 @pytest.mark.parametrize("targets", [EYES_LIPS, TWO], ids=["eyes_lips", "eyes+lips"])
-def test_fused_masks_equal_independent_union(mini: Path, tmp_path: Path, targets: dict) -> None:
-    summary = fuse_dataset(Source(mini), tmp_path / "fused", targets, n_jobs=2)
+def test_fused_masks_equal_independent_union(synthetic: Path, tmp_path: Path, targets: dict) -> None:
+    summary = fuse_dataset(Source(synthetic), tmp_path / "fused", targets, n_jobs=2)
     fused = FusedMasks(tmp_path / "fused")
-    assert summary["samples"] == len(fused) == 504 and summary["skipped"] == 0
-    missing_eye = [i for i in fused.ids if not (mini / mask_relpath(i, "l_eye")).exists()]
-    assert missing_eye, "the mini set has samples without l_eye"
-    check = sorted({*range(0, 500, 7), *missing_eye, 2000, 2001, 2002, 2003})
-    for sample_id in check:
+    assert summary["samples"] == len(fused) == len(SYNTHETIC_IDS) and summary["skipped"] == 0
+    assert fused.ids == list(SYNTHETIC_IDS)
+    missing_eye = [i for i in fused.ids if not (synthetic / mask_relpath(i, "l_eye")).exists()]
+    assert missing_eye, "the synthetic faces have samples without l_eye (sunglasses, hair)"
+    for sample_id in fused.ids:
         masks = fused[fused.ids.index(sample_id)]
-        assert masks.shape == (len(targets), 512, 512)
+        assert masks.shape == (len(targets), SYNTHETIC_MASK, SYNTHETIC_MASK)
         for channel, parts in enumerate(targets.values()):
-            np.testing.assert_array_equal(masks[channel], naive_union(mini, sample_id, parts), err_msg=f"id {sample_id}")
+            np.testing.assert_array_equal(masks[channel], naive_union(synthetic, sample_id, parts),
+                                          err_msg=f"id {sample_id}")
 
 
-def test_fusing_is_identical_for_any_n_jobs(mini: Path, tmp_path: Path) -> None:
-    subset = mini_subset(mini, tmp_path / "data", list(range(70)))
-    fuse_dataset(Source(subset), tmp_path / "a", EYES_LIPS, n_jobs=1)
-    fuse_dataset(Source(subset), tmp_path / "b", EYES_LIPS, n_jobs=2)
+def test_fusing_is_identical_for_any_n_jobs(synthetic: Path, tmp_path: Path) -> None:
+    fuse_dataset(Source(synthetic), tmp_path / "a", EYES_LIPS, n_jobs=1)
+    fuse_dataset(Source(synthetic), tmp_path / "b", EYES_LIPS, n_jobs=2)
     assert (tmp_path / "a" / "masks.npy").read_bytes() == (tmp_path / "b" / "masks.npy").read_bytes()
 
 
@@ -69,8 +75,8 @@ def test_label_map_rule_lets_later_parts_cover_eyes() -> None:
     assert union.sum() == 2 and label.sum() == 1 and not label[1, 2]
 
 
-def test_zip_reads_like_the_folder(mini: Path, tmp_path: Path) -> None:
-    subset = mini_subset(mini, tmp_path / "CelebAMask-HQ", [0, 1, 2, 2000])
+def test_zip_reads_like_the_folder(synthetic: Path, tmp_path: Path) -> None:
+    subset = copy_samples(synthetic, tmp_path / "CelebAMask-HQ", [0, 1, 2, 2000])
     archive = tmp_path / "CelebAMask-HQ.zip"
     with zipfile.ZipFile(archive, "w") as zf:  # the official zip's top-level folder
         for path in sorted(subset.rglob("*")):
@@ -85,8 +91,8 @@ def test_zip_reads_like_the_folder(mini: Path, tmp_path: Path) -> None:
         assert (tmp_path / "r1" / name).read_bytes() == (tmp_path / "r2" / name).read_bytes()
 
 
-def test_resized_arrays_follow_the_documented_rules(mini: Path, tmp_path: Path) -> None:
-    subset = mini_subset(mini, tmp_path / "data", [3, 2001])  # a 512 px and a 1024 px photo
+def test_resized_arrays_follow_the_documented_rules(synthetic: Path, tmp_path: Path) -> None:
+    subset = copy_samples(synthetic, tmp_path / "data", list(SYNTHETIC_PHOTO))  # a small and a large photo
     fuse_dataset(Source(subset), tmp_path / "fused", TWO, n_jobs=1)
     resize_dataset(Source(subset), tmp_path / "fused", tmp_path / "resized", 128, n_jobs=1)
     images = np.load(tmp_path / "resized" / "images.npy", mmap_mode="r")
@@ -94,16 +100,16 @@ def test_resized_arrays_follow_the_documented_rules(mini: Path, tmp_path: Path) 
     assert isinstance(images, np.memmap) and images.shape == (2, 128, 128, 3) and images.dtype == np.uint8
     assert masks.shape == (2, 2, 128, 128) and set(np.unique(masks)) <= {0, 1}
     fused = FusedMasks(tmp_path / "fused")
-    # Area rule: a 128 px pixel is foreground iff >= half of its 4x4 block of 512 px pixels is.
-    blocks = fused[1].reshape(2, 128, 4, 128, 4).mean(axis=(2, 4))
+    # Area rule: a 128 px pixel is foreground iff >= half of its k x k block of source mask pixels is.
+    blocks = block_mean(fused[1], 128)
     np.testing.assert_array_equal(masks[1], blocks >= 0.5)
     # Reduced-scale decode stays within JPEG noise of a full decode + resize.
     full = Image.open(subset / "CelebA-HQ-img" / "2001.jpg").convert("RGB").resize((128, 128), Image.Resampling.BOX)
     assert np.abs(images[1].astype(int) - np.asarray(full, dtype=int)).mean() < 3
 
 
-def test_input_scale_stores_images_larger_than_masks(mini: Path, tmp_path: Path) -> None:
-    subset = mini_subset(mini, tmp_path / "data", [3, 2001])
+def test_input_scale_stores_images_larger_than_masks(synthetic: Path, tmp_path: Path) -> None:
+    subset = copy_samples(synthetic, tmp_path / "data", list(SYNTHETIC_PHOTO))
     fuse_dataset(Source(subset), tmp_path / "fused", TWO, n_jobs=1)
     summary = resize_dataset(Source(subset), tmp_path / "fused", tmp_path / "r1", 64, n_jobs=1)
     resize_dataset(Source(subset), tmp_path / "fused", tmp_path / "r2", 64, input_scale=2, n_jobs=1)
@@ -115,16 +121,16 @@ def test_input_scale_stores_images_larger_than_masks(mini: Path, tmp_path: Path)
                                                               128, "2001.jpg"))
 
 
-def test_train_scale_stores_training_masks_by_the_same_rule_at_a_finer_size(mini: Path, tmp_path: Path) -> None:
-    subset = mini_subset(mini, tmp_path / "data", [3, 2001])
+def test_train_scale_stores_training_masks_by_the_same_rule_at_a_finer_size(synthetic: Path, tmp_path: Path) -> None:
+    subset = copy_samples(synthetic, tmp_path / "data", list(SYNTHETIC_PHOTO))
     fuse_dataset(Source(subset), tmp_path / "fused", TWO, n_jobs=1)
     summary = resize_dataset(Source(subset), tmp_path / "fused", tmp_path / "r", 64, input_scale=2, train_scale=2,
                              n_jobs=1)
     arrays, fused = ResizedArrays(tmp_path / "r"), FusedMasks(tmp_path / "fused")
     assert summary["train_size"] == 128 and (arrays.size, arrays.train_size, arrays.train_scale) == (64, 128, 2)
-    # Both from the 512 px masks by the coverage rule: 4x4 blocks for training, 8x8 for scoring.
-    np.testing.assert_array_equal(arrays.train_masks[1], fused[1].reshape(2, 128, 4, 128, 4).mean((2, 4)) >= 0.5)
-    np.testing.assert_array_equal(arrays.masks[1], fused[1].reshape(2, 64, 8, 64, 8).mean((2, 4)) >= 0.5)
+    # Both from the source masks by the coverage rule: finer blocks for training, coarser for scoring.
+    np.testing.assert_array_equal(arrays.train_masks[1], block_mean(fused[1], 128) >= 0.5)
+    np.testing.assert_array_equal(arrays.masks[1], block_mean(fused[1], 64) >= 0.5)
     images, train_masks = arrays.batch(np.array([0, 1]), train=True)
     assert images.shape == (2, 3, 128, 128) and train_masks.shape == (2, 2, 128, 128)
     assert arrays.batch(np.array([0, 1]))[1].shape == (2, 2, 64, 64)
@@ -160,9 +166,9 @@ def test_unknown_part_names_the_key() -> None:
 
 
 @pytest.fixture
-def damaged(mini: Path, tmp_path: Path) -> Path:
-    """Ten real samples: #2 has a truncated JPEG, #4 a corrupt part PNG, #6 a 256 px mask."""
-    root = mini_subset(mini, tmp_path / "data", list(range(10)))
+def damaged(synthetic: Path, tmp_path: Path) -> Path:
+    """Ten samples: #2 has a truncated JPEG, #4 a corrupt part PNG, #6 a 256 px mask."""
+    root = copy_samples(synthetic, tmp_path / "data", list(range(10)))
     jpg = root / "CelebA-HQ-img" / "2.jpg"
     jpg.write_bytes(jpg.read_bytes()[: jpg.stat().st_size // 2])
     (root / mask_relpath(4, "u_lip")).write_bytes(b"\x89PNG garbage")
@@ -190,8 +196,8 @@ def test_bad_samples_are_skipped_and_listed(damaged: Path, tmp_path: Path) -> No
     assert read_ids(tmp_path / "resized" / "ids.txt") == [0, 1, 3, 5, 7, 8, 9] and summary["skipped"] == 1
 
 
-def test_missing_mask_folder_is_named(mini: Path, tmp_path: Path) -> None:
-    root = mini_subset(mini, tmp_path / "data", [0, 2000])
+def test_missing_mask_folder_is_named(synthetic: Path, tmp_path: Path) -> None:
+    root = copy_samples(synthetic, tmp_path / "data", [0, 2000])
     shutil.rmtree(root / "CelebAMask-HQ-mask-anno" / "1")
     with pytest.raises(DataError, match=r"2000.jpg: its mask folder .*CelebAMask-HQ-mask-anno/1/ is missing"):
         fuse_dataset(Source(root), tmp_path / "fused", EYES_LIPS, n_jobs=1)

@@ -17,8 +17,8 @@ from eyelip.training.loop import TrainConfig, fit
 NO_AUGMENT = {k: 0 for k in ("hflip", "brightness", "contrast", "saturation", "hue", "rotate", "scale", "translate")}
 # Equal up to float rounding needs: no augmentation (each rank draws its own), GroupNorm (BatchNorm
 # statistics are per rank on CPU, where SyncBatchNorm does not run) and 384 = 6 x 64 training rows
-# (no padded last batch).
-DDP = {"resize": {"size": 64}, "model": {"base_width": 8, "depth": 3, "norm": "group"},
+# (no padded last batch), of the built-in synthetic sample at 128 px.
+DDP = {"sample": {"n": 504, "image_size": 128, "mask_size": 128}, "resize": {"size": 64}, "model": {"base_width": 8, "depth": 3, "norm": "group"},
        "split": {"train": 384, "val": 60, "test": 60},
        "train": {"epochs": 2, "batch_size": 32, "nproc": 2, "augment": NO_AUGMENT}, "runtime": {"threads": 1}}
 COMPARED = ("train_iou", "val_iou", "train_jaccard_loss", "val_jaccard_loss", "train_loss", "val_loss")
@@ -34,8 +34,8 @@ def test_rank_shards_interleave_into_the_single_process_batches() -> None:
     assert [len(s) for s in odd] == [3, 3], "padded so that both ranks run the same number of steps"
 
 
-def test_two_gloo_processes_match_one_process(project, mini: Path, tmp_path: Path) -> None:
-    project.set_params(data={"root": str(mini)}, **DDP)
+def test_two_gloo_processes_match_one_process(project, tmp_path: Path) -> None:
+    project.set_params(**DDP)
     project.dvc("repro", "split")
 
     # Reference: one process, batch 64 = the 2 x 32 global batch, same seed; no tracking.

@@ -1,4 +1,7 @@
-"""Evaluation: known answers from an oracle and an all-background predictor, and `eyelip evaluate`."""
+"""Evaluation: known answers from an oracle and an all-background predictor, and `eyelip evaluate`.
+
+The mechanics run on the synthetic faces; only the resolution ceiling of real eyes and lips needs the mini set.
+"""
 
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ from eyelip.serve.evaluate import (
     Batch,
     evaluate,
     evaluate_source,
+    source_batches,
     write_reports,
 )
 from eyelip.serve.predictors import Averaged, FlipAveraged, load_predictor
@@ -49,20 +53,22 @@ class FixedPredictor:
         return np.stack([self._answers[image.tobytes()] for image in images]).astype(np.float32)
 
 
+def prepared(root: Path, ids: list[int], predictor: FixedPredictor) -> list[Batch]:
+    """Samples prepared by the CLI's path (fuse, resize, decode), for ``predictor``'s targets."""
+    return list(source_batches(Source(root), ids, predictor, batch_size=8, n_jobs=1))
+
+
 @pytest.fixture(scope="module")
-def subset(mini: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[list[int], Path]:
-    ids = Source(mini).ids()[:N_IDS]
+def subset(synthetic: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[list[int], Path]:
+    ids = Source(synthetic).ids()[:N_IDS]
     path = tmp_path_factory.mktemp("ids") / "ids.txt"
     path.write_text("".join(f"{i}\n" for i in ids))
     return ids, path
 
 
 @pytest.fixture(scope="module")
-def batches(mini: Path, subset) -> list[Batch]:
-    """The subset prepared by the CLI's path (fuse, resize, decode), materialised once."""
-    from eyelip.serve.evaluate import source_batches
-
-    return list(source_batches(Source(mini), subset[0], FixedPredictor([]), batch_size=8, n_jobs=1))
+def batches(synthetic: Path, subset) -> list[Batch]:
+    return prepared(synthetic, subset[0], FixedPredictor([]))
 
 
 @pytest.fixture(scope="module")
@@ -75,15 +81,14 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def test_oracle_is_perfect_at_model_size_and_near_the_ceiling_natively(batches: list[Batch]) -> None:
+def test_oracle_is_perfect_at_model_size_and_below_1_natively(batches: list[Batch]) -> None:
     result = evaluate(FixedPredictor(batches), batches)
     m = result.metrics
     assert m["images"] == N_IDS
     for key in ("iou", "iou_eyes_lips", "iou_per_image", "dice", "precision", "recall", "accuracy"):
         assert m[key] == 1.0, key
-    # 128 px masks upsampled to 512 px cannot trace the boundaries of eyes and lips only ~30 px
-    # across: the ceiling is ~0.88 (0.78 at 64 px, 0.93 at 256 px), not 1.
-    assert 0.84 < m["iou_native"] < 0.93
+    # 128 px masks upsampled to 512 px cannot trace every boundary of the source masks.
+    assert 0.75 < m["iou_native"] < 0.97
     assert m["iou_native"] == m["iou_native_eyes_lips"]
     assert result.native_sizes == [(512, 512)]
     # A 0/1 prediction is the same at every threshold in (0, 1].
@@ -112,15 +117,23 @@ class SwappedPredictor(FixedPredictor):
         return np.ascontiguousarray(super().__call__(images)[:, ::-1])
 
 
-def test_combined_scores_all_targets_as_one_mask(mini: Path, subset) -> None:
-    from eyelip.serve.evaluate import source_batches
-
-    two = list(source_batches(Source(mini), subset[0], SwappedPredictor([]), batch_size=8, n_jobs=1))
+def test_combined_scores_all_targets_as_one_mask(synthetic: Path, subset) -> None:
+    two = prepared(synthetic, subset[0], SwappedPredictor([]))
     m = evaluate(SwappedPredictor(two), two).metrics
     # Every eye pixel is called lips and vice versa: nothing right per target, everything as a whole.
     assert m["iou_eyes"] == m["iou_lips"] == m["iou"] == 0.0
     assert m["iou_combined"] == m["dice_combined"] == 1.0
-    assert 0.84 < m["iou_native_combined"] < 0.93  # the same 128 -> 512 px ceiling as one target
+    assert 0.75 < m["iou_native_combined"] < 0.97  # the 128 -> 512 px ceiling, as for one target
+
+
+def test_the_native_ceiling_of_real_eyes_and_lips(mini: Path) -> None:
+    """128 px masks upsampled to 512 px cannot trace the boundaries of real eyes and lips only ~30 px
+    across: the ceiling is ~0.88 (0.78 at 64 px, 0.93 at 256 px), not 1."""
+    real = prepared(mini, Source(mini).ids()[:N_IDS], FixedPredictor([]))
+    m = evaluate(FixedPredictor(real), real).metrics
+    assert m["iou"] == 1.0 and 0.84 < m["iou_native"] < 0.93
+    two = prepared(mini, Source(mini).ids()[:N_IDS], SwappedPredictor([]))
+    assert 0.84 < evaluate(SwappedPredictor(two), two).metrics["iou_native_combined"] < 0.93  # the same ceiling
 
 
 def test_reports_are_written(batches: list[Batch], tmp_path: Path) -> None:
@@ -138,11 +151,11 @@ def test_reports_are_written(batches: list[Batch], tmp_path: Path) -> None:
     assert result.best[0].iou >= result.best[-1].iou >= result.worst[-1].iou >= result.worst[0].iou
 
 
-def test_cli_matches_the_library(mini: Path, subset, tiny_model: Path, tmp_path: Path) -> None:
+def test_cli_matches_the_library(synthetic: Path, subset, tiny_model: Path, tmp_path: Path) -> None:
     ids, ids_file = subset
     out = tmp_path / "metrics.json"
     proc = subprocess.run([str(Path(sys.executable).parent / "eyelip"), "evaluate", "--model", str(tiny_model),
-                           "--data", str(mini), "--ids", str(ids_file), "--json", str(out), "--batch-size", "8"],
+                           "--data", str(synthetic), "--ids", str(ids_file), "--json", str(out), "--batch-size", "8"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "eyes_lips" in proc.stdout and "native 512x512" in proc.stdout and "background" in proc.stdout
@@ -151,7 +164,7 @@ def test_cli_matches_the_library(mini: Path, subset, tiny_model: Path, tmp_path:
                 "accuracy", "background_accuracy"):
         assert 0.0 <= cli[key] <= 1.0, key
     assert cli["images"] == N_IDS
-    library = evaluate_source(load_predictor(tiny_model), Source(mini), ids, batch_size=8, n_jobs=1).metrics
+    library = evaluate_source(load_predictor(tiny_model), Source(synthetic), ids, batch_size=8, n_jobs=1).metrics
     assert cli == pytest.approx(library, rel=1e-9)
 
 
@@ -192,17 +205,17 @@ def lopsided_model(tiny_model: Path, tmp_path: Path, positive: float = 0.5) -> P
     return lopsided
 
 
-def test_cli_flip_average_scores_the_averaged_predictor(mini: Path, subset, tiny_model: Path,
+def test_cli_flip_average_scores_the_averaged_predictor(synthetic: Path, subset, tiny_model: Path,
                                                         tmp_path: Path) -> None:
     ids, ids_file = subset
     lopsided = lopsided_model(tiny_model, tmp_path)  # flip averaging must change its score
     out = tmp_path / "flip.json"
-    assert cli_main(["evaluate", "--model", str(lopsided), "--data", str(mini), "--ids", str(ids_file),
+    assert cli_main(["evaluate", "--model", str(lopsided), "--data", str(synthetic), "--ids", str(ids_file),
                      "--json", str(out), "--flip-average"]) == 0
-    library = evaluate_source(FlipAveraged(load_predictor(lopsided)), Source(mini), ids, batch_size=32,
+    library = evaluate_source(FlipAveraged(load_predictor(lopsided)), Source(synthetic), ids, batch_size=32,
                               n_jobs=1).metrics
     assert json.loads(out.read_text()) == pytest.approx(library, rel=1e-9)
-    plain = evaluate_source(load_predictor(lopsided), Source(mini), ids, batch_size=32, n_jobs=1).metrics
+    plain = evaluate_source(load_predictor(lopsided), Source(synthetic), ids, batch_size=32, n_jobs=1).metrics
     assert library["iou"] != pytest.approx(plain["iou"], abs=1e-4)
 
 
@@ -222,20 +235,20 @@ def test_averaged_predictor_is_the_mean_and_refuses_unlike_models() -> None:
         Averaged([HalfPredictor(), Other()], ["a.onnx", "other.onnx"])
 
 
-def test_cli_repeated_model_scores_their_ensemble(mini: Path, subset, tiny_model: Path, tmp_path: Path) -> None:
+def test_cli_repeated_model_scores_their_ensemble(synthetic: Path, subset, tiny_model: Path, tmp_path: Path) -> None:
     ids, ids_file = subset
     half, fifth = lopsided_model(tiny_model, tmp_path, 0.5), lopsided_model(tiny_model, tmp_path, 0.2)
     out = tmp_path / "ensemble.json"
-    assert cli_main(["evaluate", "--model", str(half), "--model", str(fifth), "--data", str(mini),
+    assert cli_main(["evaluate", "--model", str(half), "--model", str(fifth), "--data", str(synthetic),
                      "--ids", str(ids_file), "--json", str(out)]) == 0
     pair = [load_predictor(half), load_predictor(fifth)]
-    library = evaluate_source(Averaged(pair, ["a", "b"]), Source(mini), ids, batch_size=32, n_jobs=1).metrics
+    library = evaluate_source(Averaged(pair, ["a", "b"]), Source(synthetic), ids, batch_size=32, n_jobs=1).metrics
     assert json.loads(out.read_text()) == pytest.approx(library, rel=1e-9)
-    singles = [evaluate_source(p, Source(mini), ids, batch_size=32, n_jobs=1).metrics["iou"] for p in pair]
+    singles = [evaluate_source(p, Source(synthetic), ids, batch_size=32, n_jobs=1).metrics["iou"] for p in pair]
     assert all(library["iou"] != pytest.approx(single, abs=1e-4) for single in singles)
 
 
-def test_cli_errors_are_clear(mini: Path, subset, tiny_model: Path, tmp_path: Path,
+def test_cli_errors_are_clear(synthetic: Path, subset, tiny_model: Path, tmp_path: Path,
                               capsys: pytest.CaptureFixture) -> None:
     empty = tmp_path / "empty"
     (empty / "CelebA-HQ-img").mkdir(parents=True)
@@ -243,16 +256,16 @@ def test_cli_errors_are_clear(mini: Path, subset, tiny_model: Path, tmp_path: Pa
     assert cli_main(["evaluate", "--model", str(tiny_model), "--data", str(empty)]) == 1
     assert "holds no {id}.jpg images" in capsys.readouterr().err
 
-    assert cli_main(["evaluate", "--model", str(tmp_path / "nope.pt"), "--data", str(mini)]) == 1
+    assert cli_main(["evaluate", "--model", str(tmp_path / "nope.pt"), "--data", str(synthetic)]) == 1
     assert "nope.pt: model file not found" in capsys.readouterr().err
 
     broken = tmp_path / "broken.pt"
     broken.write_bytes(b"not a checkpoint")
-    assert cli_main(["evaluate", "--model", str(broken), "--data", str(mini)]) == 1
+    assert cli_main(["evaluate", "--model", str(broken), "--data", str(synthetic)]) == 1
     assert "broken.pt: not a readable eyelip checkpoint" in capsys.readouterr().err
 
     bad_ids = tmp_path / "ids.txt"
     bad_ids.write_text(f"{subset[0][0]}\n99999999\n")
-    assert cli_main(["evaluate", "--model", str(tiny_model), "--data", str(mini), "--ids", str(bad_ids)]) == 1
+    assert cli_main(["evaluate", "--model", str(tiny_model), "--data", str(synthetic), "--ids", str(bad_ids)]) == 1
     err = capsys.readouterr().err
     assert "1 ids have no image" in err and "[99999999]" in err

@@ -1,4 +1,5 @@
-"""ONNX / TorchScript export, parity on real faces, latency, the export stage and the champion gate."""
+"""ONNX / TorchScript export, parity on face photos (the synthetic faces), latency, the export stage and the
+champion gate."""
 
 from __future__ import annotations
 
@@ -41,8 +42,8 @@ def small_model(seed: int = 0) -> UNet:
     return model.eval()
 
 
-def faces(mini: Path, ids: tuple[int, ...] = FACES, size: int = SIZE) -> np.ndarray:
-    return np.stack([decode_image((mini / "CelebA-HQ-img" / f"{i}.jpg").read_bytes(), size, f"{i}.jpg") for i in ids])
+def faces(root: Path, ids: tuple[int, ...] = FACES, size: int = SIZE) -> np.ndarray:
+    return np.stack([decode_image((root / "CelebA-HQ-img" / f"{i}.jpg").read_bytes(), size, f"{i}.jpg") for i in ids])
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +57,8 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return paths
 
 
-def test_onnx_and_torchscript_match_pytorch_on_real_faces(exported: dict[str, Path], mini: Path) -> None:
-    images = faces(mini)
+def test_onnx_and_torchscript_match_pytorch_on_faces(exported: dict[str, Path], synthetic: Path) -> None:
+    images = faces(synthetic)
     reference = TorchPredictor(exported["pt"])
     for candidate in (OnnxPredictor(exported["onnx"]), TorchScriptPredictor(exported["ts"], SIZE, TARGETS)):
         result = parity(reference, candidate, images, batch_size=4)
@@ -66,9 +67,9 @@ def test_onnx_and_torchscript_match_pytorch_on_real_faces(exported: dict[str, Pa
         assert result["identical_mask_fraction"] > 0.999
 
 
-def test_parity_reports_a_disagreement(exported: dict[str, Path], mini: Path) -> None:
+def test_parity_reports_a_disagreement(exported: dict[str, Path], synthetic: Path) -> None:
     reference = TorchPredictor(exported["pt"])
-    result = parity(reference, lambda x: 1.0 - reference(x), faces(mini, (3,)))
+    result = parity(reference, lambda x: 1.0 - reference(x), faces(synthetic, (3,)))
     assert result["max_abs_prob_diff"] > 0.01
     assert result["identical_mask_fraction"] < 0.5
 
@@ -98,8 +99,8 @@ def test_onnx_runs_with_onnxruntime_only_and_carries_metadata(exported: dict[str
                                 "(2, 3, 96, 128)": [2, 1, 96, 128]}
 
 
-def test_onnx_dynamic_size_matches_pytorch(exported: dict[str, Path], mini: Path) -> None:
-    x = torch.from_numpy(faces(mini, (3, 2001), size=96).transpose(0, 3, 1, 2) / np.float32(255))
+def test_onnx_dynamic_size_matches_pytorch(exported: dict[str, Path], synthetic: Path) -> None:
+    x = torch.from_numpy(faces(synthetic, (3, 2001), size=96).transpose(0, 3, 1, 2) / np.float32(255))
     with torch.no_grad():
         expected = small_model()(x).numpy()
     (logits,) = OnnxPredictor(exported["onnx"]).session.run(None, {"image": x.numpy()})
@@ -150,8 +151,8 @@ print("RESULT " + json.dumps({
 
 
 @pytest.fixture(scope="module")
-def stage_run(tmp_path_factory: pytest.TempPathFactory, mini: Path) -> tuple[Path, subprocess.CompletedProcess]:
-    """pipeline/export.py in a minimal project (real faces at 64 px); the gate itself: test_registry.py."""
+def stage_run(tmp_path_factory: pytest.TempPathFactory, synthetic: Path) -> tuple[Path, subprocess.CompletedProcess]:
+    """pipeline/export.py in a minimal project (faces at 64 px); the gate itself: test_registry.py."""
     root = tmp_path_factory.mktemp("project")
     (root / "pipeline").mkdir()
     (root / "pipeline" / "export.py").write_text((REPO / "pipeline" / "export.py").read_text())
@@ -159,7 +160,7 @@ def stage_run(tmp_path_factory: pytest.TempPathFactory, mini: Path) -> tuple[Pat
                                        "  latency_repeats: 1\n")
     ids = list(range(8))
     (root / "data" / "resized").mkdir(parents=True)
-    np.save(root / "data" / "resized" / "images.npy", faces(mini, tuple(ids)))
+    np.save(root / "data" / "resized" / "images.npy", faces(synthetic, tuple(ids)))
     np.save(root / "data" / "resized" / "masks.npy", np.zeros((len(ids), 1, SIZE, SIZE), np.uint8))
     (root / "data" / "resized" / "ids.txt").write_text("".join(f"{i}\n" for i in ids))
     (root / "data" / "fused").mkdir()  # native masks, for re-scoring a champion on these test faces

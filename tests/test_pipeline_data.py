@@ -1,4 +1,4 @@
-"""The data stages through the real `dvc` CLI, on the real mini set and the built-in sample."""
+"""The data stages through the real `dvc` CLI, on a dataset folder (the synthetic faces) and the built-in sample."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+from conftest import SYNTHETIC_IDS
 
 from eyelip.data.arrays import read_ids
 
@@ -14,17 +15,18 @@ def stages_run(output: str) -> list[str]:
     return [line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")]
 
 
-def test_data_stages_on_the_mini_set(project, mini: Path) -> None:
-    project.set_params(data={"root": str(mini)}, resize={"size": 64})
+def test_data_stages_on_a_dataset_folder(project, synthetic: Path) -> None:
+    project.set_params(data={"root": str(synthetic)}, resize={"size": 64})
     first = project.dvc("repro", "split")
     assert stages_run(first.stdout) == ["check-data", "fuse-masks", "resize", "split"]
     resized = project.root / "data" / "resized"
     images = np.load(resized / "images.npy", mmap_mode="r")
     masks = np.load(resized / "masks.npy", mmap_mode="r")
-    assert images.shape == (504, 64, 64, 3) and masks.shape == (504, 1, 64, 64)
+    n = len(SYNTHETIC_IDS)
+    assert images.shape == (n, 64, 64, 3) and masks.shape == (n, 1, 64, 64)
     assert 0.005 < masks.mean() < 0.03  # eyes+lips are ~1.5% of a face photo
     splits = {name: read_ids(project.root / "data" / "split" / f"{name}.txt") for name in ("train", "val", "test")}
-    assert [len(v) for v in splits.values()] == [403, 50, 50]
+    assert [len(v) for v in splits.values()] == [38, 5, 5]  # 80/10/10 %, rounded
 
     again = project.dvc("repro", "split")
     assert stages_run(again.stdout) == [] and "Data and pipelines are up to date" in again.stdout
@@ -35,8 +37,8 @@ def test_data_stages_on_the_mini_set(project, mini: Path) -> None:
     assert read_ids(project.root / "data" / "split" / "train.txt") != splits["train"]
 
 
-def test_bad_param_fails_with_the_key_and_keeps_nothing(project, mini: Path) -> None:
-    project.set_params(data={"root": str(mini)}, resize={"size": -3})
+def test_bad_param_fails_with_the_key_and_keeps_nothing(project, synthetic: Path) -> None:
+    project.set_params(data={"root": str(synthetic)}, resize={"size": -3})
     proc = project.dvc("repro", "resize", check=False)
     assert proc.returncode != 0
     assert "resize.size: must be >= 8, got -3" in proc.stderr + proc.stdout

@@ -4,6 +4,7 @@ files among good ones, and an output folder that cannot be written."""
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 import sys
 import zipfile
@@ -204,13 +205,8 @@ def test_an_unwritable_out_is_a_one_line_error(case: str, model: Path, tmp_path:
     if case == "read_only":
         out = tmp_path / "locked"
         out.mkdir(mode=0o500)
-        probe = out / "probe"
-        try:
-            probe.touch()  # root writes anyway
-        except PermissionError:
-            pass
-        else:
-            pytest.skip("running as root: a read-only folder is writable")
+        if os.geteuid() == 0:  # root writes through permissions: take a folder nobody can write in
+            out = Path("/proc/self")
     else:
         out = blocker if case == "a_file" else blocker / "masks"
     proc = eyelip_predict(str(photo), "--model", str(model), "--out", str(out))

@@ -4,25 +4,17 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from conftest import BIN, Project
 from mlflow.tracking import MlflowClient
+from servers import free_port, wait_until_answers
 
 TINY = {"sample": {"n": 40, "image_size": 64, "mask_size": 64}, "resize": {"size": 64},
         "model": {"base_width": 8, "depth": 3}, "train": {"epochs": 2, "batch_size": 32}, "runtime": {"threads": 2}}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture
@@ -37,16 +29,7 @@ def mlflow_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"mlflow server did not start:\n{(tmp_path / 'server.log').read_text()}")
-                time.sleep(0.5)
+        wait_until_answers(f"{url}/health", proc, tmp_path / "server.log")
         yield url, artifacts
     finally:
         os.killpg(proc.pid, signal.SIGTERM)

@@ -9,10 +9,8 @@ import io
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 import zipfile
 from pathlib import Path
@@ -24,6 +22,7 @@ import pytest
 import torch
 from mlflow import MlflowClient
 from PIL import Image
+from servers import free_port, wait_until_answers
 
 from eyelip.data.preprocess import decode_input
 from eyelip.data.synthetic import generate_sample
@@ -122,12 +121,6 @@ def test_the_serving_json_protocol(served: dict) -> None:
     np.testing.assert_array_equal(masks_from_response(response.response), expected_masks(served["onnx"], photo))
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_mlflow_models_serve_answers_a_photo(served: dict, tmp_path: Path) -> None:
     port = free_port()
@@ -137,15 +130,7 @@ def test_mlflow_models_serve_answers_a_photo(served: dict, tmp_path: Path) -> No
                              "--env-manager", "local", "--port", str(port), "--workers", "1"],
                             env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2):
-                    break
-            except OSError:
-                assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text()[-3000:]
-                time.sleep(0.5)
+        wait_until_answers(f"http://127.0.0.1:{port}/ping", proc, tmp_path / "serve.log")
         photo = served["photos"][1]
         request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=serving_request(photo).encode(),
                                          headers={"Content-Type": "application/json"})

@@ -14,9 +14,7 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
-import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -26,6 +24,7 @@ from pathlib import Path
 import pytest
 from conftest import BIN
 from mlflow.tracking import MlflowClient
+from servers import free_port, wait_until_answers
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 # The built-in synthetic sample, tiny: the browser test is about the UI, not the data.
@@ -38,12 +37,6 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
                   "--virtual-time-budget=15000",
                   # Large enough for the (virtualised) tables to render every run and the params we look for.
                   "--window-size=1400,2050"]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def mlflow_format(value: float) -> str:
@@ -70,16 +63,7 @@ def eyelip_ui(root: Path, env: dict[str, str], log: Path) -> Iterator[str]:
             line = proc.stdout.readline()
             match = re.search(r"http://127\.0\.0\.1:\d+", line)
             assert match and match.group() == f"http://127.0.0.1:{port}", line
-            deadline = time.monotonic() + 180  # mlflow's first start migrates the store's schema
-            while True:
-                assert proc.poll() is None, f"eyelip ui exited:\n{log.read_text()[-3000:]}"
-                try:
-                    with urllib.request.urlopen(f"{match.group()}/health", timeout=5) as response:
-                        if response.status == 200:
-                            break
-                except OSError:
-                    assert time.monotonic() < deadline, f"no answer from the MLflow UI:\n{log.read_text()[-3000:]}"
-                    time.sleep(1)
+            wait_until_answers(f"{match.group()}/health", proc, log, timeout=180)
             yield match.group()
         finally:
             os.killpg(proc.pid, signal.SIGINT)  # what Ctrl+C sends

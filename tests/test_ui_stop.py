@@ -5,22 +5,14 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
-import time
-import urllib.request
 from pathlib import Path
 
 import psutil
 import pytest
 from conftest import BIN
 from mlflow import MlflowClient
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+from servers import free_port, wait_until_answers
 
 
 @pytest.fixture(scope="module")
@@ -40,15 +32,7 @@ def test_a_signal_to_eyelip_ui_stops_the_server(store: Path, tmp_path: Path, sig
                                 stdout=subprocess.PIPE, stderr=log)
     try:
         assert re.search(rf"http://127\.0\.0\.1:{port}", proc.stdout.readline())
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, (tmp_path / "ui.log").read_text()[-3000:]
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
-                    break
-            except OSError:
-                assert time.monotonic() < deadline, (tmp_path / "ui.log").read_text()[-3000:]
-                time.sleep(0.5)
+        wait_until_answers(f"http://127.0.0.1:{port}/health", proc, tmp_path / "ui.log")
         server = psutil.Process(proc.pid).children(recursive=True)
         assert server, "no mlflow server process under eyelip ui"
         os.kill(proc.pid, signum)  # to eyelip alone, as `kill PID` does

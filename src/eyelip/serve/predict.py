@@ -66,12 +66,20 @@ def read_photo(path: Path, size: int, prior: str = "none") -> tuple[np.ndarray, 
     except OSError as exc:
         raise EyelipError(f"{path}: cannot read ({exc.strerror})") from exc
     try:
-        model_input = decode_input(data, size, str(path), prior)
-        # Decoded in full as well: a JPEG draft decode can mask truncation.
-        photo = Image.fromarray(decode_image(data, None, str(path)), mode="RGB")
+        return decode_photo(data, size, prior, str(path))
     except DataError as exc:
         raise EyelipError(f"{path}: not a readable image ({exc.__cause__}); pass only image files") from exc
-    return model_input, photo
+
+
+def decode_photo(data: bytes, size: int, prior: str, where: str) -> tuple[np.ndarray, Image.Image]:
+    """The model input (size, size, 3 + prior channels) and the upright photo at full resolution
+    (decoded in full as well: a JPEG draft decode can mask truncation)."""
+    return decode_input(data, size, where, prior), Image.fromarray(decode_image(data, None, where), mode="RGB")
+
+
+def mask_image(mask: np.ndarray) -> Image.Image:
+    """A boolean mask as the PNG eyelip writes: mode L, 255 = inside."""
+    return Image.fromarray(mask.astype(np.uint8) * 255, mode="L")
 
 
 def resize_probabilities(probs: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -113,10 +121,10 @@ def write_outputs(path: Path, photo: Image.Image, probs: np.ndarray, targets: li
     """Write the mask PNG(s) and the overlay for one photo; returns the (C, H, W) boolean masks."""
     masks = resize_probabilities(probs, *photo.size) >= threshold
     if len(targets) == 1:
-        save_png(Image.fromarray(masks[0].astype(np.uint8) * 255, mode="L"), out / f"{path.stem}_mask.png")
+        save_png(mask_image(masks[0]), out / f"{path.stem}_mask.png")
     else:
         for target, mask in zip(targets, masks):
-            save_png(Image.fromarray(mask.astype(np.uint8) * 255, mode="L"), out / f"{path.stem}_{target}_mask.png")
+            save_png(mask_image(mask), out / f"{path.stem}_{target}_mask.png")
     save_png(overlay(photo, masks), out / f"{path.stem}_overlay.png")
     return masks
 

@@ -5,7 +5,7 @@ size); over HTTP (``mlflow models serve``) the bytes go base64-encoded, e.g.
 ``{"dataframe_split": {"columns": ["image"], "data": [["<base64>"]]}}``. Output: one row per photo,
 one column ``mask_<target>`` per target holding a PNG (mode L, 255 = inside) at the photo's own
 width x height. Parameter ``threshold`` (default 0.5). Inside it is exactly ``eyelip predict``:
-the photo decoded and resized by ``preprocess.decode_input`` (with the model's prior), the exported
+the photo decoded by ``predict.decode_photo`` (with the model's prior), the exported
 ONNX model, probabilities resized bilinearly to the photo's size (``predict.resize_probabilities``),
 then thresholded. The ONNX file is an artifact of the logged model and this package travels in its
 ``code/`` folder, so loading needs neither the training stack nor an installed eyelip.
@@ -24,9 +24,8 @@ from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 from PIL import Image
 
-from eyelip.data.preprocess import decode_image, decode_input
 from eyelip.errors import EyelipError
-from eyelip.serve.predict import resize_probabilities
+from eyelip.serve.predict import decode_photo, mask_image, resize_probabilities
 
 INPUT, THRESHOLD = "image", 0.5
 
@@ -43,7 +42,7 @@ def signature(targets: list[str]) -> ModelSignature:
 
 def png(mask: np.ndarray) -> bytes:
     buffer = io.BytesIO()
-    Image.fromarray(mask.astype(np.uint8) * 255, mode="L").save(buffer, format="PNG")
+    mask_image(mask).save(buffer, format="PNG")
     return buffer.getvalue()
 
 
@@ -64,10 +63,8 @@ class EyelipModel(mlflow.pyfunc.PythonModel):
         predictor, rows = self.predictor, []
         for index, data in enumerate(model_input[INPUT]):
             where = f"{INPUT}[{index}]"
-            data = bytes(data)
-            probs = predictor(decode_input(data, predictor.input_size, where, predictor.prior)[None])[0]
-            height, width = decode_image(data, None, where).shape[:2]  # the photo's size as decoding shows it
-            masks = resize_probabilities(probs, width, height) >= threshold
+            model_input, photo = decode_photo(bytes(data), predictor.input_size, predictor.prior, where)
+            masks = resize_probabilities(predictor(model_input[None])[0], *photo.size) >= threshold
             rows.append([png(mask) for mask in masks])
         return pd.DataFrame(rows, columns=mask_columns(predictor.targets))
 

@@ -22,7 +22,7 @@ import numpy as np
 from eyelip.data.fuse import fuse_dataset
 from eyelip.data.resize import resize_dataset
 from eyelip.data.source import Source
-from eyelip.training.dataset import ResizedArrays
+from eyelip.data.dataset import ResizedArrays
 
 TARGETS = {"eyes": ["l_eye", "r_eye"], "lips": ["u_lip", "l_lip"]}
 

@@ -26,7 +26,7 @@ from eyelip import params as P
 from eyelip.data.fuse import check_targets
 from eyelip.model.checkpoint import model_meta
 from eyelip.profiles import apply_profile
-from eyelip.training.dataset import ResizedArrays, split_rows
+from eyelip.data.dataset import ResizedArrays, split_rows
 from eyelip.training.loop import TrainConfig, autocast_dtype, fit, pick_device
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -36,8 +36,8 @@ def train_and_test(job: dict[str, Any]) -> dict[str, Any]:
     key = {"data": job["data"], "seed": job["seed"], "fold": job["fold"]}
     try:
         from eyelip.data.fuse import FusedMasks
-        from eyelip.serve.evaluate import array_batches, evaluate
-        from eyelip.serve.predictors import TorchPredictor
+        from eyelip.evaluation.evaluate import array_batches, evaluate
+        from eyelip.inference.predictors import TorchPredictor
 
         with tempfile.TemporaryDirectory() as tmp:
             summary, ids, arrays, minutes = train_fold(job, Path(tmp))

@@ -22,7 +22,7 @@ from eyelip import params as P
 from eyelip.data.arrays import ids_text
 from eyelip.model.losses import build_loss
 from eyelip.model.unet import build_model
-from eyelip.training.dataset import ResizedArrays
+from eyelip.data.dataset import ResizedArrays
 from eyelip.training.loop import TrainConfig, Trainer, autocast_dtype, pick_device
 
 

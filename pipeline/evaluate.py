@@ -11,10 +11,10 @@ from pathlib import Path
 from eyelip import atomic, stage
 from eyelip.data.fuse import FusedMasks
 from eyelip.model.checkpoint import check_fits
-from eyelip.serve.evaluate import array_batches, evaluate, write_reports
-from eyelip.serve.predictors import TorchPredictor
+from eyelip.evaluation.evaluate import array_batches, evaluate, write_reports
+from eyelip.inference.predictors import TorchPredictor
 from eyelip.tracking.store import resume_run
-from eyelip.training.dataset import ResizedArrays, split_rows
+from eyelip.data.dataset import ResizedArrays, split_rows
 
 MODEL, METRICS, REPORTS = Path("models/model.pt"), Path("metrics/evaluate.json"), Path("metrics/evaluate")
 BATCH_SIZE = 32

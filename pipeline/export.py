@@ -1,10 +1,10 @@
 """Stage `export`: models/model.onnx and models/model.ts, checked against PyTorch, then the registry gate.
 
 Parity on up to 64 test-split images must hold for both exports, or neither file is published
-(``eyelip.serve.export.export_checked``). Writes metrics/export.json (parity and CPU latency). In
-the training run's MLflow run it logs those numbers and the pyfunc model (``eyelip.serve.pyfunc``),
+(``eyelip.release.export.export_checked``). Writes metrics/export.json (parity and CPU latency). In
+the training run's MLflow run it logs those numbers and the pyfunc model (``eyelip.release.pyfunc``),
 registers it with its lineage and moves ``champion`` only when it beats the champion on the same
-test data (``eyelip.serve.registry``).
+test data (``eyelip.release.registry``).
 """
 
 import json
@@ -17,11 +17,11 @@ from eyelip import params as P
 from eyelip.data.fuse import FusedMasks
 from eyelip.errors import DataError, EyelipError
 from eyelip.model.checkpoint import check_fits, load_model
-from eyelip.serve.export import export_checked
-from eyelip.serve.predictors import TorchPredictor
-from eyelip.serve.registry import EvalSet, Lineage, publish, registered_name
+from eyelip.release.export import export_checked
+from eyelip.inference.predictors import TorchPredictor
+from eyelip.release.registry import EvalSet, Lineage, publish, registered_name
 from eyelip.tracking.store import RUN_FILE, data_version, read_run_id
-from eyelip.training.dataset import ResizedArrays, split_rows
+from eyelip.data.dataset import ResizedArrays, split_rows
 
 MODEL, ONNX, TORCHSCRIPT = Path("models/model.pt"), Path("models/model.onnx"), Path("models/model.ts")
 EVALUATE, METRICS = Path("metrics/evaluate.json"), Path("metrics/export.json")

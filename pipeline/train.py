@@ -19,7 +19,7 @@ from eyelip.model.checkpoint import load_model, model_meta
 from eyelip.tracking.plots import rows_csv, training_curves
 from eyelip.tracking.store import TrackedRun
 from eyelip.training import distributed
-from eyelip.training.dataset import ResizedArrays, split_rows, to_input
+from eyelip.data.dataset import ResizedArrays, split_rows, to_input
 from eyelip.training.loop import TrainConfig, fit
 
 MODEL, CHECKPOINT = Path("models/model.pt"), Path("models/checkpoint.pt")

@@ -33,7 +33,7 @@ from eyelip.data.arrays import ids_text
 from eyelip.data.layout import PARTS, image_relpath, mask_relpath
 from eyelip.data.source import Source
 from eyelip.data.synthetic import generate_sample
-from eyelip.training.dataset import ResizedArrays
+from eyelip.data.dataset import ResizedArrays
 
 REPO = Path(__file__).resolve().parents[1]
 MINI = Path(os.environ.get("EYELIP_MINI", REPO.parent / "shared" / "celebamask-hq-mini")).resolve()

@@ -4,7 +4,7 @@ import torch
 
 from eyelip.errors import ParamError
 from eyelip.training.augment import KEYS, Augment
-from eyelip.training.dataset import ResizedArrays
+from eyelip.data.dataset import ResizedArrays
 from eyelip.training.loop import TrainConfig, Trainer
 
 FULL = {"hflip": 0.5, "brightness": 0.2, "contrast": 0.2, "saturation": 0.2, "hue": 0.05,

@@ -17,8 +17,8 @@ from eyelip.errors import DataError, ParamError
 from eyelip.model.checkpoint import load_model, model_meta
 from eyelip.model.metrics import confusion, iou
 from eyelip.model.unet import build_model
-from eyelip.serve.evaluate import array_batches
-from eyelip.training.dataset import ResizedArrays, to_input
+from eyelip.evaluation.evaluate import array_batches
+from eyelip.data.dataset import ResizedArrays, to_input
 from eyelip.training.loop import TrainConfig, fit
 
 TWO = {"eyes": ["l_eye", "r_eye"], "lips": ["u_lip", "l_lip"]}

@@ -20,7 +20,7 @@ from eyelip.data.preprocess import decode_image, mask_coverage, resize_mask
 from eyelip.data.resize import resize_dataset
 from eyelip.data.source import Source
 from eyelip.errors import DataError, ParamError
-from eyelip.training.dataset import ResizedArrays
+from eyelip.data.dataset import ResizedArrays
 
 EYES_LIPS = {"eyes_lips": ["l_eye", "r_eye", "u_lip", "l_lip"]}
 TWO = {"eyes": ["l_eye", "r_eye"], "lips": ["u_lip", "l_lip"]}

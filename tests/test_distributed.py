@@ -10,7 +10,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from eyelip.training.dataset import ResizedArrays, split_rows
+from eyelip.data.dataset import ResizedArrays, split_rows
 from eyelip.training.distributed import SINGLE, Dist
 from eyelip.training.loop import TrainConfig, fit
 

@@ -12,7 +12,7 @@ from torch import nn
 from eyelip.errors import ParamError
 from eyelip.model.checkpoint import model_meta
 from eyelip.tracking.plots import training_curves
-from eyelip.training.dataset import ResizedArrays
+from eyelip.data.dataset import ResizedArrays
 from eyelip.training.ema import WeightAverage
 from eyelip.training.loop import TrainConfig, Trainer, fit
 

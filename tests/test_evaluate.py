@@ -20,7 +20,7 @@ from eyelip.data.source import Source
 from eyelip.errors import EyelipError
 from eyelip.model.checkpoint import DEFAULT_TARGET_PARTS, load_model, save_model
 from eyelip.model.unet import build_model
-from eyelip.serve.evaluate import (
+from eyelip.evaluation.evaluate import (
     THRESHOLDS,
     Batch,
     evaluate,
@@ -28,7 +28,7 @@ from eyelip.serve.evaluate import (
     source_batches,
     write_reports,
 )
-from eyelip.serve.predictors import Averaged, FlipAveraged, load_predictor
+from eyelip.inference.predictors import Averaged, FlipAveraged, load_predictor
 
 SIZE = 128  # the pipeline's size, so the native ceiling below is the one the stage reports
 N_IDS = 20

@@ -17,14 +17,14 @@ import torch
 from eyelip.data.preprocess import decode_image
 from eyelip.model.checkpoint import save_model
 from eyelip.model.unet import UNet, build_model
-from eyelip.serve.export import (
+from eyelip.release.export import (
     TorchScriptPredictor,
     export_onnx,
     export_torchscript,
     measure_latency,
     parity,
 )
-from eyelip.serve.predictors import OnnxPredictor, TorchPredictor
+from eyelip.inference.predictors import OnnxPredictor, TorchPredictor
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE, TARGETS, CFG = 64, ["eyes_lips"], {"base_width": 4, "depth": 2}

@@ -24,9 +24,9 @@ from eyelip.data.source import Source
 from eyelip.data.synthetic import generate_sample, render_face
 from eyelip.errors import EyelipError
 from eyelip.model.unet import build_model
-from eyelip.serve.export import export_onnx
-from eyelip.serve.predict import resize_probabilities, run_predict, save_png
-from eyelip.serve.predictors import OnnxPredictor
+from eyelip.release.export import export_onnx
+from eyelip.inference.predict import resize_probabilities, run_predict, save_png
+from eyelip.inference.predictors import OnnxPredictor
 
 EYELIP = Path(sys.executable).parent / "eyelip"
 SIZE = 64

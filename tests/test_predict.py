@@ -16,9 +16,9 @@ from PIL import Image
 from eyelip.data.preprocess import decode_image
 from eyelip.errors import EyelipError
 from eyelip.model.unet import build_model
-from eyelip.serve.export import export_onnx
-from eyelip.serve.predict import collect_inputs, resize_probabilities, run_predict
-from eyelip.serve.predictors import OnnxPredictor
+from eyelip.release.export import export_onnx
+from eyelip.inference.predict import collect_inputs, resize_probabilities, run_predict
+from eyelip.inference.predictors import OnnxPredictor
 
 EYELIP = Path(sys.executable).parent / "eyelip"  # the console script installed by `pip install -e .`
 SIZE = 64

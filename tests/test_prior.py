@@ -25,11 +25,11 @@ from eyelip.data.source import Source
 from eyelip.errors import DataError
 from eyelip.model.checkpoint import load_model, model_meta, save_model
 from eyelip.model.unet import build_model
-from eyelip.serve.evaluate import source_batches
-from eyelip.serve.export import export_onnx
-from eyelip.serve.predictors import OnnxPredictor, TorchPredictor
+from eyelip.evaluation.evaluate import source_batches
+from eyelip.release.export import export_onnx
+from eyelip.inference.predictors import OnnxPredictor, TorchPredictor
 from eyelip.training.augment import Augment
-from eyelip.training.dataset import ResizedArrays
+from eyelip.data.dataset import ResizedArrays
 
 EYELIP = Path(sys.executable).parent / "eyelip"
 TWO = {"eyes": ["l_eye", "r_eye"], "lips": ["u_lip", "l_lip"]}

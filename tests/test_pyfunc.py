@@ -27,10 +27,10 @@ from servers import free_port, wait_until_answers
 from eyelip.data.preprocess import decode_input
 from eyelip.data.synthetic import generate_sample
 from eyelip.model.unet import build_model
-from eyelip.serve.export import export_onnx
-from eyelip.serve.predict import resize_probabilities
-from eyelip.serve.predictors import OnnxPredictor
-from eyelip.serve.pyfunc import log_pyfunc
+from eyelip.release.export import export_onnx
+from eyelip.inference.predict import resize_probabilities
+from eyelip.inference.predictors import OnnxPredictor
+from eyelip.release.pyfunc import log_pyfunc
 
 SIZE, NAME = 32, "eyelip-pyfunc"
 TARGETS = {"eyes": ["l_eye", "r_eye"], "lips": ["u_lip", "l_lip"]}

@@ -19,10 +19,10 @@ from eyelip.data.resize import resize_dataset
 from eyelip.data.source import Source
 from eyelip.data.synthetic import generate_sample
 from eyelip.model.unet import build_model
-from eyelip.serve.export import export_onnx
-from eyelip.serve.predictors import OnnxPredictor
-from eyelip.serve.pyfunc import log_pyfunc
-from eyelip.serve.registry import (
+from eyelip.release.export import export_onnx
+from eyelip.inference.predictors import OnnxPredictor
+from eyelip.release.pyfunc import log_pyfunc
+from eyelip.release.registry import (
     EvalSet,
     Lineage,
     champion_scorer,
@@ -30,7 +30,7 @@ from eyelip.serve.registry import (
     register,
     rescore,
 )
-from eyelip.training.dataset import ResizedArrays
+from eyelip.data.dataset import ResizedArrays
 
 SIZE = 32
 ONE = {"eyes_lips": ["l_eye", "r_eye", "u_lip", "l_lip"]}

@@ -22,7 +22,7 @@ from eyelip.data.resize import resize_dataset
 from eyelip.data.source import Source
 from eyelip.errors import ParamError
 from eyelip.model.checkpoint import load_model, model_meta
-from eyelip.training.dataset import ResizedArrays
+from eyelip.data.dataset import ResizedArrays
 from eyelip.training.loop import TrainConfig, Trainer, fit
 
 EPOCH_KEYS = {"train_iou", "val_iou", "train_jaccard_loss", "val_jaccard_loss", "train_loss", "val_loss", "lr"}

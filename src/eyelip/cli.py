@@ -163,11 +163,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "predict":
-            from eyelip.serve.predict import run_predict
+            from eyelip.inference.predict import run_predict
 
             run_predict(args.inputs, args.model, args.out, args.threshold, args.batch_size)
         elif args.command == "evaluate":
-            from eyelip.serve.evaluate import run_evaluate_cli
+            from eyelip.evaluation.evaluate import run_evaluate_cli
 
             run_evaluate_cli(args.model or ["models/model.onnx"], args.data, args.ids, args.json, args.batch_size,
                              args.flip_average)

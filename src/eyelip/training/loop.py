@@ -43,7 +43,7 @@ from eyelip.model.losses import CombinedLoss, build_loss
 from eyelip.model.metrics import ConfusionMeter, iou
 from eyelip.model.unet import build_model
 from eyelip.training.augment import Augment
-from eyelip.training.dataset import ResizedArrays
+from eyelip.data.dataset import ResizedArrays
 from eyelip.training.distributed import MODES, SINGLE, Dist
 from eyelip.training.ema import WeightAverage
 

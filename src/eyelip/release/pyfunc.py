@@ -25,7 +25,7 @@ from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 from PIL import Image
 
 from eyelip.errors import EyelipError
-from eyelip.serve.predict import decode_photo, mask_image, resize_probabilities
+from eyelip.inference.predict import decode_photo, mask_image, resize_probabilities
 
 INPUT, THRESHOLD = "image", 0.5
 
@@ -50,7 +50,7 @@ class EyelipModel(mlflow.pyfunc.PythonModel):
     """The exported ONNX model with eyelip's preprocessing and mask rule (see the module docstring)."""
 
     def load_context(self, context: Any) -> None:
-        from eyelip.serve.predictors import OnnxPredictor
+        from eyelip.inference.predictors import OnnxPredictor
 
         self.predictor = OnnxPredictor(context.artifacts["onnx"])
 

@@ -8,7 +8,7 @@ like with like:
 
 - same test data (equal ``test_split``): the two test IoUs, as recorded;
 - other test data, same layout: the champion is re-scored on the candidate's test set with the same
-  evaluation code (:func:`eyelip.serve.evaluate.evaluate` through its ONNX model) and that number
+  evaluation code (:func:`eyelip.evaluation.evaluate.evaluate` through its ONNX model) and that number
   is compared with the candidate's;
 - another layout: no number is compared. A registered name holds one layout, so the candidate goes
   to the name its layout decides, ``<export.registered_model>-<layout>`` (see :func:`layout_name`),
@@ -35,7 +35,7 @@ from PIL import Image
 
 from eyelip.data import prior as priors
 from eyelip.errors import EyelipError
-from eyelip.serve.predictors import Predictor
+from eyelip.inference.predictors import Predictor
 
 LAYOUT_KEYS = ("targets", "target_parts", "input_channels", "input_size", "size", "prior")
 
@@ -140,7 +140,7 @@ def load_version(name: str, version: str) -> Predictor:
     """A registered version's ONNX model (the ``onnx`` or the eyelip pyfunc flavour) as a predictor."""
     import mlflow
 
-    from eyelip.serve.predictors import OnnxPredictor
+    from eyelip.inference.predictors import OnnxPredictor
 
     where = Path(tempfile.mkdtemp(prefix="eyelip-champion-"))
     local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=str(where)))
@@ -152,7 +152,7 @@ def load_version(name: str, version: str) -> Predictor:
 
 def rescore(predictor: Predictor, test: EvalSet, batch_size: int = 32) -> float:
     """Test IoU of ``predictor`` on ``test``, by the evaluate stage's own code."""
-    from eyelip.serve.evaluate import array_batches, evaluate
+    from eyelip.evaluation.evaluate import array_batches, evaluate
 
     return float(evaluate(predictor, array_batches(test.images, test.masks, test.rows, test.ids, test.fused,
                                                    batch_size)).metrics["iou"])
@@ -251,10 +251,10 @@ def registered_name(params: Mapping[str, Any]) -> str:
 def publish(params: Mapping[str, Any], onnx_path: str | Path, export_metrics: str | Path,
             summary: Mapping[str, Any], test_iou: float, lineage: Lineage, test: EvalSet) -> Decision:
     """In the training stage's MLflow run: log the export's parity and latency, log the ONNX model as
-    the eyelip pyfunc model (:mod:`eyelip.serve.pyfunc`), register it and run the gate."""
+    the eyelip pyfunc model (:mod:`eyelip.release.pyfunc`), register it and run the gate."""
     import mlflow
 
-    from eyelip.serve.pyfunc import log_pyfunc
+    from eyelip.release.pyfunc import log_pyfunc
     from eyelip.tracking.store import resume_run
 
     base = registered_name(params)

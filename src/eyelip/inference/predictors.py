@@ -82,7 +82,7 @@ class OnnxPredictor:
         if "size" not in meta or "targets" not in meta:
             raise EyelipError(f"{path}: ONNX model without eyelip metadata (size, targets); "
                               f"export it with `dvc repro export`")
-        # Export stores non-string values as JSON (eyelip.serve.export.export_onnx).
+        # Export stores non-string values as JSON (eyelip.release.export.export_onnx).
         parsed = {k: meta[k] if k in ("rule", "prior") else json.loads(meta[k])
                   for k in ("size", "targets", "input_size", "train_size", "target_parts", "rule", "prior") if k in meta}
         _describe(self, with_defaults(parsed))

@@ -12,7 +12,7 @@
   ``torch.jit`` is deprecated in PyTorch 2.13 but still the only single-file format that loads
   without the defining code *and* runs with plain ``torch``; the warnings are silenced here only.
 - ``export_checked``: both files, published only when both match PyTorch on test images (the parity
-  gate), with their CPU latency. The registry gate is :mod:`eyelip.serve.registry`.
+  gate), with their CPU latency. The registry gate is :mod:`eyelip.release.registry`.
 """
 
 from __future__ import annotations
@@ -185,7 +185,7 @@ def export_checked(model: UNet, reference: Callable[[np.ndarray], np.ndarray], i
                    meta: dict[str, Any], input_size: int, repeats: int = 10) -> dict[str, Any]:
     """Write ``onnx_path`` and ``torchscript_path`` only if both pass parity with ``reference`` on
     ``images`` (uint8 model inputs); returns the parity results (``parity``) and :func:`measure_latency`."""
-    from eyelip.serve.predictors import OnnxPredictor
+    from eyelip.inference.predictors import OnnxPredictor
 
     # Both files stay temporary until both pass parity: a failed check publishes neither.
     with atomic.atomic_path(onnx_path) as onnx_tmp, atomic.atomic_path(torchscript_path) as ts_tmp:

@@ -28,7 +28,7 @@ from eyelip import atomic
 from eyelip.data.preprocess import decode_image, decode_input
 from eyelip.data.prior import NoFaceWarning, require
 from eyelip.errors import DataError, EyelipError
-from eyelip.serve.predictors import Predictor, load_predictor
+from eyelip.inference.predictors import Predictor, load_predictor
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 COLOURS = ((255, 0, 0), (0, 200, 255), (0, 255, 0), (255, 200, 0), (255, 0, 255), (0, 0, 255))

@@ -36,7 +36,7 @@ from eyelip.data.resize import resize_sample
 from eyelip.data.source import Source
 from eyelip.errors import EyelipError
 from eyelip.model.metrics import accuracy, confusion, dice, iou, precision, recall
-from eyelip.serve.predictors import Predictor
+from eyelip.inference.predictors import Predictor
 from eyelip.tracking.plots import rows_csv, save_figure
 
 THRESHOLD = 0.5
@@ -288,7 +288,7 @@ def run_evaluate_cli(models: Sequence[str], data: str, ids_file: str | None = No
     """``eyelip evaluate``: score ``models`` (one, or an ensemble of several) on a CelebAMask-HQ copy."""
     from eyelip.data.layout import mirror_pairs
     from eyelip.data.prior import require
-    from eyelip.serve.predictors import Averaged, FlipAveraged, load_predictor
+    from eyelip.inference.predictors import Averaged, FlipAveraged, load_predictor
 
     if batch_size < 1:
         raise EyelipError(f"--batch-size must be >= 1, got {batch_size}")

@@ -1,0 +1,1 @@
+"""Running a trained model on photos: PyTorch/ONNX predictors and `eyelip predict` (no training code)."""

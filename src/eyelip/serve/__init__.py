@@ -1,1 +1,0 @@
-"""Using a trained model: predictors (PyTorch/ONNX), export, `eyelip predict` and `eyelip evaluate`."""

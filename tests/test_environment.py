@@ -33,8 +33,10 @@ def test_collect_names_the_packages_cpu_threads_and_device() -> None:
 
 def test_cpu_flags_and_model_are_read_from_cpuinfo(tmp_path: Path) -> None:
     cpuinfo = tmp_path / "cpuinfo"
-    cpuinfo.write_text("processor\t: 0\nmodel name\t: Some CPU 9000\nflags\t\t: fpu sse avx2 fma avx512f avx512_bf16\n\n"
-                       "processor\t: 1\nmodel name\t: Some CPU 9000\n")
+    cpuinfo.write_text(
+        "processor\t: 0\nmodel name\t: Some CPU 9000\nflags\t\t: fpu sse avx2 fma avx512f avx512_bf16\n\n"
+        "processor\t: 1\nmodel name\t: Some CPU 9000\n"
+    )
     assert environment.cpu_info(cpuinfo) == ("Some CPU 9000", ["avx2", "fma", "avx512f", "avx512_bf16"])
 
 
@@ -47,8 +49,7 @@ def test_lock_hash_is_the_stamp_dev_wrote(tmp_path: Path) -> None:
 def test_differences_only_where_both_sides_recorded() -> None:
     old = {"env.torch": "2.13.0+cpu", "env.cpu_capability": "AVX2", "env.threads": "2"}
     new = {**old, "env.cpu_capability": "AVX512", "env.numpy": "2.4.6"}
-    assert environment.differences(old, new) == [("env.cpu_capability", "AVX2", "AVX512"),
-                                                 ("env.numpy", "—", "2.4.6")]
+    assert environment.differences(old, new) == [("env.cpu_capability", "AVX2", "AVX512"), ("env.numpy", "—", "2.4.6")]
     assert environment.differences({}, new) == []
 
 
@@ -73,8 +74,9 @@ def test_results_say_when_runs_differ_by_environment_not_params(store: str) -> N
     client = mlflow.MlflowClient(store)
     experiment = client.create_experiment("two-machines")
     for name, capability, iou in (("avx512", "AVX512", 0.8578), ("avx2", "AVX2", 0.8621)):
-        run = client.create_run(experiment, run_name=name, tags={**environment.collect("cpu"),
-                                                                 "env.cpu_capability": capability})
+        run = client.create_run(
+            experiment, run_name=name, tags={**environment.collect("cpu"), "env.cpu_capability": capability}
+        )
         client.log_param(run.info.run_id, "train.lr", "0.005")
         client.log_metric(run.info.run_id, "test_iou", iou)
         client.set_terminated(run.info.run_id)
@@ -109,8 +111,17 @@ def commit_files(root: Path, files: dict[str, str]) -> str:
 
 
 def lock(lr: float) -> str:
-    return yaml.safe_dump({"schema": "2.0", "stages": {"train": {"cmd": "python pipeline/train.py", "params": {
-        "params.yaml": {"train": {"lr": lr, "epochs": 12}, "data.rule": "or"}}}}})
+    return yaml.safe_dump(
+        {
+            "schema": "2.0",
+            "stages": {
+                "train": {
+                    "cmd": "python pipeline/train.py",
+                    "params": {"params.yaml": {"train": {"lr": lr, "epochs": 12}, "data.rule": "or"}},
+                }
+            },
+        }
+    )
 
 
 def test_report_says_when_baseline_metrics_do_not_belong_to_its_params(tmp_path: Path) -> None:
@@ -118,13 +129,16 @@ def test_report_says_when_baseline_metrics_do_not_belong_to_its_params(tmp_path:
     params = {"train": {"lr": 0.005, "epochs": 12}, "data": {"rule": "or"}}
     env = environment.collect("cpu")
     # The baseline commit changed train.lr without re-running: dvc.lock still holds 0.003's run.
-    sha = commit_files(tmp_path, {"dvc.lock": lock(0.003), "params.yaml": yaml.safe_dump(params),
-                                  environment.FILE: json.dumps(env)})
+    sha = commit_files(
+        tmp_path, {"dvc.lock": lock(0.003), "params.yaml": yaml.safe_dump(params), environment.FILE: json.dumps(env)}
+    )
     assert unrecorded_params(lock(0.003), yaml.safe_dump(params)) == [("train.lr", 0.003, 0.005)]
     (tmp_path / "dvc.lock").write_text(lock(0.005))  # this workspace re-ran: consistent
     notes, lines = provenance_lines(tmp_path, sha, "`base`")
-    assert notes == ["baseline `base`'s metrics were produced with other params than its params.yaml "
-                     "(`train.lr` 0.003 (dvc.lock) vs 0.005)"]
+    assert notes == [
+        "baseline `base`'s metrics were produced with other params than its params.yaml "
+        "(`train.lr` 0.003 (dvc.lock) vs 0.005)"
+    ]
     assert any(line.startswith("- **baseline `base`**") for line in lines)
     assert any(line.startswith("Same environment as the baseline") for line in lines)
 
@@ -132,8 +146,9 @@ def test_report_says_when_baseline_metrics_do_not_belong_to_its_params(tmp_path:
 def test_report_shows_an_environment_difference(tmp_path: Path) -> None:
     git(tmp_path, "init", "-q")
     env = environment.collect("cpu")
-    sha = commit_files(tmp_path, {environment.FILE: json.dumps({**env, "env.cpu_capability": "AVX2",
-                                                                "env.numpy": "2.3.0"})})
+    sha = commit_files(
+        tmp_path, {environment.FILE: json.dumps({**env, "env.cpu_capability": "AVX2", "env.numpy": "2.3.0"})}
+    )
     (tmp_path / environment.FILE).write_text(json.dumps(env))
     notes, lines = provenance_lines(tmp_path, sha, "`base`")
     assert notes == ["ran in another environment (cpu_capability, numpy)"]

@@ -19,8 +19,12 @@ EXTRAS = ("dev", "prior", "server")  # what ./dev lock resolves
 
 def pins() -> dict[str, tuple[str, list[str]]]:
     """name -> (version, hashes) from the lock's `name==version \\ --hash=...` entries."""
-    entries = re.findall(r"^([A-Za-z0-9_.\-]+)==(\S+)((?:\s*\\\n\s+--hash=sha256:[0-9a-f]{64})*)", LOCK.read_text(), re.M)
-    return {canonicalize_name(name): (version, re.findall(r"[0-9a-f]{64}", hashes)) for name, version, hashes in entries}
+    entries = re.findall(
+        r"^([A-Za-z0-9_.\-]+)==(\S+)((?:\s*\\\n\s+--hash=sha256:[0-9a-f]{64})*)", LOCK.read_text(), re.M
+    )
+    return {
+        canonicalize_name(name): (version, re.findall(r"[0-9a-f]{64}", hashes)) for name, version, hashes in entries
+    }
 
 
 def test_every_pyproject_requirement_is_pinned_within_its_range() -> None:
@@ -31,8 +35,9 @@ def test_every_pyproject_requirement_is_pinned_within_its_range() -> None:
         req = Requirement(line)
         name = canonicalize_name(req.name)
         assert name in locked, f"{req.name}: in pyproject.toml but not in requirements.lock; run `./dev lock`"
-        assert req.specifier.contains(locked[name][0], prereleases=True), \
+        assert req.specifier.contains(locked[name][0], prereleases=True), (
             f"{req.name}=={locked[name][0]} in requirements.lock is outside pyproject.toml's {req}; run `./dev lock`"
+        )
     assert locked["torch"][0].endswith("+cpu")  # the CPU build: no CUDA libraries in the lock
 
 

@@ -33,9 +33,14 @@ pytestmark = pytest.mark.slow
 WORKFLOW = REPO / ".github" / "workflows" / "retrain.yml"
 # Beside conftest's PROJECT_FILES: what the workflow's steps use (./dev, the lock, git and DVC ignores).
 RUNNER_FILES = (".github", ".gitignore", ".dvcignore", "dev", "requirements.lock")
-TINY = {"sample": {"n": 48, "image_size": 128, "mask_size": 128}, "resize": {"size": 64},
-        "model": {"base_width": 8, "depth": 3}, "train": {"epochs": 1, "lr": 0.003},
-        "runtime": {"threads": 1, "n_jobs": 1}, "export": {"latency_repeats": 1}}
+TINY = {
+    "sample": {"n": 48, "image_size": 128, "mask_size": 128},
+    "resize": {"size": 64},
+    "model": {"base_width": 8, "depth": 3},
+    "train": {"epochs": 1, "lr": 0.003},
+    "runtime": {"threads": 1, "n_jobs": 1},
+    "export": {"latency_repeats": 1},
+}
 CONTEXTS = ("github", "steps", "inputs", "secrets", "env", "job", "runner")
 GH_STAND_IN = """#!/usr/bin/env bash
 # GitHub's CLI stand-in: records its arguments and the --body-file it was given.
@@ -70,8 +75,9 @@ class Origin:
 @pytest.fixture(scope="module")
 def origin(tmp_path_factory: pytest.TempPathFactory) -> Origin:
     stamp = Path(sys.prefix) / ".installed"
-    digest = subprocess.run(["sha256sum", "requirements.lock", "pyproject.toml"], cwd=REPO, capture_output=True,
-                            text=True).stdout
+    digest = subprocess.run(
+        ["sha256sum", "requirements.lock", "pyproject.toml"], cwd=REPO, capture_output=True, text=True
+    ).stdout
     if not stamp.is_file() or stamp.read_text() != digest:
         pytest.skip("the runner stands in this venv for setup-python: it must be ./dev's, synced to the lock")
     tmp = tmp_path_factory.mktemp("workflow")
@@ -134,8 +140,14 @@ def evaluate(expression: str, contexts: dict[str, Any], ok: bool) -> Any:
     literals, success() always() failure()) evaluated in Python."""
     names = "|".join(CONTEXTS)
     python = re.sub(rf"\b(?:{names})(?:\.[A-Za-z_][\w-]*)+", lambda m: f"_get({m.group(0)!r})", expression)
-    python = (python.replace("&&", " and ").replace("||", " or ").replace("always()", "True")
-              .replace("success()", "_ok").replace("failure()", "(not _ok)").replace("cancelled()", "False"))
+    python = (
+        python.replace("&&", " and ")
+        .replace("||", " or ")
+        .replace("always()", "True")
+        .replace("success()", "_ok")
+        .replace("failure()", "(not _ok)")
+        .replace("cancelled()", "False")
+    )
     python = re.sub(r"!(?!=)", " not ", python)
     return eval(python, {"__builtins__": {}}, {"_get": lambda p: lookup(p, contexts) or "", "_ok": ok})  # noqa: S307
 
@@ -162,8 +174,9 @@ def read_commands(path: Path) -> dict[str, str]:
     return found
 
 
-def run_workflow(origin: Origin, tmp: Path, event: str, sha: str, payload: dict[str, Any],
-                 inputs: dict[str, str] | None = None) -> Job:
+def run_workflow(
+    origin: Origin, tmp: Path, event: str, sha: str, payload: dict[str, Any], inputs: dict[str, str] | None = None
+) -> Job:
     job_spec = yaml.safe_load(WORKFLOW.read_text())["jobs"]["retrain"]
     workspace, artifacts, files = tmp / "workspace", tmp / "artifacts", tmp / "runner"
     for folder in (artifacts, files / "bin"):
@@ -175,16 +188,36 @@ def run_workflow(origin: Origin, tmp: Path, event: str, sha: str, payload: dict[
     summary_file, github_env, github_path = files / "summary.md", files / "env", files / "path"
     for path in (summary_file, github_env, github_path):
         path.touch()
-    github = {"event_name": event, "event": payload, "sha": sha, "ref": "refs/heads/main",
-              "repository": "octo/eyelip", "run_id": "4242", "run_attempt": "1",
-              "server_url": "https://github.com", "token": "token-for-gh", "workspace": str(workspace)}
+    github = {
+        "event_name": event,
+        "event": payload,
+        "sha": sha,
+        "ref": "refs/heads/main",
+        "repository": "octo/eyelip",
+        "run_id": "4242",
+        "run_attempt": "1",
+        "server_url": "https://github.com",
+        "token": "token-for-gh",
+        "workspace": str(workspace),
+    }
     contexts: dict[str, Any] = {"github": github, "inputs": inputs or {}, "secrets": {}, "steps": {}}
     base_env = clean_env() | {
-        "CI": "true", "GITHUB_ACTIONS": "true", "GITHUB_EVENT_NAME": event, "GITHUB_EVENT_PATH": str(files / "event.json"),
-        "GITHUB_SHA": sha, "GITHUB_REF": github["ref"], "GITHUB_REPOSITORY": github["repository"],
-        "GITHUB_RUN_ID": github["run_id"], "GITHUB_SERVER_URL": github["server_url"], "GITHUB_WORKSPACE": str(workspace),
-        "GITHUB_STEP_SUMMARY": str(summary_file), "GITHUB_ENV": str(github_env), "GITHUB_PATH": str(github_path),
-        "RUNNER_TEMP": str(files), "GH_LOG": str(files / "gh.jsonl")}
+        "CI": "true",
+        "GITHUB_ACTIONS": "true",
+        "GITHUB_EVENT_NAME": event,
+        "GITHUB_EVENT_PATH": str(files / "event.json"),
+        "GITHUB_SHA": sha,
+        "GITHUB_REF": github["ref"],
+        "GITHUB_REPOSITORY": github["repository"],
+        "GITHUB_RUN_ID": github["run_id"],
+        "GITHUB_SERVER_URL": github["server_url"],
+        "GITHUB_WORKSPACE": str(workspace),
+        "GITHUB_STEP_SUMMARY": str(summary_file),
+        "GITHUB_ENV": str(github_env),
+        "GITHUB_PATH": str(github_path),
+        "RUNNER_TEMP": str(files),
+        "GH_LOG": str(files / "gh.jsonl"),
+    }
     base_env["PATH"] = f"{files / 'bin'}{os.pathsep}{base_env['PATH']}"
     job_env = {k: substitute(str(v), contexts) for k, v in job_spec.get("env", {}).items()}
     ok, logs, skipped = True, {}, []
@@ -203,20 +236,38 @@ def run_workflow(origin: Origin, tmp: Path, event: str, sha: str, payload: dict[
         env["PATH"] = os.pathsep.join([*reversed(extra_path), env["PATH"]])
         script = files / f"step-{number}.sh"
         script.write_text(substitute(step["run"], contexts))
-        proc = subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", str(script)], cwd=workspace,
-                              env=env, capture_output=True, text=True, timeout=900)
+        proc = subprocess.run(
+            ["bash", "--noprofile", "--norc", "-eo", "pipefail", str(script)],
+            cwd=workspace,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
         logs[name] = proc.stdout + proc.stderr
         if step.get("id"):
-            contexts["steps"][step["id"]] = {"outputs": read_commands(output),
-                                             "outcome": "success" if proc.returncode == 0 else "failure"}
+            contexts["steps"][step["id"]] = {
+                "outputs": read_commands(output),
+                "outcome": "success" if proc.returncode == 0 else "failure",
+            }
         if proc.returncode != 0 and not step.get("continue-on-error"):
             ok = False
             logs[name] += f"\n(exit {proc.returncode})"
     assert ok, "the job failed:\n" + "\n".join(f"--- {k}\n{v[-3000:]}" for k, v in logs.items())
-    comments = [json.loads(line) for line in (files / "gh.jsonl").read_text().splitlines()] \
-        if (files / "gh.jsonl").exists() else []
-    return Job(workspace, artifacts, summary_file.read_text(), logs, skipped, comments,
-               {k: v["outputs"] for k, v in contexts["steps"].items()})
+    comments = (
+        [json.loads(line) for line in (files / "gh.jsonl").read_text().splitlines()]
+        if (files / "gh.jsonl").exists()
+        else []
+    )
+    return Job(
+        workspace,
+        artifacts,
+        summary_file.read_text(),
+        logs,
+        skipped,
+        comments,
+        {k: v["outputs"] for k, v in contexts["steps"].items()},
+    )
 
 
 def stand_in(step: dict[str, Any], origin: Origin, workspace: Path, artifacts: Path, sha: str) -> None:
@@ -262,9 +313,14 @@ def test_pull_request_retrains_what_the_params_touched_and_comments_the_report(o
     first = (job.workspace / "summary.md").read_text().splitlines()[0]
     assert first.startswith(f"**{expected_verdict(job, origin.base)}**: test IoU ")
     assert f" at `{origin.base[:7]}`" in first and "note" not in first  # the PR's base, whose metrics are its own
-    assert first in job.summary and "artifact `retrain-report` of [this run](https://github.com/octo/eyelip/actions/runs/4242)" in job.summary
-    assert job.comments == [{"args": ["pr", "comment", "7", "--edit-last", "--body-file", "summary.md"],
-                             "body": (job.workspace / "summary.md").read_text()}]
+    assert first in job.summary
+    assert "artifact `retrain-report` of [this run](https://github.com/octo/eyelip/actions/runs/4242)" in job.summary
+    assert job.comments == [
+        {
+            "args": ["pr", "comment", "7", "--edit-last", "--body-file", "summary.md"],
+            "body": (job.workspace / "summary.md").read_text(),
+        }
+    ]
     assert {"report.md", "summary.md", "metrics", "mlflow.db"} <= {p.name for p in job.artifacts.iterdir()}
     (run,) = runs_in(job)
     assert run.data.params["train.lr"] == "0.005" and run.data.tags["env.torch"]
@@ -279,9 +335,14 @@ def test_push_compares_with_the_previous_tip_and_comments_nothing(origin: Origin
 
 
 def test_dispatch_overrides_become_a_pushed_experiment_and_an_mlflow_run(origin: Origin, tmp_path: Path) -> None:
-    job = run_workflow(origin, tmp_path / "runner", "workflow_dispatch", origin.head,
-                       {"inputs": {"set_params": "train.lr=0.01  train.epochs=1"}},
-                       inputs={"set_params": "train.lr=0.01  train.epochs=1"})
+    job = run_workflow(
+        origin,
+        tmp_path / "runner",
+        "workflow_dispatch",
+        origin.head,
+        {"inputs": {"set_params": "train.lr=0.01  train.epochs=1"}},
+        inputs={"set_params": "train.lr=0.01  train.epochs=1"},
+    )
     name = "ci-4242-1"
     assert job.outputs["repro"] == {"experiment": name}
     assert ran_stages(job.logs["Reproduce the pipeline"]) == {"train", "evaluate", "export"}
@@ -290,8 +351,10 @@ def test_dispatch_overrides_become_a_pushed_experiment_and_an_mlflow_run(origin:
     # The baseline is HEAD, whose committed metrics predate its params: the report says so.
     first = job.summary.split(f"`dvc exp pull origin {name} && dvc exp apply {name}`.")[1].strip().splitlines()[0]
     assert f"at `HEAD` ({origin.head[:7]})" in first
-    assert (f"**note**: baseline `HEAD` ({origin.head[:7]})'s metrics were produced with other params than its "
-            "params.yaml (`train.lr` 0.003 (dvc.lock) vs 0.005)") in first
+    assert (
+        f"**note**: baseline `HEAD` ({origin.head[:7]})'s metrics were produced with other params than its "
+        "params.yaml (`train.lr` 0.003 (dvc.lock) vs 0.005)"
+    ) in first
     # The experiment outlives the runner: another clone pulls and applies it.
     assert git(origin.bare, "for-each-ref", "--format=%(refname)", "refs/exps").endswith(f"/{name}")
     user = tmp_path / "user"
@@ -301,4 +364,7 @@ def test_dispatch_overrides_become_a_pushed_experiment_and_an_mlflow_run(origin:
         subprocess.run(["dvc", *args], cwd=user, env=env, check=True, capture_output=True, text=True)
     assert yaml.safe_load((user / "params.yaml").read_text())["train"]["lr"] == 0.01
     for rel in ("metrics/evaluate.json", "models/model.onnx"):
-        assert hashlib.sha256((user / rel).read_bytes()).digest() == hashlib.sha256((job.workspace / rel).read_bytes()).digest()
+        assert (
+            hashlib.sha256((user / rel).read_bytes()).digest()
+            == hashlib.sha256((job.workspace / rel).read_bytes()).digest()
+        )

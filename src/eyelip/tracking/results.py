@@ -191,9 +191,11 @@ def environment_lines(recipes: Sequence[Recipe]) -> list[str]:
         return []
     if not varying:
         return [f"All {len(recorded)} runs that record their environment ran in the same one."]
+    def runs_with(key: str, value: str) -> str:
+        return _names([run for run in recorded if run.env.get(key, "—") == value])
+
     lines = ["Environments differ (`env.*` tags) between runs: " + "; ".join(
-        f"`{k.removeprefix(environment.PREFIX)}`: " + ", ".join(f"{v} ({_names([r for r in recorded if r.env.get(k, '—') == v])})"
-                                                                 for v in values)
+        f"`{k.removeprefix(environment.PREFIX)}`: " + ", ".join(f"{v} ({runs_with(k, v)})" for v in values)
         for k, values in varying.items())]
     for number, recipe in enumerate(recipes, 1):
         split = sorted(k for k in varying if len({run.env.get(k, "—") for run in recipe.runs if run.env}) > 1)

@@ -221,10 +221,10 @@ def build_report(root: Path, baseline: str, out: Path, images: str = "relative",
     label = f"`{sha[:7]}`" if sha.startswith(baseline) else f"`{baseline}` ({sha[:7]})"
     first = result.line(label)
     params_now = P.load(root / P.PARAMS_FILE)
-    gate = champion_line(root, P.get(params_now, "export.registered_model", "eyelip"))
+    gate = champion_line(root, params_now.export.registered_model)
     if gate:
         first += f"; {gate}"
-    targets = list(P.get(params_now, "data.targets", {}) or {})
+    targets = list(params_now.data.targets)
     lines = [first, "", f"# eyelip: this workspace vs {label}", ""]
     lines += metrics_section(metrics, targets) + [""] + params_section(params) + [""]
     lines += images_section(root, out.parent.resolve(), images)

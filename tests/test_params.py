@@ -229,3 +229,27 @@ def test_library_allowed_values_agree_with_the_schema() -> None:
                                       (P.Prior, PRIORS), (P.Norm, unet._NORMS), (P.Block, unet._BLOCKS)]
     for literal, values in pairs:
         assert get_args(literal) == tuple(values), (literal, values)
+
+
+def test_dvc_repro_checks_every_section_whichever_key_changed(project) -> None:
+    """runtime: and tracking: are no stage's params and an unknown section is nobody's: the check-data stage
+    depends on the whole file, so `dvc repro` refuses each typo instead of saying "up to date"."""
+    project.set_params(sample={"n": 4, "image_size": 64, "mask_size": 64})
+    project.dvc("repro", "sample", "check-data")
+    sample = (project.root / "data" / "sample.zip").read_bytes()
+    original = project.params
+    breaks = {"trian": lambda d: d.update(trian=d.pop("train")),
+              "runtime.n_jbs": lambda d: d["runtime"].update(n_jbs=d["runtime"].pop("n_jobs")),
+              "tracking.experimnt": lambda d: d["tracking"].update(experimnt=d["tracking"].pop("experiment")),
+              "runtime.threads": lambda d: d["runtime"].update(threads="all")}
+    for key, edit in breaks.items():
+        broken = yaml.safe_load(yaml.safe_dump(original))
+        edit(broken)
+        (project.root / "params.yaml").write_text(yaml.safe_dump(broken, sort_keys=False))
+        proc = project.dvc("repro", check=False)
+        assert proc.returncode != 0 and f"eyelip check-data: error: params.yaml: {key}:" in proc.stderr, (
+            key, proc.stdout, proc.stderr)
+        assert (project.root / "data" / "sample.zip").read_bytes() == sample
+        assert not (project.root / "data" / "fused").exists()
+    (project.root / "params.yaml").write_text(yaml.safe_dump(original, sort_keys=False))
+    assert "eyelip params" not in project.run(str(BIN / "eyelip"), "params", "check").stderr

@@ -41,7 +41,7 @@ def test_bad_param_fails_with_the_key_and_keeps_nothing(project, synthetic: Path
     project.set_params(data={"root": str(synthetic)}, resize={"size": -3})
     proc = project.dvc("repro", "resize", check=False)
     assert proc.returncode != 0
-    assert "resize.size: must be >= 8, got -3" in proc.stderr + proc.stdout
+    assert "resize.size: expected a value >= 8, got -3" in proc.stderr + proc.stdout
     assert not (project.root / "data" / "resized").exists()
 
 

@@ -33,7 +33,7 @@ def test_data_stages_on_a_dataset_folder(project, synthetic: Path) -> None:
 
     project.set_params(split={"seed": 7})
     reseeded = project.dvc("repro", "split")
-    assert stages_run(reseeded.stdout) == ["split"]
+    assert stages_run(reseeded.stdout) == ["check-data", "split"]  # check-data re-checks any params edit
     assert read_ids(project.root / "data" / "split" / "train.txt") != splits["train"]
 
 

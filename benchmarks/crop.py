@@ -17,7 +17,6 @@ best of each counts, so that a busy machine favours neither. Prints images per s
 from __future__ import annotations
 
 import argparse
-import copy
 import tempfile
 from pathlib import Path
 
@@ -39,12 +38,12 @@ def main() -> None:
     args = parser.parse_args()
     params = P.load()
     whole = TrainConfig.from_params(params)
-    whole.augment = {**whole.augment, "crop": 0}
-    cropped = copy.deepcopy(whole)
-    cropped.augment["crop"] = args.crop
-    base = whole.model.get("base_width", 16)
-    cropped.model["base_width"] = args.width or (base if args.train_scale > 1 else 2 * base)
-    size = P.integer(params, "resize.size")
+    whole = whole.model_copy(update={"augment": whole.augment.model_copy(update={"crop": 0})})
+    base = whole.model.base_width
+    cropped = whole.model_copy(update={
+        "augment": whole.augment.model_copy(update={"crop": args.crop}),
+        "model": whole.model.model_copy(update={"base_width": args.width or (base if args.train_scale > 1 else 2 * base)})})
+    size = params.resize.size
     n = whole.batch_size * (args.steps + 2)
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "whole").mkdir()
@@ -63,7 +62,7 @@ def main() -> None:
     fine = size * args.train_scale
     print(f"{size} px faces, batch {whole.batch_size}, {args.steps} steps, best of {args.rounds}")
     print(f"whole {size} px faces, base width {base}: {speed['whole']:6.1f} img/s")
-    print(f"{args.crop} px crops of {fine} px faces, base width {cropped.model['base_width']}: "
+    print(f"{args.crop} px crops of {fine} px faces, base width {cropped.model.base_width}: "
           f"{speed['crop']:6.1f} img/s")
     print(f"speed with crops / whole faces: {speed['crop'] / speed['whole']:.2f}x")
 

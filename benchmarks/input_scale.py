@@ -27,7 +27,7 @@ def main() -> None:
     args = parser.parse_args()
     params = P.load()
     cfg = TrainConfig.from_params(params)
-    size = P.integer(params, "resize.size")
+    size = params.resize.size
     n = cfg.batch_size * (args.steps + 2)
     speed = {}
     with tempfile.TemporaryDirectory() as tmp:

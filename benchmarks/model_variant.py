@@ -12,7 +12,6 @@ and prints the ratio.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import tempfile
 from pathlib import Path
 
@@ -22,17 +21,18 @@ from train_throughput import eyelip, random_arrays
 
 from eyelip import params as P
 from eyelip.model.unet import build_model
+from eyelip.params import ModelParams
 from eyelip.training.loop import TrainConfig
 
 
 def variant(cfg: TrainConfig, changes: list[str]) -> TrainConfig:
-    model = dict(cfg.model)
+    model = cfg.model.model_dump()
     for change in changes:
         key, sep, value = change.partition("=")
         if not sep or not key.startswith("model."):
             raise SystemExit(f"--set {change!r}: expected model.KEY=VALUE")
         model[key.removeprefix("model.")] = yaml.safe_load(value)
-    return dataclasses.replace(cfg, model=model)
+    return cfg.model_copy(update={"model": ModelParams.model_validate(model)})
 
 
 def main() -> None:
@@ -44,7 +44,7 @@ def main() -> None:
     params = P.load()
     base = TrainConfig.from_params(params)
     configs = {"baseline": base, "variant": variant(base, args.set)}
-    size = P.integer(params, "resize.size")
+    size = params.resize.size
     n = base.batch_size * (args.steps + 2)
     speed: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:

@@ -23,7 +23,6 @@ import torch
 import yaml
 
 from eyelip import params as P
-from eyelip.data.fuse import check_targets
 from eyelip.model.checkpoint import model_meta
 from eyelip.profiles import apply_profile
 from eyelip.data.dataset import ResizedArrays, split_rows
@@ -41,7 +40,7 @@ def stage(name: str, work: Path) -> None:
 
 
 def prepare(profile: str, samples: int, work: Path) -> dict:
-    params = P.load(ROOT / "params.yaml")
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["sample"]["n"] = samples
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     stage("sample", work)
@@ -67,8 +66,7 @@ def main() -> None:
         cfg.epochs = args.epochs
         arrays = ResizedArrays(work / "data" / "resized")
         train_rows, val_rows = (split_rows(arrays, work / "data" / "split", s) for s in ("train", "val"))
-        targets = check_targets(P.get(params, "data.targets"))
-        meta = model_meta(targets, P.get(params, "data.rule"), arrays)
+        meta = model_meta(params.data.targets, params.data.rule, arrays)
         device = pick_device(cfg.device)
         print(f"{args.profile}: model {cfg.model}, {len(train_rows)} train / {len(val_rows)} val faces, "
               f"batch {cfg.batch_size}, {device} ({torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}), "

@@ -75,7 +75,7 @@ def train_fold(job: dict[str, Any], model_dir: Path) -> tuple[dict[str, Any], di
     params = copy.deepcopy(job["params"])
     assign(params, "runtime.threads", job["threads"])
     assign(params, "runtime.device", job["device"])
-    cfg = TrainConfig.from_params(params)
+    cfg = TrainConfig.from_params(P.parse(params))
     arrays = ResizedArrays(job["data"])
     split = params["split"]
     ids = fold_split(arrays.ids, split["folds"], job["fold"], split["val"], split["seed"])

@@ -74,7 +74,7 @@ def main() -> None:
     params = P.load()
     cfg = TrainConfig.from_params(params)
     cfg.batch_size = args.batch_size or cfg.batch_size
-    size = args.size or P.integer(params, "resize.size")
+    size = args.size or params.resize.size
     with tempfile.TemporaryDirectory() as tmp:
         arrays = random_arrays(Path(tmp), cfg.batch_size * (args.steps + 2), size)
         warm = np.arange(cfg.batch_size * 2)

@@ -10,18 +10,15 @@ Writes data/check.json (the root as given, and its image count once it exists).
 from pathlib import Path
 
 from eyelip import atomic, stage
-from eyelip import params as P
 from eyelip.data.source import Source
-from eyelip.errors import ParamError
+from eyelip.params import Params
 
 SAMPLE = "data/sample.zip"  # stage `sample`'s output
 OUT = "data/check.json"
 
 
-def main(params: dict) -> None:
-    root = P.get(params, "data.root")
-    if not isinstance(root, str) or not root.strip():
-        raise ParamError(f"data.root: expected the path of a CelebAMask-HQ folder or zip, got {root!r}")
+def main(params: Params) -> None:
+    root = params.data.root
     if Path(root) == Path(SAMPLE) and not Path(root).exists():
         atomic.write_json(OUT, {"root": root, "images": None})
         print(f"data.root: {root}, the built-in sample (stage `sample` builds it)")

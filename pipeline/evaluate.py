@@ -13,6 +13,7 @@ from eyelip.data.fuse import FusedMasks
 from eyelip.model.checkpoint import check_fits
 from eyelip.evaluation.evaluate import array_batches, evaluate, write_reports
 from eyelip.inference.predictors import TorchPredictor
+from eyelip.params import Params
 from eyelip.tracking.store import resume_run
 from eyelip.data.dataset import ResizedArrays, split_rows
 
@@ -20,7 +21,7 @@ MODEL, METRICS, REPORTS = Path("models/model.pt"), Path("metrics/evaluate.json")
 BATCH_SIZE = 32
 
 
-def main(params: dict) -> None:
+def main(params: Params) -> None:
     predictor = TorchPredictor(MODEL)
     arrays, fused = ResizedArrays("data/resized"), FusedMasks("data/fused")
     check_fits(predictor.checkpoint, arrays, str(MODEL), list(fused.targets))

@@ -13,13 +13,13 @@ from pathlib import Path
 import numpy as np
 
 from eyelip import atomic, stage
-from eyelip import params as P
 from eyelip.data.fuse import FusedMasks
 from eyelip.errors import DataError, EyelipError
 from eyelip.model.checkpoint import check_fits, load_model
 from eyelip.release.export import export_checked
 from eyelip.inference.predictors import TorchPredictor
-from eyelip.release.registry import EvalSet, Lineage, publish, registered_name
+from eyelip.params import Params
+from eyelip.release.registry import EvalSet, Lineage, publish
 from eyelip.tracking.store import RUN_FILE, data_version, read_run_id
 from eyelip.data.dataset import ResizedArrays, split_rows
 
@@ -37,9 +37,8 @@ def test_iou() -> float:
     return float(metrics["iou"])
 
 
-def main(params: dict) -> None:
-    registered_name(params)  # a bad name fails before the export, not after
-    repeats = P.integer(params, "export.latency_repeats", minimum=1, default=10)
+def main(params: Params) -> None:
+    repeats = params.export.latency_repeats
     iou = test_iou()  # checked first: no point exporting what cannot be gated
     run_id = read_run_id()
     if run_id is None:

@@ -2,17 +2,15 @@
 target (data/fused/)."""
 
 from eyelip import atomic, stage
-from eyelip import params as P
-from eyelip.data.fuse import RULES, fuse_dataset
-from eyelip.data.parallel import ON_ERROR
+from eyelip.data.fuse import fuse_dataset
 from eyelip.data.source import Source
+from eyelip.params import Params
 
 
-def main(params: dict) -> None:
-    summary = fuse_dataset(Source(P.get(params, "data.root")), "data/fused", P.get(params, "data.targets"),
-                           rule=P.choice(params, "data.rule", RULES),
-                           on_error=P.choice(params, "data.on_error", ON_ERROR),
-                           aux_targets=P.get(params, "data.aux_targets", {}), **stage.workers(params))
+def main(params: Params) -> None:
+    data = params.data
+    summary = fuse_dataset(Source(data.root), "data/fused", data.targets, rule=data.rule, on_error=data.on_error,
+                           aux_targets=data.aux_targets, **stage.workers(params.runtime))
     atomic.write_json("metrics/fuse-masks.json", summary)
     print(f"fused {summary['samples']} samples ({summary['skipped']} skipped) into data/fused/")
 

@@ -13,9 +13,8 @@ import sys
 from pathlib import Path
 
 from eyelip import atomic, stage
-from eyelip import params as P
-from eyelip.data.fuse import check_aux_targets, check_targets
 from eyelip.model.checkpoint import load_model, model_meta
+from eyelip.params import Params
 from eyelip.tracking.plots import rows_csv, training_curves
 from eyelip.tracking.store import TrackedRun
 from eyelip.training import distributed
@@ -26,21 +25,20 @@ MODEL, CHECKPOINT = Path("models/model.pt"), Path("models/checkpoint.pt")
 HISTORY, CURVES = Path("metrics/train_history.csv"), Path("metrics/train_curves.png")
 
 
-def main(params: dict) -> None:
+def main(params: Params) -> None:
     cfg = TrainConfig.from_params(params)
     if cfg.nproc > 1 and not distributed.launched():
         sys.exit(distributed.relaunch(cfg.nproc, __file__))
-    dist = distributed.init(cfg.distributed, cfg.device)
-    targets = check_targets(P.get(params, "data.targets"))
-    aux_targets = check_aux_targets(P.get(params, "data.aux_targets", {}), targets)
+    dist = distributed.init(params.runtime.distributed, params.runtime.device)
+    targets, aux_targets = params.data.targets, params.data.aux_targets
     arrays = ResizedArrays("data/resized")
     train_rows, val_rows = split_rows(arrays, "data/split", "train"), split_rows(arrays, "data/split", "val")
     if dist.main:
         print(f"training on {len(train_rows)} images, validating on {len(val_rows)} "
               f"({arrays.input_size} px in, {arrays.size} px out, targets: {', '.join(targets)}"
               + (f", auxiliary: {', '.join(aux_targets)}" if aux_targets else "") + f", {dist.world} process(es))")
-    run = TrackedRun(P.get(params, "tracking.experiment", "eyelip"), params)
-    meta = model_meta(targets, P.get(params, "data.rule"), arrays)
+    run = TrackedRun(params)
+    meta = model_meta(targets, params.data.rule, arrays)
     summary = fit(cfg, arrays, train_rows, val_rows, meta, MODEL, CHECKPOINT,
                   cfg.fingerprint(run.data_version, dist.world), on_epoch=run.log_epoch, on_start=run.start, dist=dist,
                   aux_targets=aux_targets)

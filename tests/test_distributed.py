@@ -11,6 +11,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from eyelip.data.dataset import ResizedArrays, split_rows
+from eyelip.params import parse
 from eyelip.training.distributed import SINGLE, Dist
 from eyelip.training.loop import TrainConfig, fit
 
@@ -46,7 +47,7 @@ def test_two_gloo_processes_match_one_process(project, tmp_path: Path) -> None:
     meta = {"targets": ["eyes_lips"], "target_parts": params["data"]["targets"], "rule": "union", "size": 64}
     threads = torch.get_num_threads()
     try:
-        reference = fit(TrainConfig.from_params(params), arrays, rows["train"], rows["val"], meta,
+        reference = fit(TrainConfig.from_params(parse(params)), arrays, rows["train"], rows["val"], meta,
                         tmp_path / "model.pt", tmp_path / "checkpoint.pt", "reference")
     finally:
         torch.set_num_threads(threads)

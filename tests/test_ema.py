@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from eyelip.errors import ParamError
+from eyelip.params import parse
 from eyelip.model.checkpoint import model_meta
 from eyelip.tracking.plots import training_curves
 from eyelip.data.dataset import ResizedArrays
@@ -84,10 +85,10 @@ def test_without_validation_faces_the_last_epoch_is_kept(tiny_arrays: ResizedArr
 
 def test_ema_params_are_checked() -> None:
     def config(**train: object) -> TrainConfig:
-        return TrainConfig.from_params({"model": {"base_width": 4, "depth": 2},
-                                        "train": {"epochs": 1, "batch_size": 1, "lr": 0.1, "seed": 0, **train}})
+        return TrainConfig.from_params(parse({"model": {"base_width": 4, "depth": 2},
+                                              "train": {"epochs": 1, "batch_size": 1, "lr": 0.1, "seed": 0, **train}}))
 
-    with pytest.raises(ParamError, match=r"train.ema: must be <= 0.99999, got 1"):
+    with pytest.raises(ParamError, match=r"train.ema: expected a value <= 0.99999, got 1"):
         config(ema=1)
     with pytest.raises(ParamError, match=r"train.val_raw: expected true or false, got 'yes'"):
         config(ema=0.9, val_raw="yes")

@@ -131,9 +131,10 @@ def test_latency_covers_every_runtime_and_batch(exported: dict[str, Path]) -> No
 STAGE_SCRIPT = """
 import json, runpy, sys
 import mlflow
+from eyelip.params import parse
 from eyelip.tracking import store as tracking
 
-run = tracking.start_run("eyelip-test", {"model": {"base_width": 4}})
+run = tracking.start_run(parse({"tracking": {"experiment": "eyelip-test"}}))
 tracking.write_run_file(run)
 mlflow.end_run()
 try:

@@ -3,8 +3,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from eyelip.errors import ParamError
+from eyelip.params import LossParams, parse
 from eyelip.model.losses import (
-    CombinedLoss,
     DiceLoss,
     JaccardLoss,
     LovaszHingeLoss,
@@ -180,7 +181,7 @@ def test_combined_loss_sums_weighted_terms_and_reports_them():
     generator = torch.Generator().manual_seed(2)
     logits = torch.randn(2, 2, 8, 8, generator=generator, requires_grad=True)
     target = (torch.rand(2, 2, 8, 8, generator=generator) > 0.8).float()
-    loss = CombinedLoss(jaccard=1.0, bce=0.5, dice=0.0)
+    loss = build_loss(LossParams(jaccard=1.0, bce=0.5, dice=0.0))
     total, parts = loss(logits, target)
     assert set(parts) == {"jaccard_loss", "bce_loss"}
     assert not any(p.requires_grad for p in parts.values())
@@ -195,7 +196,7 @@ def test_combined_loss_sums_weighted_terms_and_reports_them():
 def test_pos_weight_is_per_channel():
     logits = torch.zeros(1, 2, 2, 2)
     target = torch.ones(1, 2, 2, 2)
-    _, parts = CombinedLoss(jaccard=0, bce=1, pos_weight=[1.0, 3.0])(logits, target)
+    _, parts = build_loss(LossParams(jaccard=0, bce=1, pos_weight=[1.0, 3.0]))(logits, target)
     # all pixels positive with p = 0.5: per-channel BCE = w * ln 2, averaged over channels
     assert parts["bce_loss"].item() == pytest.approx((1 + 3) / 2 * np.log(2))
 
@@ -234,7 +235,7 @@ def test_lovasz_hinge_margins_and_empty_targets():
 def test_lovasz_hinge_trains_in_the_combined_loss():
     target = masks([[0, 1, 1], [0, 1, 0]])
     logits = torch.zeros_like(target, requires_grad=True)
-    total, parts = build_loss({"jaccard": 0.0, "lovasz": 1.0})(logits, target)
+    total, parts = build_loss(LossParams(jaccard=0.0, lovasz=1.0))(logits, target)
     assert set(parts) == {"lovasz_loss"} and total.item() == pytest.approx(1.0)
     total.backward()
     # Descent raises the logits of the target pixels and lowers the others (pixels sorted after the
@@ -245,24 +246,25 @@ def test_lovasz_hinge_trains_in_the_combined_loss():
 
 def test_build_loss_from_params():
     cfg = {"jaccard": 1.0, "bce": 0.5, "dice": 0.0, "smooth": 2.0, "reduction": "per_batch"}
-    loss = build_loss(cfg)
+    loss = build_loss(LossParams(**cfg))
     assert loss.weights == {"jaccard": 1.0, "bce": 0.5}
     assert loss.jaccard.smooth == 2.0 and loss.jaccard.reduction == "per_batch"
-    assert build_loss({}).weights == {"jaccard": 1.0}
+    assert build_loss(LossParams()).weights == {"jaccard": 1.0}
 
 
 @pytest.mark.parametrize(
     ("cfg", "message"),
     [
-        ({"xyz": 1.0}, r"train\.loss\.xyz: unknown key; expected one of"),
-        ({"bce": -0.5}, r"train\.loss\.bce: weight must be >= 0"),
+        ({"xyz": 1.0}, r"train\.loss\.xyz: unknown key; expected one of jaccard, bce"),
+        ({"bce": -0.5}, r"train\.loss\.bce: expected a value >= 0, got -0\.5"),
         ({"jaccard": 0.0, "bce": 0.0, "dice": 0.0}, r"train\.loss: all weights .* are 0"),
-        ({"lovasz": -1.0}, r"train\.loss\.lovasz: weight must be >= 0"),
-        ({"reduction": "mean"}, r"train\.loss\.reduction: expected one of"),
-        ({"smooth": 0.0}, r"train\.loss\.smooth: must be > 0"),
-        ({"bce": 1.0, "pos_weight": [2.0, 0.0]}, r"train\.loss\.pos_weight: must be > 0"),
+        ({"lovasz": -1.0}, r"train\.loss\.lovasz: expected a value >= 0"),
+        ({"reduction": "mean"}, r"train\.loss\.reduction: expected one of 'per_image', 'per_batch', got 'mean'"),
+        ({"smooth": 0.0}, r"train\.loss\.smooth: expected a value > 0"),
+        ({"smooth": True}, r"train\.loss\.smooth: expected a number, got True"),  # not 1.0
+        ({"bce": 1.0, "pos_weight": [2.0, 0.0]}, r"train\.loss\.pos_weight: expected .*a value > 0"),
     ],
 )
-def test_build_loss_rejects_bad_params(cfg, message):
-    with pytest.raises(ValueError, match=message):
-        build_loss(cfg)
+def test_bad_loss_params_are_rejected_with_their_key(cfg, message):
+    with pytest.raises(ParamError, match=message):
+        parse({"train": {"loss": cfg}})

@@ -5,7 +5,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from eyelip.errors import ParamError
 from eyelip.model.unet import UNet, block_logits, build_model
+from eyelip.params import ModelParams, parse
 
 
 def n_params(model: torch.nn.Module) -> int:
@@ -203,24 +205,31 @@ def test_depthwise_blocks_separate_every_3x3_conv():  # ONNX export: test_legacy
 
 
 def test_build_model_from_params():
-    model = build_model({"base_width": 8, "depth": 3, "norm": "group", "dropout": 0.2}, 2)
+    model = build_model(ModelParams(base_width=8, depth=3, norm="group", dropout=0.2), 2)
     assert model.head.out_channels == 2
     assert model.depth == 3
-    assert n_params(build_model({}, 1)) == n_params(UNet())
+    assert n_params(build_model(ModelParams(), 1)) == n_params(UNet())
+    assert n_params(build_model({"depth": 3}, 1)) == n_params(UNet(depth=3))  # a saved model's partial copy
+    with pytest.raises(ValueError, match="width"):
+        build_model({"width": 8}, 1)
+    with pytest.raises(ValueError, match=r"model\.prior_gate: needs prior channels"):
+        build_model(ModelParams(prior_gate=2), 1)  # without a prior channel in the data
 
 
 @pytest.mark.parametrize(
     ("cfg", "message"),
     [
-        ({"width": 8}, r"model\.width: unknown key"),
-        ({"norm": "layer"}, r"norm must be one of"),
-        ({"depth": 0}, r"depth must be >= 1"),
-        ({"dropout": 1.0}, r"dropout must be in \[0, 1\)"),
-        ({"block": "dense"}, r"block must be one of \('plain', 'residual', 'depthwise'\)"),
-        ({"prior_gate": -1}, r"model\.prior_gate: expected a whole number of pixels >= 0, got -1"),
+        ({"widht": 8}, r"model\.widht: unknown key; did you mean model\.base_width\?"),
+        ({"norm": "layer"}, r"model\.norm: expected one of 'batch', 'group', 'none', got 'layer'"),
+        ({"depth": 0}, r"model\.depth: expected a value >= 1, got 0"),
+        ({"depth": -1}, r"model\.depth: expected a value >= 1, got -1"),
+        ({"base_width": "wide"}, r"model\.base_width: expected an integer, got 'wide'"),
+        ({"dropout": 1.0}, r"model\.dropout: expected a value < 1, got 1\.0"),
+        ({"block": "dense"}, r"model\.block: expected one of 'plain', 'residual', 'depthwise'"),
+        ({"prior_gate": -1}, r"model\.prior_gate: expected a value >= 0, got -1"),
         ({"prior_gate": 2}, r"model\.prior_gate: needs prior channels"),
     ],
 )
-def test_build_model_rejects_bad_params(cfg, message):
-    with pytest.raises(ValueError, match=message):
-        build_model(cfg, 1)
+def test_bad_model_params_are_rejected_with_their_key(cfg, message):
+    with pytest.raises(ParamError, match=message):
+        parse({"model": cfg})

@@ -25,6 +25,7 @@ from eyelip.data.source import Source
 from eyelip.errors import DataError
 from eyelip.model.checkpoint import load_model, model_meta, save_model
 from eyelip.model.unet import build_model
+from eyelip.params import AugmentParams
 from eyelip.evaluation.evaluate import source_batches
 from eyelip.release.export import export_onnx
 from eyelip.inference.predictors import OnnxPredictor, TorchPredictor
@@ -106,17 +107,17 @@ def test_colour_jitter_skips_prior_channels_and_warps_move_them_with_the_pixels(
     images = torch.rand(4, 3, 32, 32, generator=rng)
     with_prior = torch.cat([images, images[:, :1], images[:, 1:2]], 1)  # priors = copies of R and G
     masks = (torch.rand(4, 1, 32, 32, generator=rng) > 0.5).float()
-    full = Augment({"hflip": 0.5, "brightness": 0.3, "contrast": 0.3, "saturation": 0.3, "hue": 0.05,
-                    "rotate": 15, "scale": 0.1, "translate": 0.1})
+    full = Augment(AugmentParams(hflip=0.5, brightness=0.3, contrast=0.3, saturation=0.3, hue=0.05, rotate=15,
+                                 scale=0.1, translate=0.1))
     plain, plain_masks = full(images, masks, torch.Generator().manual_seed(1))
     out, out_masks = full(with_prior, masks, torch.Generator().manual_seed(1))
     # The prior changes neither the random draws nor what happens to R, G, B and the masks.
     torch.testing.assert_close(out[:, :3], plain, rtol=0, atol=1e-6)
     torch.testing.assert_close(out_masks, plain_masks, rtol=0, atol=0)
-    geometric = Augment({"hflip": 0.5, "rotate": 15, "scale": 0.1, "translate": 0.1})
+    geometric = Augment(AugmentParams(**{"hflip": 0.5, "rotate": 15, "scale": 0.1, "translate": 0.1}))
     warped, _ = geometric(with_prior, masks, torch.Generator().manual_seed(2))
     torch.testing.assert_close(warped[:, 3:], warped[:, :2], rtol=0, atol=1e-6)
-    colour = Augment({"brightness": 0.5, "contrast": 0.5, "saturation": 0.5, "hue": 0.1})
+    colour = Augment(AugmentParams(**{"brightness": 0.5, "contrast": 0.5, "saturation": 0.5, "hue": 0.1}))
     jittered, _ = colour(with_prior, masks, torch.Generator().manual_seed(3))
     assert not torch.allclose(jittered[:, :2], with_prior[:, :2])
     torch.testing.assert_close(jittered[:, 3:], with_prior[:, 3:], rtol=0, atol=0)

@@ -40,7 +40,7 @@ def test_overfits_a_few_faces(synthetic: Path, tmp_path: Path) -> None:
     rows = np.arange(8)
     # Seeded, on fixed threads: the same steps on any machine (it passes 0.8 at about epoch 50 of 150).
     cfg = TrainConfig(model={"base_width": 16, "depth": 4}, epochs=150, batch_size=8, lr=3e-3, warmup_epochs=0,
-                      schedule="constant", loss={"jaccard": 1.0, "bce": 0.5}, threads=2)
+                      schedule="constant", loss={"jaccard": 1.0, "bce": 0.5}, runtime={"threads": 2})
     trainer = Trainer(cfg, arrays, rows, rows, ["eyes_lips"])
     before = trainer.evaluate(rows)["val_iou"]
     for epoch in range(1, cfg.epochs + 1):

@@ -98,6 +98,16 @@ def build_parser() -> argparse.ArgumentParser:
                          help="CelebAMask-HQ folder or zip (stored absolute when outside the project, so "
                               "`dvc exp run --queue` copies find it)")
 
+    params = commands.add_parser(
+        "params", help="validate params.yaml, or print its JSON Schema",
+        description="check: validate a params file as every stage does before it runs (exit 1 with the first "
+                    "error, which names the key). schema: print the JSON Schema editors read (params.schema.json, "
+                    "each key described by its comment in the params file); regenerate the committed one with "
+                    "`eyelip params schema > params.schema.json`.")
+    params.add_argument("action", choices=("check", "schema"))
+    params.add_argument("--file", default="params.yaml", metavar="PARAMS",
+                        help="params file (default: %(default)s)")
+
     results = commands.add_parser(
         "results", help="markdown table of an MLflow experiment's runs, grouped by recipe",
         description="Read the project's MLflow store and write a markdown table of the finished runs of one "
@@ -182,6 +192,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from eyelip.profiles import run_profile
 
             run_profile(args.name, args.data_root)
+        elif args.command == "params":
+            from eyelip.params import run_params
+
+            run_params(args.action, args.file)
         elif args.command == "results":
             from eyelip.tracking.results import run_results
 

@@ -18,7 +18,7 @@ from ruamel.yaml import YAML
 from eyelip import atomic
 from eyelip.data.source import Source
 from eyelip.errors import EyelipError
-from eyelip.params import PARAMS_FILE
+from eyelip.params import PARAMS_FILE, parse
 
 PROFILES_DIR = "profiles"
 # Mappings whose keys are names chosen by the user, not settings: a profile replaces them whole
@@ -87,6 +87,7 @@ def apply_profile(name: str, data_root: str | os.PathLike[str], params_path: str
     root = _root_param(Path(data_root), params_path.parent)
     rest = {k: v for k, v in patch.items() if k != "data"}
     _merge(params, {"data": {**patch.get("data", {}), "root": root}, **rest}, (), changed)
+    parse(params, f"{profile_file} merged into {params_path}")  # the stages' schema; nothing is written unless valid
     if changed:
         text = io.StringIO()
         yaml.dump(params, text)

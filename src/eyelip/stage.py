@@ -7,12 +7,12 @@ from collections.abc import Callable
 from typing import Any
 
 from eyelip import params as P
-from eyelip.data.parallel import BACKENDS
-from eyelip.errors import EyelipError, ParamError
+from eyelip.errors import EyelipError
 
 
-def run(name: str, body: Callable[[dict[str, Any]], None]) -> None:
-    """Run a stage body with params.yaml; an EyelipError is printed as one line, exit status 1."""
+def run(name: str, body: Callable[[P.Params], None]) -> None:
+    """Run a stage body with params.yaml, validated whole first (a typo in any section stops every stage
+    before it touches an output); an EyelipError is printed as one line, exit status 1."""
     try:
         body(P.load())
     except EyelipError as exc:
@@ -23,9 +23,6 @@ def run(name: str, body: Callable[[dict[str, Any]], None]) -> None:
         sys.exit(130)
 
 
-def workers(params: dict[str, Any]) -> dict[str, Any]:
+def workers(runtime: P.RuntimeParams) -> dict[str, Any]:
     """joblib settings from ``runtime.n_jobs`` and ``runtime.backend``."""
-    n_jobs = P.integer(params, "runtime.n_jobs", default=-1)
-    if n_jobs == 0:
-        raise ParamError("runtime.n_jobs: 0 workers; use -1 for all cores or a positive count")
-    return {"n_jobs": n_jobs, "backend": P.choice(params, "runtime.backend", BACKENDS, default="loky")}
+    return {"n_jobs": runtime.n_jobs, "backend": runtime.backend}

@@ -25,17 +25,15 @@ probabilities, it scores the thresholded mask, equalling its ``1 - IoU`` when th
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import get_args
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-Reduction = Literal["per_image", "per_batch"]
+from eyelip.params import LossParams, Reduction
 
-_REDUCTIONS = ("per_image", "per_batch")
-_WEIGHTS = ("jaccard", "bce", "dice", "lovasz")
-KEYS = (*_WEIGHTS, "smooth", "reduction", "pos_weight")  # of the ``train.loss`` params section
+_REDUCTIONS = get_args(Reduction)
 
 
 def _check_reduction(reduction: str) -> None:
@@ -142,15 +140,15 @@ class CombinedLoss(nn.Module):
     up-weights positive pixels, which are ~1.6% of a face.
     """
 
-    def __init__(
+    def __init__(  # no defaults: those of the ``train.loss`` section (eyelip.params.LossParams) apply
         self,
-        jaccard: float = 1.0,
-        bce: float = 0.0,
-        dice: float = 0.0,
-        lovasz: float = 0.0,
-        smooth: float = 1.0,
-        reduction: Reduction = "per_image",
-        pos_weight: float | Sequence[float] | None = None,
+        jaccard: float,
+        bce: float,
+        dice: float,
+        lovasz: float,
+        smooth: float,
+        reduction: Reduction,
+        pos_weight: float | Sequence[float] | None,
     ) -> None:
         super().__init__()
         weights = {"jaccard": jaccard, "bce": bce, "dice": dice, "lovasz": lovasz}
@@ -188,31 +186,6 @@ class CombinedLoss(nn.Module):
         return total, components
 
 
-def build_loss(cfg: dict[str, Any]) -> CombinedLoss:
-    """Build a :class:`CombinedLoss` from the ``train.loss`` params dict.
-
-    Keys: ``jaccard``, ``bce``, ``dice``, ``lovasz`` (weights, default 1/0/0/0), ``smooth``, ``reduction``,
-    ``pos_weight``. Invalid values raise ``ValueError`` naming the offending
-    ``train.loss.<key>``.
-    """
-    for key in cfg:
-        if key not in KEYS:
-            raise ValueError(f"train.loss.{key}: unknown key; expected one of {list(KEYS)}")
-    weights = dict.fromkeys(_WEIGHTS, 0.0) | {"jaccard": 1.0} | {k: cfg[k] for k in _WEIGHTS if k in cfg}
-    for key, weight in weights.items():
-        if not weight >= 0:
-            raise ValueError(f"train.loss.{key}: weight must be >= 0, got {weight!r}")
-    if not any(weights.values()):
-        raise ValueError(
-            f"train.loss: all weights ({', '.join(_WEIGHTS)}) are 0; at least one must be > 0"
-        )
-    if "reduction" in cfg and cfg["reduction"] not in _REDUCTIONS:
-        raise ValueError(
-            f"train.loss.reduction: expected one of {list(_REDUCTIONS)}, got {cfg['reduction']!r}"
-        )
-    if "smooth" in cfg and not cfg["smooth"] > 0:
-        raise ValueError(f"train.loss.smooth: must be > 0, got {cfg['smooth']!r}")
-    pos_weight = cfg.get("pos_weight")
-    if pos_weight is not None and not all(w > 0 for w in torch.as_tensor(pos_weight).flatten()):
-        raise ValueError(f"train.loss.pos_weight: must be > 0, got {pos_weight!r}")
-    return CombinedLoss(**cfg)
+def build_loss(cfg: LossParams) -> CombinedLoss:
+    """The :class:`CombinedLoss` of the ``train.loss`` params section (checked by :mod:`eyelip.params`)."""
+    return CombinedLoss(**cfg.model_dump())

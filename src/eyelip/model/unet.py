@@ -47,11 +47,14 @@ that dominate IoU on small parts such as eyes.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from eyelip.params import ModelParams
 
 Norm = Literal["batch", "group", "none"]
 Block = Literal["plain", "residual", "depthwise"]
@@ -255,18 +258,14 @@ def prior_gated(logits: torch.Tensor, prior: torch.Tensor, reach: int) -> torch.
     return torch.where(near | ~found, logits, torch.full_like(logits, -20.0))
 
 
-def build_model(cfg: dict[str, Any], out_channels: int, in_channels: int = 3, input_scale: int = 1,
+def build_model(cfg: ModelParams | Mapping[str, Any], out_channels: int, in_channels: int = 3, input_scale: int = 1,
                 output_scale: int = 1) -> UNet:
-    """Build a :class:`UNet` from the ``model`` params dict.
+    """Build a :class:`UNet` from the ``model`` params section, or from a saved model's copy of it (a mapping
+    whose missing keys take the section's defaults; an unknown key is a ``ValueError``).
 
-    ``cfg`` may hold ``base_width``, ``depth``, ``norm``, ``dropout``, ``block`` and ``prior_gate``; missing keys take the
-    :class:`UNet` defaults and any other key raises ``ValueError`` naming ``model.<key>``.
     ``input_scale`` and ``output_scale`` come from the data (``resize.input_scale``, ``resize.train_scale``),
     not from ``cfg``.
     """
-    allowed = ("base_width", "depth", "norm", "dropout", "block", "prior_gate")
-    for key in cfg:
-        if key not in allowed:
-            raise ValueError(f"model.{key}: unknown key; expected one of {list(allowed)}")
+    cfg = ModelParams.model_validate(cfg)
     return UNet(in_channels=in_channels, out_channels=out_channels, input_scale=input_scale,
-                output_scale=output_scale, **cfg)
+                output_scale=output_scale, **cfg.model_dump())

@@ -36,6 +36,7 @@ from PIL import Image
 from eyelip.data import prior as priors
 from eyelip.errors import EyelipError
 from eyelip.inference.predictors import Predictor
+from eyelip.params import Params
 
 LAYOUT_KEYS = ("targets", "target_parts", "input_channels", "input_size", "size", "prior")
 
@@ -240,15 +241,7 @@ def champion_scorer(test: EvalSet) -> Callable[[str, str], float]:
 
 
 
-def registered_name(params: Mapping[str, Any]) -> str:
-    """``export.registered_model``, checked: the registry's name for this project's models."""
-    base = params.get("export", {}).get("registered_model", "eyelip")
-    if not isinstance(base, str) or not base.strip() or any(c in base for c in "/:@"):
-        raise EyelipError(f"export.registered_model: expected a model name without '/', ':' or '@', got {base!r}")
-    return base
-
-
-def publish(params: Mapping[str, Any], onnx_path: str | Path, export_metrics: str | Path,
+def publish(params: Params, onnx_path: str | Path, export_metrics: str | Path,
             summary: Mapping[str, Any], test_iou: float, lineage: Lineage, test: EvalSet) -> Decision:
     """In the training stage's MLflow run: log the export's parity and latency, log the ONNX model as
     the eyelip pyfunc model (:mod:`eyelip.release.pyfunc`), register it and run the gate."""
@@ -257,7 +250,7 @@ def publish(params: Mapping[str, Any], onnx_path: str | Path, export_metrics: st
     from eyelip.release.pyfunc import log_pyfunc
     from eyelip.tracking.store import resume_run
 
-    base = registered_name(params)
+    base = params.export.registered_model
     # A plain grey picture as the input example: the model's artifacts must hold no dataset face.
     example = io.BytesIO()
     Image.new("RGB", (lineage.input_size, lineage.input_size), (128, 128, 128)).save(example, format="PNG")

@@ -284,10 +284,10 @@ def build_report(root: Path, baseline: str, out: Path, images: str = "relative",
     if notes:
         first += "; **note**: " + "; ".join(notes)
     params_now = P.load(root / P.PARAMS_FILE)
-    gate = champion_line(root, P.get(params_now, "export.registered_model", "eyelip"))
+    gate = champion_line(root, params_now.export.registered_model)
     if gate:
         first += f"; {gate}"
-    targets = list(P.get(params_now, "data.targets", {}) or {})
+    targets = list(params_now.data.targets)
     lines = [first, "", f"# eyelip: this workspace vs {label}", ""]
     lines += metrics_section(metrics, targets) + [""] + params_section(params) + [""] + provenance + [""]
     lines += images_section(root, out.parent.resolve(), images)

@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 
 from eyelip import atomic
-from eyelip.params import flatten
+from eyelip.params import Params
 from eyelip.tracking import environment
 
 RUN_FILE = "models/run.json"
@@ -97,8 +97,9 @@ def ensure_experiment(name: str) -> str:
         return mlflow.get_experiment_by_name(name).experiment_id
 
 
-def start_run(experiment: str, params: Mapping[str, Any], run_id: str | None = None):
-    """Start (or, with ``run_id``, resume) the pipeline's MLflow run; returns the active run."""
+def start_run(params: Params, run_id: str | None = None):
+    """Start (or, with ``run_id``, resume) the pipeline's MLflow run in ``tracking.experiment``; returns the
+    active run."""
     import mlflow  # imported lazily: it takes seconds, and only training needs it at start-up
 
     # A stray MLFLOW_RUN_ID would silently override run_id and mix two runs.
@@ -107,15 +108,11 @@ def start_run(experiment: str, params: Mapping[str, Any], run_id: str | None = N
     mlflow.set_tracking_uri(tracking_uri())
     if run_id:
         return mlflow.start_run(run_id=run_id)
-    mlflow.set_experiment(experiment_id=ensure_experiment(experiment))
+    mlflow.set_experiment(experiment_id=ensure_experiment(params.tracking.experiment))
     run = mlflow.start_run(run_name=os.environ.get("DVC_EXP_NAME") or None)
-    mlflow.log_params({k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in flatten(params).items()})
-    mlflow.set_tags(run_tags() | environment.collect(runtime_device(params)))
+    mlflow.log_params({k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in params.flat().items()})
+    mlflow.set_tags(run_tags() | environment.collect(params.runtime.device))
     return run
-
-
-def runtime_device(params: Mapping[str, Any]) -> str:
-    return (params.get("runtime") or {}).get("device", "auto")
 
 
 def write_run_file(run: Any, path: str | Path = RUN_FILE) -> None:
@@ -128,29 +125,29 @@ def read_run_id(path: str | Path = RUN_FILE) -> str | None:
     return json.loads(path.read_text())["run_id"] if path.exists() else None
 
 
-def resume_run(params: Mapping[str, Any], run_file: str | Path = RUN_FILE):
+def resume_run(params: Params, run_file: str | Path = RUN_FILE):
     """The training stage's run (``run_file``) resumed, for a later stage to add to (a new run when
     there is none); use as ``with resume_run(params):``, which ends it even on error."""
     run_id = read_run_id(run_file)
     if run_id is None:
         print(f"{run_file} not found: logging to a new MLflow run")
-    return start_run(params.get("tracking", {}).get("experiment", "eyelip"), params, run_id)
+    return start_run(params, run_id)
 
 
 class TrackedRun:
     """The training stage's MLflow run: params and tags once, metrics per epoch, artifacts at the end."""
 
-    def __init__(self, experiment: str, params: Mapping[str, Any]) -> None:
-        self.experiment, self.params = experiment, params
+    def __init__(self, params: Params) -> None:
+        self.params = params
         self.data_version = data_version()
         self.run: Any = None
 
     def start(self, run_id: str | None) -> str:
         """Start a new run, or continue ``run_id`` (a resumed training); returns the run id."""
-        self.run = start_run(self.experiment, self.params, run_id)
+        self.run = start_run(self.params, run_id)
         write_run_file(self.run)
         # Beside the metrics in git, so a report can compare environments without the MLflow store.
-        atomic.write_json(environment.FILE, environment.collect(runtime_device(self.params)))
+        atomic.write_json(environment.FILE, environment.collect(self.params.runtime.device))
         print(f"MLflow: run {self.run.info.run_name!r} ({self.run.info.run_id}) in {tracking_uri()}")
         return self.run.info.run_id
 

@@ -36,26 +36,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-# Valid range of each strength: (upper bound, whether the bound itself is allowed).
-_RANGES = {
-    "hflip": (1.0, True),
-    "brightness": (1.0, True),
-    "contrast": (1.0, True),
-    "saturation": (1.0, True),
-    "hue": (0.5, True),
-    "rotate": (180.0, True),
-    "scale": (1.0, False),  # the zoom factor 1 - scale must stay positive
-    "translate": (1.0, True),
-    "crop": (4096, True),
-    "crop_jitter": (4096, True),
-}
-_PIXELS = ("crop", "crop_jitter")  # whole pixels, not strengths
-KEYS = tuple(_RANGES)
+from eyelip.params import AugmentParams
+
 _LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601, also the Y row of YIQ
 _RGB_TO_YIQ = torch.tensor([_LUMA, (0.596, -0.274, -0.322), (0.211, -0.523, 0.312)])
 
@@ -66,24 +52,13 @@ class Augment:
     """Random flip, colour jitter and affine warp of a batch.
 
     Args:
-        cfg: strengths keyed by :data:`KEYS` (see the module docstring); an unknown key or an
-            out-of-range value raises ``ValueError`` naming ``train.augment.<key>``.
+        cfg: the ``train.augment`` params section (see the module docstring), checked by
+            :mod:`eyelip.params`.
         flip_pairs: pairs ``(i, j)`` of mask channels that swap under a horizontal flip.
     """
 
-    def __init__(self, cfg: dict[str, Any], flip_pairs: Sequence[tuple[int, int]] = ()) -> None:
-        for key, value in cfg.items():
-            if key not in KEYS:
-                raise ValueError(f"train.augment.{key}: unknown key; expected one of {list(KEYS)}")
-            upper, inclusive = _RANGES[key]
-            if not (0 <= value <= upper if inclusive else 0 <= value < upper):
-                bracket = "]" if inclusive else ")"
-                raise ValueError(
-                    f"train.augment.{key}: must be in [0, {upper:g}{bracket}, got {value!r}"
-                )
-            if key in _PIXELS and value != int(value):
-                raise ValueError(f"train.augment.{key}: must be a whole number of pixels, got {value!r}")
-        self.cfg = {key: float(cfg.get(key, 0.0)) for key in KEYS}
+    def __init__(self, cfg: AugmentParams, flip_pairs: Sequence[tuple[int, int]] = ()) -> None:
+        self.cfg = {key: float(value) for key, value in cfg}
         channels = [c for pair in flip_pairs for c in pair]
         if len(set(channels)) != len(channels) or any(len(pair) != 2 for pair in flip_pairs):
             raise ValueError(f"flip_pairs must be disjoint (i, j) pairs, got {flip_pairs!r}")

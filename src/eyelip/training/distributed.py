@@ -30,8 +30,6 @@ from torch.nn.parallel import DistributedDataParallel
 
 from eyelip.errors import DataError, ParamError
 
-MODES = ("auto", False)
-
 
 def launched() -> bool:
     """True inside a torchrun job of more than one process."""

@@ -25,7 +25,7 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,103 +34,34 @@ import torch
 from tqdm import tqdm
 
 from eyelip import atomic
-from eyelip import params as P
 from eyelip.data.layout import mirror_pairs
 from eyelip.errors import DataError, ParamError
 from eyelip.model.checkpoint import model_file, write_model_file
-from eyelip.model.losses import KEYS as LOSS_KEYS
 from eyelip.model.losses import CombinedLoss, build_loss
 from eyelip.model.metrics import ConfusionMeter, iou
 from eyelip.model.unet import build_model
 from eyelip.training.augment import Augment
 from eyelip.data.dataset import ResizedArrays
-from eyelip.training.distributed import MODES, SINGLE, Dist
+from eyelip.params import ModelParams, Params, RuntimeParams, TrainParams
+from eyelip.training.distributed import SINGLE, Dist
 from eyelip.training.ema import WeightAverage
 
-OPTIMIZERS = ("adamw", "adam", "sgd")
-SCHEDULES = ("cosine", "constant")
-DEVICES = ("auto", "cpu", "cuda")
-PRECISIONS = ("auto", "bf16", "fp32")
-MODEL_KEYS = ("base_width", "depth", "norm", "dropout", "block", "prior_gate")
-TRAIN_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "optimizer", "schedule", "warmup_epochs",
-              "patience", "seed", "precision", "loss", "augment", "nproc", "ema", "val_raw", "aux_weight")
-# The fields read from params.yaml's runtime section (eyelip.params.RUNTIME): they do not identify a
-# training job, so the resume fingerprint leaves them out.
-RUNTIME_FIELDS = ("threads", "device", "distributed", "compile")
+class TrainConfig(TrainParams):
+    """What training uses: the ``train`` section, the ``model`` section and the ``runtime`` settings, typed and
+    validated by :mod:`eyelip.params` (whose defaults these are)."""
 
-
-@dataclass
-class TrainConfig:
-    """The ``model`` and ``train`` sections of params.yaml, validated, and the runtime settings training uses."""
-
-    model: dict[str, Any]
-    epochs: int = 20
-    batch_size: int = 16
-    lr: float = 3e-3
-    weight_decay: float = 1e-4
-    optimizer: str = "adamw"
-    schedule: str = "cosine"
-    warmup_epochs: float = 1.0
-    patience: int = 0
-    seed: int = 0
-    threads: int = 0
-    device: str = "auto"
-    precision: str = "auto"
-    loss: dict[str, Any] = field(default_factory=lambda: {"jaccard": 1.0})
-    augment: dict[str, Any] = field(default_factory=dict)
-    distributed: str | bool = "auto"  # auto: DDP when torchrun started more than one process
-    nproc: int = 1  # > 1: pipeline/train.py re-launches itself under torchrun with this many processes
-    compile: bool = False  # torch.compile the training module (slow to compile on CPU)
-    ema: float = 0.0  # decay of the weight average that is validated and saved; 0 = off
-    val_raw: bool = False  # with ema: also validate the trained weights themselves (val_iou_raw)
-    aux_weight: float = 0.5  # weight of the auxiliary targets' loss (if data.aux_targets has any)
+    model: ModelParams = ModelParams()
+    runtime: RuntimeParams = RuntimeParams()
 
     @classmethod
-    def from_params(cls, params: dict[str, Any]) -> TrainConfig:
-        model = P.section(params, "model", MODEL_KEYS)
-        P.section(params, "train", TRAIN_KEYS)
-        cfg = cls(
-            model=model,
-            epochs=P.integer(params, "train.epochs", minimum=1),
-            batch_size=P.integer(params, "train.batch_size", minimum=1),
-            lr=P.number(params, "train.lr", minimum=1e-9),
-            weight_decay=P.number(params, "train.weight_decay", minimum=0, default=0.0),
-            optimizer=P.choice(params, "train.optimizer", OPTIMIZERS, default="adamw"),
-            schedule=P.choice(params, "train.schedule", SCHEDULES, default="cosine"),
-            warmup_epochs=P.number(params, "train.warmup_epochs", minimum=0, default=0.0),
-            patience=P.integer(params, "train.patience", minimum=0, default=0),
-            seed=P.integer(params, "train.seed"),
-            threads=P.integer(params, "runtime.threads", minimum=0, default=0),
-            device=P.choice(params, "runtime.device", DEVICES, default="auto"),
-            precision=P.choice(params, "train.precision", PRECISIONS, default="auto"),
-            loss=P.section(params, "train.loss", LOSS_KEYS),
-            augment=dict(P.get(params, "train.augment", {}) or {}),
-            distributed=P.get(params, "runtime.distributed", "auto"),
-            nproc=P.integer(params, "train.nproc", minimum=1, default=1),
-            compile=P.boolean(params, "runtime.compile", False),
-            ema=P.number(params, "train.ema", minimum=0, maximum=0.99999, default=0.0),
-            val_raw=P.boolean(params, "train.val_raw", False),
-            aux_weight=P.number(params, "train.aux_weight", minimum=0, default=0.5),
-        )
-        if cfg.distributed not in MODES:
-            raise ParamError(f"runtime.distributed: expected auto or false, got {cfg.distributed!r}")
-        try:  # the model, loss and augmentation check their own keys and name them
-            # (with a prior channel, so that model.prior_gate's value is checked here; Trainer checks the data)
-            depth = build_model(cfg.model, out_channels=1, in_channels=4).depth
-            build_loss(cfg.loss)
-            Augment(cfg.augment)
-        except ValueError as exc:
-            raise ParamError(str(exc)) from exc
-        crop = cfg.augment.get("crop", 0)
-        if crop % 2**depth:
-            raise ParamError(f"train.augment.crop: {crop} px windows do not halve evenly through the U-Net's "
-                             f"{depth} levels (model.depth); use a multiple of {2**depth}, or 0")
-        return cfg
+    def from_params(cls, params: Params) -> TrainConfig:
+        return cls(**dict(params.train), model=params.model, runtime=params.runtime)
 
     def fingerprint(self, data_version: str, world: int = 1) -> str:
         """Identifies a training job: a checkpoint is resumed only by the same job. ``world`` (the
-        number of processes) is part of it: it sets the global batch."""
-        job = {k: v for k, v in asdict(self).items() if k not in RUNTIME_FIELDS}
+        number of processes) is part of it: it sets the global batch. The runtime settings
+        (eyelip.params.RUNTIME) are not: they change how fast, never what."""
+        job = self.model_dump(exclude={"runtime"})
         return hashlib.sha1(json.dumps([job, data_version, world], sort_keys=True).encode()).hexdigest()
 
 
@@ -205,9 +136,9 @@ class Trainer:
         self.cfg, self.arrays, self.targets, self.dist = cfg, arrays, targets, dist
         self.channels = len(targets) + len(aux_targets or [])  # model outputs: targets, then auxiliary targets
         self.train_rows, self.val_rows = train_rows, val_rows
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
-        self.device = pick_device(cfg.device)
+        if cfg.runtime.threads:
+            torch.set_num_threads(cfg.runtime.threads)
+        self.device = pick_device(cfg.runtime.device)
         torch.manual_seed(cfg.seed)
         try:  # params that only the data can refute (model.prior_gate without prior channels)
             self.model = build_model(cfg.model, out_channels=self.channels, in_channels=arrays.in_channels,
@@ -218,7 +149,7 @@ class Trainer:
         self.model = self.model.to(memory_format=torch.channels_last)
         # self.model is saved and evaluated; self.net (DDP and/or compiled around it) is trained.
         self.model, self.net = dist.wrap(self.model)
-        if cfg.compile:
+        if cfg.runtime.compile:
             self.net = torch.compile(self.net)
         # The loss always reports the Jaccard term, whatever its weight, so val_jaccard_loss exists.
         self.criterion: CombinedLoss = build_loss(cfg.loss).to(self.device)
@@ -339,7 +270,7 @@ def fit(cfg: TrainConfig, arrays: ResizedArrays, train_rows: np.ndarray, val_row
         raise DataError(f"data/resized: masks have {arrays.channels} channels but the targets and auxiliary "
                         f"targets are {len(channels)} ({', '.join(channels)}); re-run `dvc repro`")
     try:  # left/right targets swap channels when the image is flipped
-        pairs = mirror_pairs(channels) if cfg.augment.get("hflip") else []
+        pairs = mirror_pairs(channels) if cfg.augment.hflip else []
     except ValueError as exc:
         raise ParamError(str(exc)) from exc
     # Without validation faces (split.val: 0) every non-test face trains and the last epoch is kept.
@@ -378,7 +309,7 @@ def fit(cfg: TrainConfig, arrays: ResizedArrays, train_rows: np.ndarray, val_row
         if not validate or row["val_iou"] > trainer.best["val_iou"]:
             trainer.best = {"val_iou": row.get("val_iou"), "epoch": epoch}
             if dist.main:
-                best_model = model_file(trainer.scored, cfg.model, {**model_meta, "epoch": epoch,
+                best_model = model_file(trainer.scored, cfg.model.model_dump(), {**model_meta, "epoch": epoch,
                                         "val_iou": row.get("val_iou")}, len(model_meta["targets"]))
                 write_model_file(model_path, best_model)
         since_best = epoch - trainer.best["epoch"]

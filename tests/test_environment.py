@@ -14,6 +14,7 @@ import pytest
 import torch
 import yaml
 
+from eyelip import params as P
 from eyelip.tracking import environment
 from eyelip.tracking.report import provenance_lines, unrecorded_params
 from eyelip.tracking.results import Recipe, group, load_runs, render
@@ -63,7 +64,7 @@ def store(tmp_path_factory: pytest.TempPathFactory):
 
 
 def test_a_new_run_records_its_environment_as_tags(store: str) -> None:
-    with start_run("env", {"train": {"lr": 0.001}, "runtime": {"device": "cpu"}}) as run:
+    with start_run(P.parse({"train": {"lr": 0.001}, "runtime": {"device": "cpu"}})) as run:
         run_id = run.info.run_id
     logged = mlflow.MlflowClient(store).get_run(run_id).data
     assert {k: v for k, v in logged.tags.items() if k.startswith("env.")} == environment.collect("cpu")

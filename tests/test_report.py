@@ -134,14 +134,16 @@ def actions_repo(tmp_path: Path) -> Path:
 def run_step(name: str, repo: Path, env: dict[str, str]) -> list[str]:
     """Run a step's script as Actions does (bash -e); returns what it printed."""
     proc = subprocess.run(["bash", "-e", "-c", step(name)["run"]], cwd=repo, capture_output=True, text=True,
-                          env={**os.environ, "GITHUB_STEP_SUMMARY": str(repo / "step_summary"), **env})
+                          env={**os.environ, "GITHUB_STEP_SUMMARY": str(repo / "step_summary"),
+                               "GITHUB_OUTPUT": str(repo / "step_output"), **env})
     assert proc.returncode == 0, proc.stderr
     return proc.stdout.splitlines()
 
 
 def test_dispatch_overrides_become_dvc_exp_run_set_params(actions_repo: Path) -> None:
-    lines = run_step("Reproduce", actions_repo, {"SET_PARAMS": " train.lr=0.001  train.epochs=20 "})
-    assert lines == ["dev dvc exp run -S train.lr=0.001 -S train.epochs=20"]
+    lines = run_step("Reproduce", actions_repo, {"SET_PARAMS": " train.lr=0.001  train.epochs=20 ", "EXPERIMENT": "ci-7-1"})
+    assert lines == ["dev dvc exp run -n ci-7-1 -S train.lr=0.001 -S train.epochs=20"]
+    assert (actions_repo / "step_output").read_text() == "experiment=ci-7-1\n"  # the push step's condition
     assert run_step("Reproduce", actions_repo, {"SET_PARAMS": ""}) == ["dev dvc repro"]
 
 

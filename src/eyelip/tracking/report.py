@@ -212,6 +212,13 @@ def baseline_data_version(root: Path, sha: str) -> str:
         return tracking.data_version(Path(tmp) / "dvc.lock")
 
 
+def _at(params: Any, key: str) -> Any:
+    """The value at a dotted key of a parsed params file, None where it is absent."""
+    for part in key.split("."):
+        params = params.get(part) if isinstance(params, dict) else None
+    return params
+
+
 def unrecorded_params(lock_text: str | None, params_text: str | None) -> list[tuple[str, Any, Any]]:
     """``(key, in dvc.lock, in params.yaml)`` for each param whose value in params.yaml is not the one
     dvc.lock recorded for the run that produced the committed metrics: a commit that changed params
@@ -222,7 +229,7 @@ def unrecorded_params(lock_text: str | None, params_text: str | None) -> list[tu
     found: dict[str, tuple[Any, Any]] = {}
     for stage in (lock.get("stages") or {}).values():
         for key, value in ((stage.get("params") or {}).get(P.PARAMS_FILE) or {}).items():
-            recorded, current = P.flatten({key: value}), P.flatten({key: P.get(params, key, None)})
+            recorded, current = P.flatten({key: value}), P.flatten({key: _at(params, key)})
             for leaf in sorted({*recorded, *current}):
                 if recorded.get(leaf) != current.get(leaf):
                     found[leaf] = (recorded.get(leaf), current.get(leaf))

@@ -57,7 +57,8 @@ def test_validating_the_raw_weights_changes_nothing_else(tiny_arrays: ResizedArr
     runs = {}
     for val_raw in (True, False):
         cfg = TrainConfig(model={"base_width": 4, "depth": 2}, epochs=2, batch_size=8, ema=0.9, val_raw=val_raw)
-        runs[val_raw] = fit(cfg, tiny_arrays, rows[:8], rows[8:], tmp_path / f"{val_raw}.pt", tmp_path / f"r{val_raw}.pt", "job")
+        runs[val_raw] = fit(cfg, tiny_arrays, rows[:8], rows[8:], tmp_path / f"{val_raw}.pt",
+                            tmp_path / f"r{val_raw}.pt", "job")
     assert [("val_iou_raw" in row) for row in runs[True]["history"] + runs[False]["history"]] == [True] * 2 + [False] * 2
     for key in ("train_iou", "val_iou", "val_jaccard_loss"):
         assert [row[key] for row in runs[True]["history"]] == [row[key] for row in runs[False]["history"]], key

@@ -82,7 +82,8 @@ def _grey_png() -> bytes:
 
 
 def lineage(model: Path, test: TestSplit, data_version: str = "d") -> Lineage:
-    return Lineage(OnnxPredictor(model).spec, data_version=data_version, test_split=test.digest(), test_images=len(test))
+    return Lineage(OnnxPredictor(model).spec, data_version=data_version, test_split=test.digest(),
+                   test_images=len(test))
 
 
 def gate(model: Path, test: TestSplit, base: str, iou: float, capsys) -> tuple:

@@ -35,7 +35,8 @@ def test_every_form_reads_back_the_same_spec() -> None:
     assert ModelSpec.of(SPEC.data, NETWORK) == SPEC and SPEC.data == DataSpec.from_dict(SPEC.to_dict(), "meta")
     assert SPEC.unet_kwargs() == {**NETWORK, "in_channels": 5, "out_channels": 2, "input_scale": 2, "output_scale": 2}
     strings = SPEC.to_strings()  # for readers without eyelip: strings plain, the rest JSON
-    assert (strings["prior"], strings["input_size"], json.loads(strings["targets"])) == ("facemesh", "64", ["eyes", "lips"])
+    assert (strings["prior"], strings["input_size"]) == ("facemesh", "64")
+    assert json.loads(strings["targets"]) == ["eyes", "lips"]
 
 
 def old_model_file(path: Path, **keys: object) -> torch.nn.Module:

@@ -101,7 +101,8 @@ def test_resume_after_a_kill_continues_from_the_resume_state(project, synthetic:
     (project.root / "models" / "checkpoint.pt").write_bytes(b"resume state of an older eyelip")
     resumed = project.dvc("repro", "train")
     assert "resuming from models/resume.pt after epoch" in resumed.stdout
-    assert "models/checkpoint.pt: an older eyelip's resume state, not read (it is models/resume.pt now)" in resumed.stdout
+    old_note = "models/checkpoint.pt: an older eyelip's resume state, not read (it is models/resume.pt now)"
+    assert old_note in resumed.stdout
     first_run = [float(r["val_iou"]) for r in history(project)]
 
     project.dvc("repro", "--force", "train")  # a finished run is not resumed: trains from scratch

@@ -40,13 +40,15 @@ class ResizedArrays:
         self._row = {sample_id: row for row, sample_id in enumerate(self.ids)}
         self.spec = DataSpec.read(directory)
         spec, meta = self.spec, directory / META
-        shapes = {"images.npy": (self.images.shape[1:], (spec.input_size, spec.input_size, spec.input_channels)),
-                  "masks.npy": (self.masks.shape[1:], (len(spec.channels), spec.size, spec.size)),
-                  "train_masks.npy": (self.train_masks.shape[1:], (len(spec.channels), spec.train_size, spec.train_size))}
-        for name, (found, expected) in shapes.items():
-            if tuple(found) != expected:
-                raise DataError(f"{directory / name}: rows of shape {tuple(found)}, but {meta} makes them "
-                                f"{expected} (channels {spec.channels}, prior {spec.prior!r}); re-run `dvc repro resize`")
+        channels = len(spec.channels)
+        shapes = {"images.npy": (self.images, (spec.input_size, spec.input_size, spec.input_channels)),
+                  "masks.npy": (self.masks, (channels, spec.size, spec.size)),
+                  "train_masks.npy": (self.train_masks, (channels, spec.train_size, spec.train_size))}
+        for name, (array, expected) in shapes.items():
+            if array.shape[1:] != expected:
+                raise DataError(f"{directory / name}: rows of shape {array.shape[1:]}, but {meta} makes them "
+                                f"{expected} (channels {spec.channels}, prior {spec.prior!r}); "
+                                f"re-run `dvc repro resize`")
 
     def rows(self, ids: Sequence[int], name: str = "split") -> np.ndarray:
         missing = [i for i in ids if i not in self._row]

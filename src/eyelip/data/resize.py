@@ -86,7 +86,8 @@ def resize_dataset(source: Source, fused_dir: str | Path, out_dir: str | Path, s
     require_prior(prior, "resize.prior")  # before any photo: without mediapipe, stop here, not in a worker
     fused = FusedMasks(fused_dir)
     spec = DataSpec(fused.targets, size, fused.rule, fused.aux_targets, input_scale, train_scale, prior)
-    input_size, train_size, in_channels, channels = spec.input_size, spec.train_size, spec.input_channels, fused.channels
+    input_size, train_size, in_channels = spec.input_size, spec.train_size, spec.input_channels
+    channels = fused.channels
     skipped: dict[int, str] = {}
     kept: list[int] = []
     no_face = 0  # photos whose prior channels are empty (each one also warned about by name)

@@ -3,8 +3,9 @@
 Every registered version carries its lineage as tags (:class:`Lineage`): its contract
 (``eyelip.model.spec.ModelSpec``, written as in the ONNX metadata), whose layout (targets and the
 parts fused into them, input channels and prior, input and output size) decides what it can be
-compared with, and what it was tested on (``data_version`` from dvc.lock, and ``test_split``: a hash of the test images and masks
-themselves, so it also tells two datasets apart that dvc.lock does not). The gate then compares
+compared with, and what it was tested on (``data_version`` from dvc.lock, and ``test_split``: a
+hash of the test images and masks themselves, so it also tells two datasets apart that dvc.lock
+does not). The gate then compares
 like with like:
 
 - same test data (equal ``test_split``): the two test IoUs, as recorded;

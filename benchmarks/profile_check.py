@@ -23,7 +23,6 @@ import torch
 import yaml
 
 from eyelip import params as P
-from eyelip.model.checkpoint import model_meta
 from eyelip.profiles import apply_profile
 from eyelip.data.dataset import ResizedArrays, split_rows
 from eyelip.training.loop import TrainConfig, autocast_dtype, fit, pick_device
@@ -66,12 +65,11 @@ def main() -> None:
         cfg.epochs = args.epochs
         arrays = ResizedArrays(work / "data" / "resized")
         train_rows, val_rows = (split_rows(arrays, work / "data" / "split", s) for s in ("train", "val"))
-        meta = model_meta(params.data.targets, params.data.rule, arrays)
         device = pick_device(cfg.device)
         print(f"{args.profile}: model {cfg.model}, {len(train_rows)} train / {len(val_rows)} val faces, "
               f"batch {cfg.batch_size}, {device} ({torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}), "
               f"autocast {autocast_dtype(cfg.precision, device) or 'off (fp32)'}", flush=True)
-        summary = fit(cfg, arrays, train_rows, val_rows, meta, work / "model.pt", work / "checkpoint.pt", "check")
+        summary = fit(cfg, arrays, train_rows, val_rows, work / "model.pt", work / "resume.pt", "check")
         rows = train_rows[: cfg.batch_size * 100]  # 100 steps of each loop, after a warm-up of each
         baseline(cfg, arrays, rows[: cfg.batch_size * 5]), eyelip(cfg, arrays, rows[: cfg.batch_size * 5])
         base, ours = baseline(cfg, arrays, rows), eyelip(cfg, arrays, rows)

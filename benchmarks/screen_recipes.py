@@ -68,7 +68,6 @@ def train_fold(job: dict[str, Any], model_dir: Path) -> tuple[dict[str, Any], di
     silently (no DVC, no MLflow); returns fit's summary, the fold's ids by split, the arrays and the
     minutes it took."""
     from eyelip.data.split import fold_split
-    from eyelip.model.checkpoint import model_meta
     from eyelip.data.dataset import ResizedArrays
     from eyelip.training.loop import TrainConfig, fit
 
@@ -81,11 +80,10 @@ def train_fold(job: dict[str, Any], model_dir: Path) -> tuple[dict[str, Any], di
     ids = fold_split(arrays.ids, split["folds"], job["fold"], split["val"], split["seed"])
     if not ids["val"]:
         raise ValueError("no validation faces: add --set split.val=0.1")
-    meta = model_meta(params["data"]["targets"], params["data"]["rule"], arrays)
     tic = time.perf_counter()
     with open(os.devnull, "w") as null, contextlib.redirect_stdout(null), contextlib.redirect_stderr(null):
-        summary = fit(cfg, arrays, arrays.rows(ids["train"]), arrays.rows(ids["val"]), meta,
-                      model_dir / "model.pt", model_dir / "checkpoint.pt", "screen")
+        summary = fit(cfg, arrays, arrays.rows(ids["train"]), arrays.rows(ids["val"]),
+                      model_dir / "model.pt", model_dir / "resume.pt", "screen")
     return summary, ids, arrays, (time.perf_counter() - tic) / 60
 
 

@@ -19,12 +19,13 @@ validation faces (benchmarks/screen_recipes.py); it must not pick recipes.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from eyelip.data.spec import DataSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -36,14 +37,13 @@ def train_and_test(job: dict[str, Any]) -> dict[str, Any]:
     key = {"data": job["data"], "seed": job["seed"], "fold": job["fold"]}
     try:
         from eyelip.data.fuse import FusedMasks
-        from eyelip.evaluation.evaluate import array_batches, evaluate
+        from eyelip.evaluation.evaluate import TestSplit, evaluate
         from eyelip.inference.predictors import TorchPredictor
 
         with tempfile.TemporaryDirectory() as tmp:
             summary, ids, arrays, minutes = train_fold(job, Path(tmp))
-            rows = arrays.rows(ids["test"])
-            metrics = evaluate(TorchPredictor(Path(tmp) / "model.pt"), array_batches(
-                arrays.images, arrays.masks, rows, ids["test"], FusedMasks(job["fused"]), 32)).metrics
+            test = TestSplit(arrays, FusedMasks(job["fused"]), arrays.rows(ids["test"]))
+            metrics = evaluate(TorchPredictor(Path(tmp) / "model.pt"), test.batches(32)).metrics
         curve = [row["val_iou"] for row in summary["history"]]
         return key | {"test_iou": metrics.get("iou_combined", metrics["iou"]),
                       "test_iou_by_target": {t: metrics[f"iou_{t}"] for t in job["params"]["data"]["targets"]},
@@ -91,7 +91,7 @@ def main() -> None:
     for seed in map(int, args.seeds.split(",")):  # seed-major: a stopped run still has whole seeds to compare
         for data in args.data:
             params = recipe_params({"train.seed": seed} | ({"train.epochs": args.epochs} if args.epochs else {}))
-            assign(params, "resize.prior", json.loads((data / "meta.json").read_text())["prior"])
+            assign(params, "resize.prior", DataSpec.read(data).prior)
             jobs += [{"data": str(data), "seed": seed, "fold": fold, "params": params, "fused": str(args.fused),
                       "device": args.device, "threads": args.threads} for fold in map(int, args.folds.split(","))]
     print(f"{len(jobs)} runs, {args.workers} at a time", flush=True)

@@ -23,6 +23,7 @@ from eyelip.data.arrays import ids_text
 from eyelip.model.losses import build_loss
 from eyelip.model.unet import build_model
 from eyelip.data.dataset import ResizedArrays
+from eyelip.data.spec import DataSpec
 from eyelip.training.loop import TrainConfig, Trainer, autocast_dtype, pick_device
 
 
@@ -37,13 +38,15 @@ def random_arrays(directory: Path, n: int, size: int, input_scale: int = 1, trai
         fine = size * train_scale
         np.save(directory / "train_masks.npy", (rng.random((n, 1, fine, fine)) < 0.016).astype(np.uint8))
     (directory / "ids.txt").write_text(ids_text(list(range(n))))
+    DataSpec({"eyes_lips": ["l_eye", "r_eye", "u_lip", "l_lip"]}, size, input_scale=input_scale,
+             train_scale=train_scale).write(directory)
     return ResizedArrays(directory)
 
 
 def baseline(cfg: TrainConfig, arrays: ResizedArrays, rows: np.ndarray) -> float:
     torch.manual_seed(0)
     device = pick_device(cfg.device)
-    model = build_model(cfg.model, out_channels=arrays.channels).to(device)
+    model = build_model(cfg.model, out_channels=len(arrays.spec.channels)).to(device)
     criterion = build_loss(cfg.loss).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     model.train()
@@ -58,7 +61,7 @@ def baseline(cfg: TrainConfig, arrays: ResizedArrays, rows: np.ndarray) -> float
 
 
 def eyelip(cfg: TrainConfig, arrays: ResizedArrays, rows: np.ndarray) -> float:
-    trainer = Trainer(cfg, arrays, rows, rows[:1], [f"target{c}" for c in range(arrays.channels)])
+    trainer = Trainer(cfg, arrays, rows, rows[:1], arrays.spec.channels)
     trainer.steps_per_epoch = len(rows) // cfg.batch_size
     tic = time.perf_counter()
     trainer.train_epoch(1)  # ends with a sync: its metrics are read back from the device

@@ -9,25 +9,19 @@ overlays), and adds them as ``test_*`` metrics and artifacts to the training sta
 from pathlib import Path
 
 from eyelip import atomic, stage
-from eyelip.data.fuse import FusedMasks
-from eyelip.model.checkpoint import check_fits
-from eyelip.evaluation.evaluate import array_batches, evaluate, write_reports
+from eyelip.evaluation.evaluate import TestSplit, evaluate, write_reports
 from eyelip.inference.predictors import TorchPredictor
 from eyelip.params import Params
 from eyelip.tracking.store import resume_run
-from eyelip.data.dataset import ResizedArrays, split_rows
 
 MODEL, METRICS, REPORTS = Path("models/model.pt"), Path("metrics/evaluate.json"), Path("metrics/evaluate")
 BATCH_SIZE = 32
 
 
 def main(params: Params) -> None:
-    predictor = TorchPredictor(MODEL)
-    arrays, fused = ResizedArrays("data/resized"), FusedMasks("data/fused")
-    check_fits(predictor.checkpoint, arrays, str(MODEL), list(fused.targets))
-    rows = split_rows(arrays, "data/split", "test")
-    ids = [arrays.ids[r] for r in rows]
-    result = evaluate(predictor, array_batches(arrays.images, arrays.masks, rows, ids, fused, BATCH_SIZE))
+    predictor, test = TorchPredictor(MODEL), TestSplit.open()
+    predictor.spec.check_fits(test.spec, str(MODEL))
+    result = evaluate(predictor, test.batches(BATCH_SIZE))
     atomic.write_json(METRICS, result.metrics)
     artifacts = [METRICS, *write_reports(result, REPORTS)]
     print(result.table())

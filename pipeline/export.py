@@ -10,18 +10,15 @@ test data (``eyelip.release.registry``).
 import json
 from pathlib import Path
 
-import numpy as np
-
 from eyelip import atomic, stage
-from eyelip.data.fuse import FusedMasks
 from eyelip.errors import DataError, EyelipError
-from eyelip.model.checkpoint import check_fits, load_model
+from eyelip.evaluation.evaluate import TestSplit
+from eyelip.model.checkpoint import load_model
 from eyelip.release.export import export_checked
 from eyelip.inference.predictors import TorchPredictor
 from eyelip.params import Params
-from eyelip.release.registry import EvalSet, Lineage, publish
+from eyelip.release.registry import Lineage, publish
 from eyelip.tracking.store import RUN_FILE, data_version, read_run_id
-from eyelip.data.dataset import ResizedArrays, split_rows
 
 MODEL, ONNX, TORCHSCRIPT = Path("models/model.pt"), Path("models/model.onnx"), Path("models/model.ts")
 EVALUATE, METRICS = Path("metrics/evaluate.json"), Path("metrics/export.json")
@@ -43,19 +40,15 @@ def main(params: Params) -> None:
     run_id = read_run_id()
     if run_id is None:
         raise EyelipError(f"{RUN_FILE}: not found; run `dvc repro train` to create the MLflow run")
-    model, ckpt = load_model(MODEL)
-    arrays = ResizedArrays("data/resized")
-    check_fits(ckpt, arrays, str(MODEL))
-    rows = split_rows(arrays, "data/split", "test")
-    if not len(rows):
+    model, file = load_model(MODEL)
+    test = TestSplit.open()
+    file.spec.check_fits(test.spec, str(MODEL))
+    if not len(test):
         raise DataError("data/split/test.txt: empty; parity needs test images (raise split.test)")
-    reference = TorchPredictor(MODEL)
-    # target_parts and rule let `eyelip evaluate` rebuild the ground truth the model was trained on.
-    meta = {"target_parts": reference.target_parts, "rule": reference.rule, "prior": reference.prior,
-            "train_size": ckpt["train_size"], "epoch": ckpt.get("epoch"), "val_iou": ckpt.get("val_iou"),
-            "model": ckpt["model"], "mlflow_run_id": run_id, "data_version": data_version()}
-    summary = export_checked(model, reference, np.asarray(arrays.images[np.sort(rows[:PARITY_IMAGES])]), ONNX,
-                             TORCHSCRIPT, reference.size, reference.targets, meta, reference.input_size, repeats)
+    # With the model's contract (its spec), where it came from.
+    meta = {"epoch": file.epoch, "val_iou": file.val_iou, "mlflow_run_id": run_id, "data_version": data_version()}
+    summary = export_checked(model, TorchPredictor(MODEL), test.inputs(PARITY_IMAGES), ONNX, TORCHSCRIPT, file.spec,
+                             meta, repeats)
     summary.update(onnx_bytes=ONNX.stat().st_size, torchscript_bytes=TORCHSCRIPT.stat().st_size)
     atomic.write_json(METRICS, summary)
     for fmt, result in summary["parity"].items():
@@ -64,9 +57,7 @@ def main(params: Params) -> None:
     for fmt, ms in summary["latency_ms"].items():
         print(f"latency {fmt}: " + ", ".join(f"batch {k[1:]} {v:.1f} ms" for k, v in ms.items()))
 
-    test = EvalSet(arrays.images, arrays.masks, rows, [arrays.ids[r] for r in rows], FusedMasks("data/fused"))
-    lineage = Lineage.of(reference, data_version=meta["data_version"], test_split=test.digest(),
-                         test_images=len(rows))
+    lineage = Lineage(file.spec, data_version=meta["data_version"], test_split=test.digest(), test_images=len(test))
     publish(params, ONNX, METRICS, summary, iou, lineage, test)
 
 

@@ -1,7 +1,8 @@
 """Stage `train`: U-Net on the train split, early-stopped on val IoU; tracked in MLflow and DVC.
 
+Reads the targets, sizes and prior from the data (data/resized/meta.json), the rest from params.
 Writes models/model.pt (the best epoch by val IoU; the last epoch with `split.val: 0`),
-models/checkpoint.pt (persisted: resumes an interrupted run), models/run.json (the MLflow run that
+models/resume.pt (persisted: resumes an interrupted run), models/run.json (the MLflow run that
 evaluate and export add to), metrics/train.json, metrics/train_history.csv and
 metrics/train_curves.png.
 
@@ -13,7 +14,7 @@ import sys
 from pathlib import Path
 
 from eyelip import atomic, stage
-from eyelip.model.checkpoint import load_model, model_meta
+from eyelip.model.checkpoint import load_model
 from eyelip.params import Params
 from eyelip.tracking.plots import rows_csv, training_curves
 from eyelip.tracking.store import TrackedRun
@@ -21,7 +22,8 @@ from eyelip.training import distributed
 from eyelip.data.dataset import ResizedArrays, split_rows, to_input
 from eyelip.training.loop import TrainConfig, fit
 
-MODEL, CHECKPOINT = Path("models/model.pt"), Path("models/checkpoint.pt")
+MODEL, RESUME = Path("models/model.pt"), Path("models/resume.pt")
+OLD_RESUME = Path("models/checkpoint.pt")  # where eyelip kept the resume state before its format was versioned
 HISTORY, CURVES = Path("metrics/train_history.csv"), Path("metrics/train_curves.png")
 
 
@@ -30,18 +32,19 @@ def main(params: Params) -> None:
     if cfg.nproc > 1 and not distributed.launched():
         sys.exit(distributed.relaunch(cfg.nproc, __file__))
     dist = distributed.init(params.runtime.distributed, params.runtime.device)
-    targets, aux_targets = params.data.targets, params.data.aux_targets
     arrays = ResizedArrays("data/resized")
+    data = arrays.spec
     train_rows, val_rows = split_rows(arrays, "data/split", "train"), split_rows(arrays, "data/split", "val")
     if dist.main:
         print(f"training on {len(train_rows)} images, validating on {len(val_rows)} "
-              f"({arrays.input_size} px in, {arrays.size} px out, targets: {', '.join(targets)}"
-              + (f", auxiliary: {', '.join(aux_targets)}" if aux_targets else "") + f", {dist.world} process(es))")
+              f"({data.input_size} px in, {data.size} px out, targets: {', '.join(data.targets)}"
+              + (f", auxiliary: {', '.join(data.aux_targets)}" if data.aux_targets else "")
+              + f", {dist.world} process(es))")
+        if OLD_RESUME.exists():
+            print(f"{OLD_RESUME}: an older eyelip's resume state, not read (it is {RESUME} now); delete it")
     run = TrackedRun(params)
-    meta = model_meta(targets, params.data.rule, arrays)
-    summary = fit(cfg, arrays, train_rows, val_rows, meta, MODEL, CHECKPOINT,
-                  cfg.fingerprint(run.data_version, dist.world), on_epoch=run.log_epoch, on_start=run.start, dist=dist,
-                  aux_targets=aux_targets)
+    summary = fit(cfg, arrays, train_rows, val_rows, MODEL, RESUME, cfg.fingerprint(run.data_version, dist.world),
+                  on_epoch=run.log_epoch, on_start=run.start, dist=dist)
     dist.close()
     if not dist.main:
         return

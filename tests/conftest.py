@@ -34,6 +34,7 @@ from eyelip.data.layout import PARTS, image_relpath, mask_relpath
 from eyelip.data.source import Source
 from eyelip.data.synthetic import generate_sample
 from eyelip.data.dataset import ResizedArrays
+from eyelip.data.spec import DataSpec
 
 REPO = Path(__file__).resolve().parents[1]
 MINI = Path(os.environ.get("EYELIP_MINI", REPO.parent / "shared" / "celebamask-hq-mini")).resolve()
@@ -106,6 +107,7 @@ def tiny_arrays(tmp_path: Path) -> ResizedArrays:
     np.save(tmp_path / "images.npy", rng.integers(0, 256, (16, 32, 32, 3), dtype=np.uint8))
     np.save(tmp_path / "masks.npy", (rng.random((16, 1, 32, 32)) < 0.05).astype(np.uint8))
     (tmp_path / "ids.txt").write_text(ids_text(list(range(16))))
+    DataSpec({"eyes_lips": ["l_eye", "r_eye", "u_lip", "l_lip"]}, 32).write(tmp_path)
     return ResizedArrays(tmp_path)
 
 

@@ -14,11 +14,12 @@ from eyelip.data.resize import resize_dataset
 from eyelip.data.source import Source
 from eyelip.data.synthetic import generate_sample
 from eyelip.errors import DataError, ParamError
-from eyelip.model.checkpoint import load_model, model_meta
+from eyelip.model.checkpoint import Resume, load_model
 from eyelip.model.metrics import confusion, iou
 from eyelip.model.unet import build_model
-from eyelip.evaluation.evaluate import array_batches
+from eyelip.evaluation.evaluate import TestSplit
 from eyelip.data.dataset import ResizedArrays, to_input
+from eyelip.data.spec import DataSpec
 from eyelip.training.loop import TrainConfig, fit
 
 TWO = {"eyes": ["l_eye", "r_eye"], "lips": ["u_lip", "l_lip"]}
@@ -38,9 +39,9 @@ def test_aux_channels_follow_the_targets_and_are_not_scored(tmp_path: Path) -> N
         assert np.array_equal(fused[row][:2], plain[row]), "the targets' channels are unchanged"
     resize_dataset(source, tmp_path / "fused", tmp_path / "resized", 64, n_jobs=1)
     arrays = ResizedArrays(tmp_path / "resized")
-    assert arrays.channels == 4
+    assert arrays.spec.channels == ["eyes", "lips", "skin", "brows"] and arrays.spec.aux_targets == AUX
     rows = np.arange(len(arrays.ids))
-    (batch,) = array_batches(arrays.images, arrays.masks, rows, arrays.ids, fused, batch_size=len(rows))
+    (batch,) = TestSplit(arrays, fused, rows).batches(len(rows))
     assert batch.masks.shape[1] == 2 and all(native.shape[0] == 2 for native in batch.native)
 
 
@@ -59,23 +60,23 @@ def arrays(tmp_path: Path) -> ResizedArrays:
     np.save(tmp_path / "images.npy", rng.integers(0, 256, (16, 32, 32, 3), dtype=np.uint8))
     np.save(tmp_path / "masks.npy", (rng.random((16, 3, 32, 32)) < [[[0.05]], [[0.5]], [[0.2]]]).astype(np.uint8))
     (tmp_path / "ids.txt").write_text(ids_text(list(range(16))))
+    DataSpec({"eyes_lips": ["l_eye", "r_eye", "u_lip", "l_lip"]}, 32, aux_targets=AUX).write(tmp_path)
     return ResizedArrays(tmp_path)
 
 
 def test_training_learns_aux_targets_but_saves_and_scores_only_the_targets(arrays: ResizedArrays,
                                                                             tmp_path: Path) -> None:
-    targets = {"eyes_lips": ["l_eye", "r_eye", "u_lip", "l_lip"]}
     cfg = TrainConfig(model={"base_width": 4, "depth": 2}, epochs=1, batch_size=8, loss={"jaccard": 1.0, "bce": 0.5})
     rows = np.arange(16)
-    summary = fit(cfg, arrays, rows[:8], rows[8:], model_meta(targets, "union", arrays), tmp_path / "model.pt",
-                  tmp_path / "ckpt.pt", "job", aux_targets=AUX)
+    summary = fit(cfg, arrays, rows[:8], rows[8:], tmp_path / "model.pt", tmp_path / "resume.pt", "job")
     row = summary["history"][0]
     assert row["train_aux_loss"] > 0 and row["val_aux_loss"] > 0
-    model, ckpt = load_model(tmp_path / "model.pt")
-    assert ckpt["targets"] == ["eyes_lips"] and ckpt["state_dict"]["head.weight"].shape[0] == 1
+    model, file = load_model(tmp_path / "model.pt")
+    assert file.spec.targets == ["eyes_lips"] and model.head.weight.shape[0] == 1
+    assert file.spec.aux_targets == AUX, "the model records what it was trained with"
     # The saved head is the trained head's first row: the target's logits are unchanged.
     full = build_model(cfg.model, out_channels=3)
-    full.load_state_dict(torch.load(tmp_path / "ckpt.pt", weights_only=False)["state"]["model"])
+    full.load_state_dict(Resume.load(tmp_path / "resume.pt").trainer["model"])
     x = to_input(arrays.images[8:])
     with torch.no_grad():
         saved_logits, full_logits = model(x), full.eval()(x)
@@ -89,7 +90,7 @@ def test_training_learns_aux_targets_but_saves_and_scores_only_the_targets(array
 
 
 def test_arrays_without_the_aux_channels_are_refused(arrays: ResizedArrays, tmp_path: Path) -> None:
-    meta = model_meta({"eyes_lips": ["l_eye"]}, "union", arrays)
-    with pytest.raises(DataError, match=r"data/resized: masks have 3 channels but .* are 1 \(eyes_lips\); re-run"):
-        fit(TrainConfig(model={"base_width": 4, "depth": 2}, epochs=1), arrays, np.arange(8), np.arange(8, 16),
-            meta, tmp_path / "model.pt", tmp_path / "ckpt.pt", "job")
+    DataSpec({"eyes_lips": ["l_eye"]}, 32).write(tmp_path)  # a layout that leaves out the auxiliary targets
+    with pytest.raises(DataError, match=r"masks.npy: rows of shape \(3, 32, 32\), but .*meta.json makes them "
+                                        r"\(1, 32, 32\) \(channels \['eyes_lips'\].*re-run `dvc repro resize`"):
+        ResizedArrays(tmp_path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import shutil
 import zipfile
 from pathlib import Path
@@ -21,6 +22,7 @@ from eyelip.data.resize import resize_dataset
 from eyelip.data.source import Source
 from eyelip.errors import DataError, ParamError
 from eyelip.data.dataset import ResizedArrays
+from eyelip.data.spec import DataSpec
 
 EYES_LIPS = {"eyes_lips": ["l_eye", "r_eye", "u_lip", "l_lip"]}
 TWO = {"eyes": ["l_eye", "r_eye"], "lips": ["u_lip", "l_lip"]}
@@ -115,10 +117,28 @@ def test_input_scale_stores_images_larger_than_masks(synthetic: Path, tmp_path: 
     resize_dataset(Source(subset), tmp_path / "fused", tmp_path / "r2", 64, input_scale=2, n_jobs=1)
     one, two = ResizedArrays(tmp_path / "r1"), ResizedArrays(tmp_path / "r2")
     assert (summary["size"], summary["input_size"]) == (64, 64)
-    assert (two.size, two.input_size, two.input_scale) == (64, 128, 2) and two.images.shape == (2, 128, 128, 3)
+    assert (two.spec.size, two.spec.input_size, two.spec.input_scale) == (64, 128, 2)
+    assert two.images.shape == (2, 128, 128, 3)
     np.testing.assert_array_equal(one.masks, two.masks)  # the targets do not change, only the photo's detail
     np.testing.assert_array_equal(two.images[1], decode_image((subset / "CelebA-HQ-img" / "2001.jpg").read_bytes(),
                                                               128, "2001.jpg"))
+
+
+def test_resized_data_carries_its_layout(synthetic: Path, tmp_path: Path) -> None:
+    """meta.json names what the arrays hold, so training reads the targets from the data, not from params."""
+    subset = copy_samples(synthetic, tmp_path / "data", list(SYNTHETIC_PHOTO))
+    fuse_dataset(Source(subset), tmp_path / "fused", TWO, rule="label_map", aux_targets={"skin": ["skin"]}, n_jobs=1)
+    resize_dataset(Source(subset), tmp_path / "fused", tmp_path / "r", 64, input_scale=2, n_jobs=1)
+    meta = json.loads((tmp_path / "r" / "meta.json").read_text())
+    assert (meta["targets"], meta["target_parts"]) == (["eyes", "lips"], TWO)
+    assert meta["channels"] == ["eyes", "lips", "skin"]
+    assert (meta["rule"], meta["aux_targets"], meta["prior"]) == ("label_map", {"skin": ["skin"]}, "none")
+    assert (meta["size"], meta["input_scale"], meta["train_scale"], meta["input_channels"]) == (64, 2, 1, 3)
+    assert ResizedArrays(tmp_path / "r").spec == DataSpec(TWO, 64, "label_map", {"skin": ["skin"]}, 2, 1, "none")
+    (tmp_path / "r" / "meta.json").write_text('{"prior": "none"}')  # as resize wrote it before the layout
+    with pytest.raises(DataError, match=r"r/meta.json: no target_parts, size, rule, aux_targets, input_scale, "
+                                        r"train_scale \(written by an older eyelip\); re-run `dvc repro resize`"):
+        ResizedArrays(tmp_path / "r")
 
 
 def test_train_scale_stores_training_masks_by_the_same_rule_at_a_finer_size(synthetic: Path, tmp_path: Path) -> None:
@@ -127,7 +147,8 @@ def test_train_scale_stores_training_masks_by_the_same_rule_at_a_finer_size(synt
     summary = resize_dataset(Source(subset), tmp_path / "fused", tmp_path / "r", 64, input_scale=2, train_scale=2,
                              n_jobs=1)
     arrays, fused = ResizedArrays(tmp_path / "r"), FusedMasks(tmp_path / "fused")
-    assert summary["train_size"] == 128 and (arrays.size, arrays.train_size, arrays.train_scale) == (64, 128, 2)
+    assert summary["train_size"] == 128
+    assert (arrays.spec.size, arrays.spec.train_size, arrays.spec.train_scale) == (64, 128, 2)
     # Both from the source masks by the coverage rule: finer blocks for training, coarser for scoring.
     np.testing.assert_array_equal(arrays.train_masks[1], block_mean(fused[1], 128) >= 0.5)
     np.testing.assert_array_equal(arrays.masks[1], block_mean(fused[1], 64) >= 0.5)

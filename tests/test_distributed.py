@@ -44,11 +44,10 @@ def test_two_gloo_processes_match_one_process(project, tmp_path: Path) -> None:
     params["train"].update(batch_size=64, nproc=1)
     arrays = ResizedArrays(project.root / "data" / "resized")
     rows = {name: split_rows(arrays, project.root / "data" / "split", name) for name in ("train", "val")}
-    meta = {"targets": ["eyes_lips"], "target_parts": params["data"]["targets"], "rule": "union", "size": 64}
     threads = torch.get_num_threads()
     try:
-        reference = fit(TrainConfig.from_params(parse(params)), arrays, rows["train"], rows["val"], meta,
-                        tmp_path / "model.pt", tmp_path / "checkpoint.pt", "reference")
+        reference = fit(TrainConfig.from_params(parse(params)), arrays, rows["train"], rows["val"],
+                        tmp_path / "model.pt", tmp_path / "resume.pt", "reference")
     finally:
         torch.set_num_threads(threads)
 
@@ -62,7 +61,7 @@ def test_two_gloo_processes_match_one_process(project, tmp_path: Path) -> None:
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val_iou")] == [1, 2]
     assert json.loads((project.root / "models" / "run.json").read_text())["run_id"] == run.info.run_id
     written = sorted(p.name for p in (project.root / "models").iterdir() if p.name != ".gitignore")
-    assert written == ["checkpoint.pt", "model.pt", "run.json"], "no second or partial copy of an output"
+    assert written == ["model.pt", "resume.pt", "run.json"], "no second or partial copy of an output"
 
     history = json.loads((project.root / "metrics" / "train.json").read_text())
     assert history["epochs_run"] == 2

@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from eyelip.errors import ParamError
+from eyelip.model.checkpoint import Resume
 from eyelip.params import parse
-from eyelip.model.checkpoint import model_meta
 from eyelip.tracking.plots import training_curves
 from eyelip.data.dataset import ResizedArrays
 from eyelip.training.ema import WeightAverage
@@ -40,9 +40,9 @@ def test_average_moves_towards_the_weights_with_a_warm_up() -> None:
 def test_ema_is_validated_saved_and_resumed(tiny_arrays: ResizedArrays, tmp_path: Path) -> None:
     rows = np.arange(16)
     cfg = TrainConfig(model={"base_width": 4, "depth": 2}, epochs=1, batch_size=8, ema=0.9, val_raw=True)
-    summary = fit(cfg, tiny_arrays, rows[:8], rows[8:], model_meta(TARGETS, "union", tiny_arrays), tmp_path / "model.pt", tmp_path / "ckpt.pt", "job")
+    summary = fit(cfg, tiny_arrays, rows[:8], rows[8:], tmp_path / "model.pt", tmp_path / "resume.pt", "job")
     assert {"val_iou", "val_iou_raw"} <= set(summary["history"][0])
-    state = torch.load(tmp_path / "ckpt.pt", weights_only=False)["state"]
+    state = Resume.load(tmp_path / "resume.pt").trainer
     saved = torch.load(tmp_path / "model.pt", weights_only=True)["state_dict"]
     for key, value in state["ema"]["model"].items():  # the saved model is the average, not the last weights
         assert torch.equal(saved[key], value), key
@@ -54,11 +54,12 @@ def test_ema_is_validated_saved_and_resumed(tiny_arrays: ResizedArrays, tmp_path
 
 def test_validating_the_raw_weights_changes_nothing_else(tiny_arrays: ResizedArrays, tmp_path: Path) -> None:
     """train.val_raw is a diagnostic: the same run without it trains the same model, one pass cheaper."""
-    rows, meta = np.arange(16), model_meta(TARGETS, "union", tiny_arrays)
+    rows = np.arange(16)
     runs = {}
     for val_raw in (True, False):
         cfg = TrainConfig(model={"base_width": 4, "depth": 2}, epochs=2, batch_size=8, ema=0.9, val_raw=val_raw)
-        runs[val_raw] = fit(cfg, tiny_arrays, rows[:8], rows[8:], meta, tmp_path / f"{val_raw}.pt", tmp_path / f"c{val_raw}.pt", "job")
+        runs[val_raw] = fit(cfg, tiny_arrays, rows[:8], rows[8:], tmp_path / f"{val_raw}.pt",
+                            tmp_path / f"r{val_raw}.pt", "job")
     assert [("val_iou_raw" in row) for row in runs[True]["history"] + runs[False]["history"]] == [True] * 2 + [False] * 2
     for key in ("train_iou", "val_iou", "val_jaccard_loss"):
         assert [row[key] for row in runs[True]["history"]] == [row[key] for row in runs[False]["history"]], key
@@ -68,19 +69,19 @@ def test_validating_the_raw_weights_changes_nothing_else(tiny_arrays: ResizedArr
 
 def test_without_validation_faces_the_last_epoch_is_kept(tiny_arrays: ResizedArrays, tmp_path: Path) -> None:
     """split.val: 0 trains on every non-test face; nothing to pick an epoch by, so the last one is saved."""
-    rows, meta = np.arange(16), model_meta(TARGETS, "union", tiny_arrays)
+    rows = np.arange(16)
     cfg = TrainConfig(model={"base_width": 4, "depth": 2}, epochs=2, batch_size=8, ema=0.9)
-    summary = fit(cfg, tiny_arrays, rows, rows[:0], meta, tmp_path / "model.pt", tmp_path / "ckpt.pt", "job")
+    summary = fit(cfg, tiny_arrays, rows, rows[:0], tmp_path / "model.pt", tmp_path / "resume.pt", "job")
     assert summary["best_epoch"] == 2 and summary["best_val_iou"] is None
     assert not [key for key in summary["history"][-1] if key.startswith("val_")]
     saved = torch.load(tmp_path / "model.pt", weights_only=True)
-    state = torch.load(tmp_path / "ckpt.pt", weights_only=False)["state"]
+    state = Resume.load(tmp_path / "resume.pt").trainer
     assert saved["epoch"] == 2 and all(torch.equal(saved["state_dict"][k], v) for k, v in state["ema"]["model"].items())
     training_curves(summary["history"], tmp_path / "curves.png", summary["best_epoch"])  # train curves only
     assert (tmp_path / "curves.png").stat().st_size > 0
     with pytest.raises(ParamError, match="train.patience: early stopping needs validation faces"):
-        fit(TrainConfig(model=cfg.model, epochs=2, patience=3), tiny_arrays, rows, rows[:0], meta,
-            tmp_path / "m.pt", tmp_path / "c.pt", "job")
+        fit(TrainConfig(model=cfg.model, epochs=2, patience=3), tiny_arrays, rows, rows[:0],
+            tmp_path / "m.pt", tmp_path / "r.pt", "job")
 
 
 def test_ema_params_are_checked() -> None:

@@ -18,7 +18,8 @@ from eyelip.cli import main as cli_main
 from eyelip.data.layout import mirror_pairs
 from eyelip.data.source import Source
 from eyelip.errors import EyelipError
-from eyelip.model.checkpoint import DEFAULT_TARGET_PARTS, load_model, save_model
+from eyelip.model.checkpoint import load_model, save_model
+from eyelip.model.spec import DEFAULT_TARGET_PARTS, ModelSpec
 from eyelip.model.unet import build_model
 from eyelip.evaluation.evaluate import (
     THRESHOLDS,
@@ -76,8 +77,7 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     config = {"base_width": 4, "depth": 2, "norm": "batch", "dropout": 0.0}
     path = tmp_path_factory.mktemp("model") / "model.pt"
-    save_model(path, build_model(config, out_channels=1).eval(), config,
-               {"targets": ["eyes_lips"], "target_parts": DEFAULT_TARGET_PARTS, "rule": "union", "size": SIZE})
+    save_model(path, build_model(config, out_channels=1).eval(), ModelSpec(DEFAULT_TARGET_PARTS, SIZE, network=config))
     return path
 
 
@@ -171,9 +171,10 @@ def test_cli_matches_the_library(synthetic: Path, subset, tiny_model: Path, tmp_
 class HalfPredictor:
     """Probability 1 on the image's left half in channel 0 (a stand-in "left eye"), 0 elsewhere."""
 
+    spec = ModelSpec({"left": ["l_eye"], "right": ["r_eye"]}, 8)
     size = input_size = 8
     targets = ["left", "right"]
-    target_parts = {"left": ["l_eye"], "right": ["r_eye"]}
+    target_parts = spec.target_parts
     rule = "union"
     prior = "none"
 
@@ -197,11 +198,11 @@ def test_flip_averaging_mirrors_back_and_swaps_left_and_right() -> None:
 def lopsided_model(tiny_model: Path, tmp_path: Path, positive: float = 0.5) -> Path:
     """The random model with its logits shifted so that about a ``positive`` share of the pixels is
     positive: its masks then differ from their mirror images, and between shares."""
-    model, ckpt = load_model(tiny_model)
+    model, file = load_model(tiny_model)
     with torch.no_grad():
         model.head.bias -= model(torch.rand(2, 3, SIZE, SIZE)).quantile(1 - positive)
     lopsided = tmp_path / f"lopsided{positive}.pt"
-    save_model(lopsided, model, ckpt["model"], {k: ckpt[k] for k in ("targets", "target_parts", "rule", "size")})
+    save_model(lopsided, model, file.spec)
     return lopsided
 
 
@@ -229,7 +230,7 @@ def test_averaged_predictor_is_the_mean_and_refuses_unlike_models() -> None:
     np.testing.assert_array_equal(mean, (HalfPredictor()(images) * 2) / 4)
 
     class Other(HalfPredictor):
-        targets = ["right", "left"]
+        spec = ModelSpec({"right": ["r_eye"], "left": ["l_eye"]}, 8)
 
     with pytest.raises(EyelipError, match=r"other\.onnx: targets \['right', 'left'\] differs from a\.onnx's"):
         Averaged([HalfPredictor(), Other()], ["a.onnx", "other.onnx"])
@@ -262,7 +263,7 @@ def test_cli_errors_are_clear(synthetic: Path, subset, tiny_model: Path, tmp_pat
     broken = tmp_path / "broken.pt"
     broken.write_bytes(b"not a checkpoint")
     assert cli_main(["evaluate", "--model", str(broken), "--data", str(synthetic)]) == 1
-    assert "broken.pt: not a readable eyelip checkpoint" in capsys.readouterr().err
+    assert "broken.pt: not a readable eyelip model file" in capsys.readouterr().err
 
     bad_ids = tmp_path / "ids.txt"
     bad_ids.write_text(f"{subset[0][0]}\n99999999\n")

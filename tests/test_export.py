@@ -16,6 +16,7 @@ import torch
 
 from eyelip.data.preprocess import decode_image
 from eyelip.model.checkpoint import save_model
+from eyelip.model.spec import ModelSpec
 from eyelip.model.unet import UNet, build_model
 from eyelip.release.export import (
     TorchScriptPredictor,
@@ -28,6 +29,7 @@ from eyelip.inference.predictors import OnnxPredictor, TorchPredictor
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE, TARGETS, CFG = 64, ["eyes_lips"], {"base_width": 4, "depth": 2}
+SPEC = ModelSpec({"eyes_lips": ["l_eye", "r_eye", "u_lip", "l_lip"]}, SIZE, network=CFG)
 FACES = (3, 7, 21, 2001, 0, 1)
 
 
@@ -51,8 +53,8 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("export")
     model = small_model()
     paths = {"pt": root / "model.pt", "onnx": root / "model.onnx", "ts": root / "model.ts"}
-    save_model(paths["pt"], model, CFG, {"targets": TARGETS, "size": SIZE, "epoch": 1, "val_iou": 0.5})
-    export_onnx(model, paths["onnx"], SIZE, TARGETS, {"epoch": 1, "val_iou": 0.5, "model": CFG})
+    save_model(paths["pt"], model, SPEC, epoch=1, val_iou=0.5)
+    export_onnx(model, paths["onnx"], SPEC, {"epoch": 1, "val_iou": 0.5})
     export_torchscript(model, paths["ts"], SIZE)
     return paths
 
@@ -164,15 +166,15 @@ def stage_run(tmp_path_factory: pytest.TempPathFactory, synthetic: Path) -> tupl
     np.save(root / "data" / "resized" / "images.npy", faces(synthetic, tuple(ids)))
     np.save(root / "data" / "resized" / "masks.npy", np.zeros((len(ids), 1, SIZE, SIZE), np.uint8))
     (root / "data" / "resized" / "ids.txt").write_text("".join(f"{i}\n" for i in ids))
+    SPEC.data.write(root / "data" / "resized")
     (root / "data" / "fused").mkdir()  # native masks, for re-scoring a champion on these test faces
     np.save(root / "data" / "fused" / "masks.npy", np.zeros((len(ids), 1, SIZE, SIZE // 8), np.uint8))
     (root / "data" / "fused" / "ids.txt").write_text("".join(f"{i}\n" for i in ids))
-    (root / "data" / "fused" / "meta.json").write_text(json.dumps({"targets": {"eyes_lips": ["l_eye"]},
+    (root / "data" / "fused" / "meta.json").write_text(json.dumps({"targets": SPEC.target_parts, "rule": "union",
                                                                    "mask_size": [SIZE, SIZE]}))
     (root / "data" / "split").mkdir()
     (root / "data" / "split" / "test.txt").write_text("3\n5\n6\n")
-    save_model(root / "models" / "model.pt", small_model(), CFG, {"targets": TARGETS, "size": SIZE, "epoch": 2,
-                                                                  "val_iou": 0.6, "rule": "union"})
+    save_model(root / "models" / "model.pt", small_model(), SPEC, epoch=2, val_iou=0.6)
     (root / "metrics").mkdir()
     (root / "metrics" / "evaluate.json").write_text(json.dumps({"iou": 0.8}))
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}"}
@@ -202,6 +204,7 @@ def test_export_stage_writes_models_metrics_and_logs_to_the_training_run(stage_r
     assert result["aliases"] == {"champion": 1, "candidate": 1}
     tags = result["version_tags"]
     assert tags["targets"] == json.dumps(TARGETS) and tags["test_images"] == "3" and len(tags["test_split"]) == 12
+    assert ModelSpec.from_strings(tags, "tags") == SPEC, "the version's tags hold the model's contract"
 
 
 def test_export_stage_needs_the_evaluate_metrics(tmp_path: Path) -> None:

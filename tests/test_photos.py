@@ -24,6 +24,7 @@ from eyelip.data.source import Source
 from eyelip.data.synthetic import generate_sample, render_face
 from eyelip.errors import EyelipError
 from eyelip.model.unet import build_model
+from eyelip.model.spec import ModelSpec
 from eyelip.release.export import export_onnx
 from eyelip.inference.predict import resize_probabilities, run_predict, save_png
 from eyelip.inference.predictors import OnnxPredictor
@@ -60,7 +61,7 @@ def onnx_model(path: Path, prior: str = "none") -> Path:
     torch.manual_seed(0)
     in_channels = 3 if prior == "none" else 5
     model = build_model({"base_width": 4, "depth": 2}, out_channels=1, in_channels=in_channels).eval()
-    export_onnx(model, path, SIZE, ["eyes_lips"], {"prior": prior})
+    export_onnx(model, path, ModelSpec({"eyes_lips": ["l_eye", "r_eye", "u_lip", "l_lip"]}, SIZE, prior=prior), {})
     return path
 
 

@@ -16,6 +16,7 @@ from PIL import Image
 from eyelip.data.preprocess import decode_image
 from eyelip.errors import EyelipError
 from eyelip.model.unet import build_model
+from eyelip.model.spec import ModelSpec
 from eyelip.release.export import export_onnx
 from eyelip.inference.predict import collect_inputs, resize_probabilities, run_predict
 from eyelip.inference.predictors import OnnxPredictor
@@ -24,10 +25,13 @@ EYELIP = Path(sys.executable).parent / "eyelip"  # the console script installed 
 SIZE = 64
 
 
+PARTS = {"eyes_lips": ["l_eye", "r_eye", "u_lip", "l_lip"], "eyes": ["l_eye", "r_eye"], "lips": ["u_lip", "l_lip"]}
+
+
 def onnx_model(path: Path, targets: list[str]) -> Path:
     torch.manual_seed(0)
     model = build_model({"base_width": 4, "depth": 2}, out_channels=len(targets)).eval()
-    export_onnx(model, path, SIZE, targets, {})
+    export_onnx(model, path, ModelSpec({target: PARTS[target] for target in targets}, SIZE), {})
     return path
 
 

@@ -23,7 +23,9 @@ from eyelip.data.prior import channels, compute
 from eyelip.data.resize import resize_dataset
 from eyelip.data.source import Source
 from eyelip.errors import DataError
-from eyelip.model.checkpoint import load_model, model_meta, save_model
+from eyelip.data.spec import DataSpec
+from eyelip.model.checkpoint import load_model, save_model
+from eyelip.model.spec import ModelSpec
 from eyelip.model.unet import build_model
 from eyelip.params import AugmentParams
 from eyelip.evaluation.evaluate import source_batches
@@ -58,7 +60,7 @@ def resized(mini: Path, tmp_path_factory: pytest.TempPathFactory) -> ResizedArra
 
 @needs_mediapipe
 def test_outlines_overlap_the_real_ground_truth(resized: ResizedArrays) -> None:
-    assert resized.prior == "facemesh" and resized.in_channels == 5
+    assert resized.spec.prior == "facemesh" and resized.spec.input_channels == 5
     outlines = np.asarray(resized.images[..., 3:]).transpose(0, 3, 1, 2) >= 128  # coverage >= 0.5, as the masks
     truth = np.asarray(resized.masks) > 0
     iou = (outlines & truth).sum((0, 2, 3)) / (outlines | truth).sum((0, 2, 3))
@@ -127,8 +129,9 @@ def test_resized_arrays_refuse_channels_that_do_not_match_the_prior(tmp_path: Pa
     np.save(tmp_path / "images.npy", np.zeros((2, 32, 32, 4), np.uint8))
     np.save(tmp_path / "masks.npy", np.zeros((2, 2, 32, 32), np.uint8))
     (tmp_path / "ids.txt").write_text("3\n7\n")
-    (tmp_path / "meta.json").write_text('{"prior": "facemesh"}')
-    with pytest.raises(DataError, match=r"images.npy: 4 channels, but R, G, B and the 'facemesh' prior make 5"):
+    DataSpec({"eyes": ["l_eye", "r_eye"], "lips": ["u_lip", "l_lip"]}, 32, prior="facemesh").write(tmp_path)
+    with pytest.raises(DataError, match=r"images.npy: rows of shape \(32, 32, 4\), but .*meta.json makes them "
+                                        r"\(32, 32, 5\) .*prior 'facemesh'"):
         ResizedArrays(tmp_path)
 
 
@@ -136,13 +139,12 @@ def test_resized_arrays_refuse_channels_that_do_not_match_the_prior(tmp_path: Pa
 def test_a_model_with_a_prior_predicts_from_plain_photos(resized: ResizedArrays, mini: Path, tmp_path: Path) -> None:
     """Checkpoint and ONNX export record the prior; evaluate and predict rebuild it from each photo."""
     torch.manual_seed(0)
-    model = build_model({"base_width": 4, "depth": 2}, out_channels=2, in_channels=resized.in_channels).eval()
-    save_model(tmp_path / "model.pt", model, {"base_width": 4, "depth": 2}, model_meta(TWO, "union", resized))
-    loaded, ckpt = load_model(tmp_path / "model.pt")
-    assert ckpt["prior"] == "facemesh" and loaded.in_channels == 5
+    model = build_model({"base_width": 4, "depth": 2}, out_channels=2, in_channels=resized.spec.input_channels).eval()
+    save_model(tmp_path / "model.pt", model, ModelSpec.of(resized.spec, {"base_width": 4, "depth": 2}))
+    loaded, file = load_model(tmp_path / "model.pt")
+    assert file.spec.prior == "facemesh" and loaded.in_channels == 5
     torch_predictor = TorchPredictor(tmp_path / "model.pt")
-    export_onnx(loaded, tmp_path / "model.onnx", 128, list(TWO),
-                {"prior": torch_predictor.prior, "target_parts": TWO, "rule": "union"})
+    export_onnx(loaded, tmp_path / "model.onnx", file.spec, {})
     onnx_predictor = OnnxPredictor(tmp_path / "model.onnx")
     assert onnx_predictor.prior == "facemesh"
     batch = np.asarray(resized.images[:2])

@@ -27,6 +27,7 @@ from servers import free_port, wait_until_answers
 from eyelip.data.preprocess import decode_input
 from eyelip.data.synthetic import generate_sample
 from eyelip.model.unet import build_model
+from eyelip.model.spec import ModelSpec
 from eyelip.release.export import export_onnx
 from eyelip.inference.predict import resize_probabilities
 from eyelip.inference.predictors import OnnxPredictor
@@ -55,7 +56,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> dict:
         x = torch.from_numpy(decode_input(photos[0], SIZE, "photo").transpose(2, 0, 1)[None] / np.float32(255))
         model.head.bias -= model(x).flatten(2).median(2).values[0]
     onnx_path = root / "model.onnx"
-    export_onnx(model, onnx_path, SIZE, list(TARGETS), {"target_parts": TARGETS, "rule": "union", "prior": "none"})
+    export_onnx(model, onnx_path, ModelSpec(TARGETS, SIZE), {})
     uri = f"sqlite:///{root / 'mlflow.db'}"
     old = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(uri)

@@ -18,12 +18,13 @@ from eyelip.data.fuse import FusedMasks, fuse_dataset
 from eyelip.data.resize import resize_dataset
 from eyelip.data.source import Source
 from eyelip.data.synthetic import generate_sample
+from eyelip.evaluation.evaluate import TestSplit
+from eyelip.model.spec import ModelSpec
 from eyelip.model.unet import build_model
 from eyelip.release.export import export_onnx
 from eyelip.inference.predictors import OnnxPredictor
 from eyelip.release.pyfunc import log_pyfunc
 from eyelip.release.registry import (
-    EvalSet,
     Lineage,
     champion_scorer,
     layout_name,
@@ -37,15 +38,13 @@ ONE = {"eyes_lips": ["l_eye", "r_eye", "u_lip", "l_lip"]}
 TWO = {"eyes": ["l_eye", "r_eye"], "lips": ["u_lip", "l_lip"]}
 
 
-def eval_set(root: Path, seed: int, targets: dict[str, list[str]]) -> EvalSet:
+def eval_set(root: Path, seed: int, targets: dict[str, list[str]]) -> TestSplit:
     """The last 6 of 10 synthetic faces (seed ``seed``) as the evaluate stage reads them."""
     generate_sample(root / "sample.zip", n=10, seed=seed, image_size=64, mask_size=64)
     source = Source(root / "sample.zip")
     fuse_dataset(source, root / "fused", targets, n_jobs=1)
     resize_dataset(source, root / "fused", root / "resized", SIZE, n_jobs=1)
-    arrays = ResizedArrays(root / "resized")
-    rows = np.arange(4, 10)
-    return EvalSet(arrays.images, arrays.masks, rows, [arrays.ids[r] for r in rows], FusedMasks(root / "fused"))
+    return TestSplit(ResizedArrays(root / "resized"), FusedMasks(root / "fused"), np.arange(4, 10))
 
 
 def onnx_model(path: Path, targets: dict[str, list[str]], bias: float) -> Path:
@@ -54,7 +53,7 @@ def onnx_model(path: Path, targets: dict[str, list[str]], bias: float) -> Path:
     model = build_model({"base_width": 4, "depth": 2}, out_channels=len(targets)).eval()
     with torch.no_grad():
         model.head.bias.fill_(bias)
-    export_onnx(model, path, SIZE, list(targets), {"target_parts": targets, "rule": "union", "prior": "none"})
+    export_onnx(model, path, ModelSpec(targets, SIZE, network={"base_width": 4, "depth": 2}), {})
     return path
 
 
@@ -82,12 +81,12 @@ def _grey_png() -> bytes:
     return out.getvalue()
 
 
-def lineage(model: Path, test: EvalSet, data_version: str = "d") -> Lineage:
-    return Lineage.of(OnnxPredictor(model), data_version=data_version, test_split=test.digest(),
-                      test_images=len(test.rows))
+def lineage(model: Path, test: TestSplit, data_version: str = "d") -> Lineage:
+    return Lineage(OnnxPredictor(model).spec, data_version=data_version, test_split=test.digest(),
+                   test_images=len(test))
 
 
-def gate(model: Path, test: EvalSet, base: str, iou: float, capsys) -> tuple:
+def gate(model: Path, test: TestSplit, base: str, iou: float, capsys) -> tuple:
     decision = register(logged(model), base, iou, lineage(model, test), champion_scorer(test))
     line = capsys.readouterr().out.strip().splitlines()
     return decision, line

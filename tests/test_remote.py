@@ -14,7 +14,7 @@ TINY = {"sample": {"n": 40, "image_size": 64, "mask_size": 64}, "resize": {"size
         "model": {"base_width": 8, "depth": 3}, "train": {"epochs": 2, "batch_size": 32}, "runtime": {"threads": 2},
         "export": {"latency_repeats": 1}}
 CACHED = ["data/sample.zip", "data/fused/masks.npy", "data/resized/images.npy", "data/split/train.txt",
-          "models/model.pt", "models/run.json", "models/checkpoint.pt", "models/model.onnx", "models/model.ts"]
+          "models/model.pt", "models/run.json", "models/resume.pt", "models/model.onnx", "models/model.ts"]
 
 
 def test_second_clone_pulls_every_output_and_reproduces_nothing(project: Project, tmp_path: Path) -> None:

@@ -21,8 +21,9 @@ from eyelip.data.fuse import fuse_dataset
 from eyelip.data.resize import resize_dataset
 from eyelip.data.source import Source
 from eyelip.errors import ParamError
-from eyelip.model.checkpoint import load_model, model_meta
+from eyelip.model.checkpoint import Resume, load_model
 from eyelip.data.dataset import ResizedArrays
+from eyelip.data.spec import DataSpec
 from eyelip.training.loop import TrainConfig, Trainer, fit
 
 EPOCH_KEYS = {"train_iou", "val_iou", "train_jaccard_loss", "val_jaccard_loss", "train_loss", "val_loss", "lr"}
@@ -83,52 +84,66 @@ def test_two_epoch_repro_is_tracked_in_mlflow_and_dvc(project, synthetic: Path) 
     assert "best_val_iou" in shown
 
 
-def test_resume_after_a_kill_continues_from_the_checkpoint(project, synthetic: Path) -> None:
+def test_resume_after_a_kill_continues_from_the_resume_state(project, synthetic: Path) -> None:
     project.set_params(data={"root": str(synthetic)}, **{**FAST, "train": {**FAST["train"], "epochs": 3}})
     project.dvc("repro", "split")
-    # Interrupt training (SIGKILL: no chance to clean up) once epoch 1's checkpoint is on disk.
+    # Interrupt training (SIGKILL: no chance to clean up) once epoch 1's resume state is on disk.
     proc = subprocess.Popen(["python", "pipeline/train.py"], cwd=project.root, env=project.env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    checkpoint = project.root / "models" / "checkpoint.pt"
+    resume = project.root / "models" / "resume.pt"
     deadline = time.monotonic() + 300
-    while not checkpoint.exists() and proc.poll() is None and time.monotonic() < deadline:
+    while not resume.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert checkpoint.exists(), "training never wrote a checkpoint"
+    assert resume.exists(), "training never wrote its resume state"
     assert not (project.root / "metrics" / "train.json").exists()
+    (project.root / "models" / "checkpoint.pt").write_bytes(b"resume state of an older eyelip")
     resumed = project.dvc("repro", "train")
-    assert "resuming from models/checkpoint.pt after epoch" in resumed.stdout
+    assert "resuming from models/resume.pt after epoch" in resumed.stdout
+    old_note = "models/checkpoint.pt: an older eyelip's resume state, not read (it is models/resume.pt now)"
+    assert old_note in resumed.stdout
     first_run = [float(r["val_iou"]) for r in history(project)]
 
-    project.dvc("repro", "--force", "train")  # a finished checkpoint is not resumed: trains from scratch
+    project.dvc("repro", "--force", "train")  # a finished run is not resumed: trains from scratch
     assert [float(r["val_iou"]) for r in history(project)] == pytest.approx(first_run, abs=1e-6)
 
 
 def test_resumed_run_restores_a_best_model_from_before_the_interruption(tiny_arrays: ResizedArrays,
                                                                        tmp_path: Path) -> None:
     """`dvc repro` deletes models/model.pt before a resumed stage runs; the best epoch may be one that
-    came before the interruption, so the checkpoint carries that model and the resume puts it back."""
+    came before the interruption, so the resume state carries that model and the resume puts it back."""
     cfg = TrainConfig(model={"base_width": 4, "depth": 2}, epochs=3, batch_size=8)
-    rows, meta = np.arange(16), model_meta({"eyes_lips": ["l_eye", "r_eye", "u_lip", "l_lip"]}, "union", tiny_arrays)
-    model, ckpt = tmp_path / "model.pt", tmp_path / "checkpoint.pt"
+    rows = np.arange(16)
+    model, resume = tmp_path / "model.pt", tmp_path / "resume.pt"
 
     def interrupt(row: dict) -> None:
-        raise KeyboardInterrupt  # after epoch 1's checkpoint is written
+        raise KeyboardInterrupt  # after epoch 1's resume state is written
 
     with pytest.raises(KeyboardInterrupt):
-        fit(cfg, tiny_arrays, rows[:8], rows[8:], meta, model, ckpt, "job", on_epoch=interrupt)
+        fit(cfg, tiny_arrays, rows[:8], rows[8:], model, resume, "job", on_epoch=interrupt)
     saved = torch.load(model, weights_only=True)
     model.unlink()  # as dvc does before running the stage again
 
-    def at_resume(run_id: str | None) -> str | None:  # called after the checkpoint is loaded, before epoch 2
+    def at_resume(run_id: str | None) -> str | None:  # called after the resume state is loaded, before epoch 2
         restored = torch.load(model, weights_only=True)
         assert restored["epoch"] == 1
         assert all(torch.equal(restored["state_dict"][k], v) for k, v in saved["state_dict"].items())
         return run_id
 
-    summary = fit(cfg, tiny_arrays, rows[:8], rows[8:], meta, model, ckpt, "job", on_start=at_resume)
+    summary = fit(cfg, tiny_arrays, rows[:8], rows[8:], model, resume, "job", on_start=at_resume)
     assert summary["epochs_run"] == 3 and torch.load(model, weights_only=True)["epoch"] == summary["best_epoch"]
+
+
+def test_a_resume_state_of_another_format_is_reported_not_resumed(tiny_arrays: ResizedArrays, tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """A resume file written before the format was versioned (the same job, unfinished) is not trusted."""
+    cfg, rows = TrainConfig(model={"base_width": 4, "depth": 2}, epochs=1, batch_size=8), np.arange(16)
+    torch.save({"fingerprint": "job", "run_id": None, "finished": False, "state": {}, "best_model": None},
+               tmp_path / "resume.pt")
+    summary = fit(cfg, tiny_arrays, rows[:8], rows[8:], tmp_path / "model.pt", tmp_path / "resume.pt", "job")
+    assert "not resuming: " in capsys.readouterr().out and summary["epochs_run"] == 1
+    assert Resume.load(tmp_path / "resume.pt").finished, "replaced by a resume state of the current format"
 
 
 def test_train_scale_trains_on_the_fine_masks_and_scores_and_saves_at_the_mask_size(tmp_path: Path) -> None:
@@ -138,6 +153,7 @@ def test_train_scale_trains_on_the_fine_masks_and_scores_and_saves_at_the_mask_s
     np.save(tmp_path / "train_masks.npy", fine.astype(np.uint8))
     np.save(tmp_path / "masks.npy", (fine.reshape(16, 1, 32, 2, 32, 2).mean((3, 5)) >= 0.5).astype(np.uint8))
     (tmp_path / "ids.txt").write_text(ids_text(list(range(16))))
+    DataSpec({"eyes_lips": ["l_eye", "r_eye", "u_lip", "l_lip"]}, 32, input_scale=2, train_scale=2).write(tmp_path)
     arrays, rows = ResizedArrays(tmp_path), np.arange(16)
     cfg = TrainConfig(model={"base_width": 4, "depth": 2}, epochs=1, batch_size=8)
     trainer = Trainer(cfg, arrays, rows[:8], rows[8:], ["eyes_lips"])
@@ -147,20 +163,18 @@ def test_train_scale_trains_on_the_fine_masks_and_scores_and_saves_at_the_mask_s
     trainer.evaluate(rows[8:])
     assert set(outputs) == {(True, (64, 64)), (False, (32, 32))}
 
-    meta = model_meta({"eyes_lips": ["l_eye", "r_eye", "u_lip", "l_lip"]}, "union", arrays)
-    fit(cfg, arrays, rows[:8], rows[8:], meta, tmp_path / "model.pt", tmp_path / "checkpoint.pt", "job")
-    model, ckpt = load_model(tmp_path / "model.pt")
-    assert (ckpt["size"], ckpt["input_size"], ckpt["train_size"]) == (32, 64, 64)
+    fit(cfg, arrays, rows[:8], rows[8:], tmp_path / "model.pt", tmp_path / "resume.pt", "job")
+    model, file = load_model(tmp_path / "model.pt")
+    assert (file.spec.size, file.spec.input_size, file.spec.train_size) == (32, 64, 64)
     assert model(torch.rand(2, 3, 64, 64)).shape == (2, 1, 32, 32)
 
 
 def test_a_prior_gate_without_a_prior_is_named_before_training(tiny_arrays: ResizedArrays, tmp_path: Path) -> None:
     cfg = TrainConfig(model={"base_width": 4, "depth": 2, "prior_gate": 4}, epochs=1, batch_size=8)
-    meta = model_meta({"eyes_lips": ["l_eye", "r_eye", "u_lip", "l_lip"]}, "union", tiny_arrays)
     rows = np.arange(16)
     with pytest.raises(ParamError, match=r"model\.prior_gate: needs prior channels after R, G, B; set resize\.prior"):
-        fit(cfg, tiny_arrays, rows[:8], rows[8:], meta, tmp_path / "model.pt", tmp_path / "checkpoint.pt", "job")
-    assert not (tmp_path / "model.pt").exists() and not (tmp_path / "checkpoint.pt").exists()
+        fit(cfg, tiny_arrays, rows[:8], rows[8:], tmp_path / "model.pt", tmp_path / "resume.pt", "job")
+    assert not (tmp_path / "model.pt").exists() and not (tmp_path / "resume.pt").exists()
 
 
 def test_experiment_sweep_gives_one_mlflow_run_each(project, synthetic: Path) -> None:

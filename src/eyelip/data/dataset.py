@@ -3,12 +3,12 @@
 Only the rows of a batch are read from disk, so a 256 px full dataset (~6 GB) never has to fit in
 RAM. Model input is RGB and any prior channels (``resize.prior``) scaled to [0, 1], (N, 3 + P, S*k, S*k)
 float32 (k = ``resize.input_scale``); targets are (N, C, S, S) float32. Training targets are
-(N, C, S*t, S*t) with ``resize.train_scale`` t > 1 (``train_masks.npy``), else the same masks.
+(N, C, S*t, S*t) with ``resize.train_scale`` t > 1 (``train_masks.npy``), else the same masks. The
+arrays' layout (targets, sizes, prior) is their ``meta.json`` (``eyelip.data.spec.DataSpec``).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -17,7 +17,7 @@ import torch
 
 from eyelip.data.arrays import read_ids
 from eyelip.data.preprocess import to_nchw
-from eyelip.data.prior import channels as prior_channels
+from eyelip.data.spec import META, DataSpec
 from eyelip.errors import DataError
 
 
@@ -27,7 +27,8 @@ def to_input(images: np.ndarray) -> torch.Tensor:
 
 
 class ResizedArrays:
-    """``images.npy`` / ``masks.npy`` / ``ids.txt`` / ``meta.json`` of a resized dataset, memory-mapped."""
+    """``images.npy`` / ``masks.npy`` / ``ids.txt`` of a resized dataset, memory-mapped, and its layout
+    (``spec``, from ``meta.json``), checked against the arrays' shapes."""
 
     def __init__(self, directory: str | Path) -> None:
         directory = Path(directory)
@@ -37,43 +38,17 @@ class ResizedArrays:
         self.train_masks = np.load(fine, mmap_mode="r") if fine.exists() else self.masks
         self.ids = read_ids(directory / "ids.txt")
         self._row = {sample_id: row for row, sample_id in enumerate(self.ids)}
-        meta = directory / "meta.json"
-        self.prior = str(json.loads(meta.read_text())["prior"]) if meta.exists() else "none"
-        if self.in_channels != 3 + prior_channels(self.prior):
-            raise DataError(f"{directory / 'images.npy'}: {self.in_channels} channels, but R, G, B and the "
-                            f"{self.prior!r} prior make {3 + prior_channels(self.prior)}; re-run `dvc repro resize`")
-
-    @property
-    def size(self) -> int:
-        """Mask (model output) size."""
-        return int(self.masks.shape[-1])
-
-    @property
-    def input_size(self) -> int:
-        """Image (model input) size: ``size * input_scale``."""
-        return int(self.images.shape[1])
-
-    @property
-    def train_size(self) -> int:
-        """Training target size: ``size * train_scale``."""
-        return int(self.train_masks.shape[-1])
-
-    @property
-    def train_scale(self) -> int:
-        return self.train_size // self.size
-
-    @property
-    def in_channels(self) -> int:
-        """Model input channels: R, G, B and the prior's."""
-        return int(self.images.shape[-1])
-
-    @property
-    def input_scale(self) -> int:
-        return self.input_size // self.size
-
-    @property
-    def channels(self) -> int:
-        return int(self.masks.shape[1])
+        self.spec = DataSpec.read(directory)
+        spec, meta = self.spec, directory / META
+        channels = len(spec.channels)
+        shapes = {"images.npy": (self.images, (spec.input_size, spec.input_size, spec.input_channels)),
+                  "masks.npy": (self.masks, (channels, spec.size, spec.size)),
+                  "train_masks.npy": (self.train_masks, (channels, spec.train_size, spec.train_size))}
+        for name, (array, expected) in shapes.items():
+            if array.shape[1:] != expected:
+                raise DataError(f"{directory / name}: rows of shape {array.shape[1:]}, but {meta} makes them "
+                                f"{expected} (channels {spec.channels}, prior {spec.prior!r}); "
+                                f"re-run `dvc repro resize`")
 
     def rows(self, ids: Sequence[int], name: str = "split") -> np.ndarray:
         missing = [i for i in ids if i not in self._row]
@@ -98,4 +73,5 @@ class ResizedArrays:
 
 
 def split_rows(arrays: ResizedArrays, split_dir: str | Path, name: str) -> np.ndarray:
+    """The rows of ``arrays`` that split ``name`` (``data/split/<name>.txt``) lists."""
     return arrays.rows(read_ids(Path(split_dir) / f"{name}.txt"), f"data/split/{name}.txt")

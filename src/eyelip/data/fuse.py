@@ -182,6 +182,7 @@ class FusedMasks:
         meta = json.loads((directory / "meta.json").read_text())
         self.targets: dict[str, list[str]] = meta["targets"]
         self.aux_targets: dict[str, list[str]] = meta.get("aux_targets", {})
+        self.rule: str = meta["rule"]
         self.height, self.width = meta["mask_size"]
         self.ids = read_ids(directory / "ids.txt")
         self._packed = np.load(directory / "masks.npy", mmap_mode="r")

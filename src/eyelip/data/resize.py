@@ -4,8 +4,9 @@ Output (written atomically): ``images.npy`` uint8 (N, S*k, S*k, 3 + P) (k = ``re
 P prior channels after R, G, B, ``resize.prior``), ``masks.npy`` uint8 (N, C, S, S) with values 0/1
 (the ground truth IoU is measured against), with ``resize.train_scale`` t > 1 also
 ``train_masks.npy`` (N, C, S*t, S*t) (the training targets, by the same rule at t times the size),
-``ids.txt`` (array order), ``meta.json`` (the prior) and ``skipped.json`` (unreadable images, with
-reasons).
+``ids.txt`` (array order), ``meta.json`` (the layout: targets and their parts, the fuse rule,
+auxiliary targets, sizes, scales and prior, ``eyelip.data.spec.DataSpec``) and ``skipped.json``
+(unreadable images, with reasons).
 The rules (reduced-scale JPEG decode, area-average masks kept at >= 0.5) are ``eyelip.data.preprocess``'s.
 """
 
@@ -25,9 +26,9 @@ from eyelip.data.fuse import FusedMasks
 from eyelip.data.layout import image_relpath
 from eyelip.data.parallel import map_samples
 from eyelip.data.preprocess import decode_input, resize_mask
-from eyelip.data.prior import channels as prior_channels
 from eyelip.data.prior import require as require_prior
 from eyelip.data.source import Source
+from eyelip.data.spec import DataSpec
 from eyelip.errors import ParamError
 
 
@@ -83,9 +84,9 @@ def resize_dataset(source: Source, fused_dir: str | Path, out_dir: str | Path, s
         raise ParamError(f"resize.train_scale: {train_scale} must divide resize.input_scale ({input_scale}): the "
                          f"network predicts at the training size from photos at least that large")
     require_prior(prior, "resize.prior")  # before any photo: without mediapipe, stop here, not in a worker
-    input_size, train_size = size * input_scale, size * train_scale
-    in_channels = 3 + prior_channels(prior)
     fused = FusedMasks(fused_dir)
+    spec = DataSpec(fused.targets, size, fused.rule, fused.aux_targets, input_scale, train_scale, prior)
+    input_size, train_size, in_channels = spec.input_size, spec.train_size, spec.input_channels
     channels = fused.channels
     skipped: dict[int, str] = {}
     kept: list[int] = []
@@ -107,7 +108,7 @@ def resize_dataset(source: Source, fused_dir: str | Path, out_dir: str | Path, s
                     train_masks.append(fine[None])
                 kept.append(sample_id)
         (tmp / "ids.txt").write_text(ids_text(kept))
-        (tmp / "meta.json").write_text(json.dumps({"prior": prior}))
+        spec.write(tmp)
         (tmp / "skipped.json").write_text(json.dumps({str(k): v for k, v in skipped.items()}, indent=2))
     summary = {"samples": len(kept), "skipped": len(skipped), "size": size, "input_size": input_size,
                "train_size": train_size, "prior": prior}

@@ -20,6 +20,8 @@ worst images are kept, so memory does not grow with the number of images.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,10 +32,12 @@ import torch.nn.functional as F
 
 from eyelip import atomic
 from eyelip.data.arrays import unpack_masks
+from eyelip.data.dataset import ResizedArrays, split_rows
 from eyelip.data.fuse import FusedMasks, FuseSample, check_targets
 from eyelip.data.parallel import map_samples
 from eyelip.data.resize import resize_sample
 from eyelip.data.source import Source
+from eyelip.data.spec import DataSpec
 from eyelip.errors import EyelipError
 from eyelip.model.metrics import accuracy, confusion, dice, iou, precision, recall
 from eyelip.inference.predictors import Predictor
@@ -197,17 +201,56 @@ def _stack(chunk: list[tuple[int, tuple[np.ndarray, np.ndarray, np.ndarray]]]) -
 # --- the evaluate stage: the pipeline's own arrays ------------------------------------------------
 
 
-def array_batches(images: np.ndarray, masks: np.ndarray, rows: np.ndarray, ids: Sequence[int],
-                  fused: FusedMasks, batch_size: int) -> Iterator[Batch]:
-    """Batches of resized rows (``data/resized``) with their native masks from ``data/fused``; the
-    targets' channels only (auxiliary targets are trained, never scored)."""
-    fused_row = {sample_id: r for r, sample_id in enumerate(fused.ids)}
-    missing = [i for i in ids if i not in fused_row]
-    if missing:
-        raise EyelipError(f"data/fused: ids {missing[:5]} have no fused masks; re-run `dvc repro`")
-    n = len(fused.targets)
-    samples = ((i, (images[r], masks[r][:n], fused[fused_row[i]][:n])) for r, i in zip(rows, ids))
-    return batched(samples, batch_size)
+@dataclass(frozen=True)
+class TestSplit:
+    """The test split as the evaluate stage scores it: the resized rows of ``data/split/test.txt``
+    and their native masks. The evaluate and export stages and the registry's re-scoring all use it."""
+
+    __test__ = False  # not a pytest test class, whatever its name
+    arrays: ResizedArrays
+    fused: FusedMasks
+    rows: np.ndarray
+
+    @classmethod
+    def open(cls, resized: str | Path = "data/resized", fused: str | Path = "data/fused",
+             split: str | Path = "data/split") -> TestSplit:
+        arrays = ResizedArrays(resized)
+        return cls(arrays, FusedMasks(fused), split_rows(arrays, split, "test"))
+
+    @property
+    def spec(self) -> DataSpec:
+        return self.arrays.spec
+
+    @property
+    def ids(self) -> list[int]:
+        return [self.arrays.ids[r] for r in self.rows]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def inputs(self, limit: int) -> np.ndarray:
+        """Model inputs (uint8) of the first ``limit`` test rows, read in disk order."""
+        return np.asarray(self.arrays.images[np.sort(self.rows[:limit])])
+
+    def batches(self, batch_size: int) -> Iterator[Batch]:
+        """Batches of the resized rows with their native masks from ``data/fused``; the targets'
+        channels only (auxiliary targets are trained, never scored)."""
+        ids = self.ids
+        fused_row = {sample_id: r for r, sample_id in enumerate(self.fused.ids)}
+        missing = [i for i in ids if i not in fused_row]
+        if missing:
+            raise EyelipError(f"data/fused: ids {missing[:5]} have no fused masks; re-run `dvc repro`")
+        n, images, masks = len(self.spec.targets), self.arrays.images, self.arrays.masks
+        samples = ((i, (images[r], masks[r][:n], self.fused[fused_row[i]][:n])) for r, i in zip(self.rows, ids))
+        return batched(samples, batch_size)
+
+    def digest(self) -> str:
+        """Short hash of the test ids, images and masks: equal digests mean the same test data."""
+        sha = hashlib.sha1(json.dumps([int(i) for i in self.ids]).encode())
+        for row in self.rows:
+            sha.update(np.ascontiguousarray(self.arrays.images[row]).tobytes())
+            sha.update(np.ascontiguousarray(self.arrays.masks[row]).tobytes())
+        return sha.hexdigest()[:12]
 
 
 # --- `eyelip evaluate`: any CelebAMask-HQ-layout folder or zip ------------------------------------
@@ -244,14 +287,12 @@ def source_batches(source: Source, ids: Sequence[int], predictor: Predictor, bat
 
 
 def _model_parts(predictor: Predictor) -> dict[str, list[str]]:
+    """The model's targets and their parts, checked: models exported before parts were recorded may
+    not know them (``eyelip.model.spec.legacy``)."""
     try:
-        parts = check_targets(predictor.target_parts)
+        return check_targets(predictor.target_parts, "target_parts")
     except EyelipError as exc:
-        raise EyelipError(f"the model's target_parts are invalid: {exc}") from exc
-    if list(parts) != list(predictor.targets):
-        raise EyelipError(f"the model's target_parts {list(parts)} do not match its targets {predictor.targets}; "
-                          f"re-train or re-export it")
-    return parts
+        raise EyelipError(f"the model's target_parts are invalid: {exc}; re-train or re-export it") from exc
 
 
 def read_ids_file(path: str | Path, available: Sequence[int], where: str) -> list[int]:

@@ -9,7 +9,6 @@ exactly the same code. ONNX needs only onnxruntime (no torch, no training code).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Protocol
 
@@ -17,10 +16,11 @@ import numpy as np
 
 from eyelip.data.preprocess import to_nchw
 from eyelip.errors import EyelipError
-from eyelip.model.checkpoint import with_defaults
+from eyelip.model.spec import SCORED_ALIKE, ModelSpec
 
 
 class Predictor(Protocol):
+    spec: ModelSpec  # the model's contract; the attributes below are read from it
     size: int  # output (mask) size
     input_size: int  # image size it takes
     targets: list[str]
@@ -38,11 +38,10 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def _describe(predictor: Predictor, meta: dict) -> None:
-    """Set the Predictor attributes from a model file's or an ONNX model's metadata."""
-    predictor.size, predictor.targets = int(meta["size"]), list(meta["targets"])
-    predictor.input_size, predictor.prior = int(meta["input_size"]), str(meta["prior"])
-    predictor.target_parts, predictor.rule = dict(meta["target_parts"]), str(meta["rule"])
+def _describe(predictor: Predictor, spec: ModelSpec) -> None:
+    """Set the Predictor attributes from the model's contract."""
+    predictor.spec, predictor.size, predictor.input_size, predictor.prior = spec, spec.size, spec.input_size, spec.prior
+    predictor.targets, predictor.target_parts, predictor.rule = spec.targets, spec.target_parts, spec.rule
 
 
 class TorchPredictor:
@@ -56,8 +55,8 @@ class TorchPredictor:
         if threads:
             torch.set_num_threads(threads)
         self._torch = torch
-        self.model, self.checkpoint = load_model(path)
-        _describe(self, self.checkpoint)
+        self.model, self.file = load_model(path)
+        _describe(self, self.file.spec)
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         with self._torch.no_grad():
@@ -82,10 +81,7 @@ class OnnxPredictor:
         if "size" not in meta or "targets" not in meta:
             raise EyelipError(f"{path}: ONNX model without eyelip metadata (size, targets); "
                               f"export it with `dvc repro export`")
-        # Export stores non-string values as JSON (eyelip.release.export.export_onnx).
-        parsed = {k: meta[k] if k in ("rule", "prior") else json.loads(meta[k])
-                  for k in ("size", "targets", "input_size", "train_size", "target_parts", "rule", "prior") if k in meta}
-        _describe(self, with_defaults(parsed))
+        _describe(self, ModelSpec.from_strings(meta, str(path)))  # eyelip.release.export.export_onnx wrote it
         self._input = self.session.get_inputs()[0].name
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
@@ -102,8 +98,7 @@ class FlipAveraged:
 
     def __init__(self, predictor: Predictor, pairs: list[tuple[int, int]] = ()) -> None:
         self.predictor = predictor
-        self.size, self.input_size, self.targets = predictor.size, predictor.input_size, predictor.targets
-        self.target_parts, self.rule, self.prior = predictor.target_parts, predictor.rule, predictor.prior
+        _describe(self, predictor.spec)
         self.order = list(range(len(predictor.targets)))
         for i, j in pairs:
             self.order[i], self.order[j] = self.order[j], self.order[i]
@@ -121,14 +116,13 @@ class Averaged:
     def __init__(self, predictors: list[Predictor], names: list[str]) -> None:
         if not predictors or len(predictors) != len(names):
             raise ValueError("one name per predictor, at least one predictor")
-        first = predictors[0]
+        first = predictors[0].spec
         self.predictors = predictors
-        self.size, self.input_size, self.targets = first.size, first.input_size, first.targets
-        self.target_parts, self.rule, self.prior = first.target_parts, first.rule, first.prior
+        _describe(self, first)
         for predictor, name in zip(predictors[1:], names[1:]):
-            for key in ("size", "input_size", "targets", "target_parts", "rule", "prior"):
-                if getattr(predictor, key) != getattr(first, key):
-                    raise EyelipError(f"{name}: {key} {getattr(predictor, key)!r} differs from {names[0]}'s "
+            for key in SCORED_ALIKE:
+                if getattr(predictor.spec, key) != getattr(first, key):
+                    raise EyelipError(f"{name}: {key} {getattr(predictor.spec, key)!r} differs from {names[0]}'s "
                                       f"{getattr(first, key)!r}; only models trained for the same targets and "
                                       f"sizes can be averaged")
 

@@ -1,50 +1,52 @@
-"""The model file (``models/model.pt``): what it holds, how it is written and read back.
+"""Every checkpoint format: the model file (``models/model.pt``) and the resume state (``models/resume.pt``).
 
-One home for the format: the weights plus what is needed to rebuild and feed the model without the
-pipeline (targets and how their ground truth is fused, sizes, prior), the defaults that let files
-written by older versions load, and the one check that a model fits a resized dataset. The metadata
-helpers also serve the ONNX export's metadata, so torch is imported only where weights are touched
-(``eyelip predict`` runs on onnxruntime alone).
+- The model file holds the weights and the model's contract (:class:`eyelip.model.spec.ModelSpec`:
+  everything needed to rebuild and feed it without the pipeline), plus where it came from (epoch,
+  val_iou). Its keys are flat, as since the first version, so files of every version load; what
+  older files lack is filled in by :func:`eyelip.model.spec.legacy`.
+- The resume state is the whole training state after an epoch (:class:`Resume`), with its own
+  format version: a file of another format is not resumed from, only reported.
+
+torch is imported only where weights are touched (``eyelip predict`` runs on onnxruntime alone).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from eyelip import atomic
-from eyelip.data.prior import channels as prior_channels
 from eyelip.errors import DataError
+from eyelip.model.spec import ModelSpec
 
 if TYPE_CHECKING:
     from eyelip.model.unet import UNet
 
-# What models saved before target parts and the fuse rule were recorded were trained on.
-DEFAULT_TARGET_PARTS = {"eyes_lips": ["l_eye", "r_eye", "u_lip", "l_lip"]}
-DEFAULT_RULE = "union"
+# Model files before this number was recorded are format 1 (same flat layout, fewer keys).
+MODEL_FORMAT = 2
+RESUME_FORMAT = 1
 INPUT = "RGB then the prior's channels, float in [0, 1], NCHW"
 
 
-class DataShape(Protocol):
-    """What a model file records of the data it was trained on (``training.dataset.ResizedArrays``)."""
+@dataclass(frozen=True)
+class ModelFile:
+    """What a model file says besides its weights."""
 
-    size: int
-    input_size: int
-    train_size: int
-    prior: str
+    spec: ModelSpec
+    epoch: int | None = None  # the training epoch it is from
+    val_iou: float | None = None  # its validation IoU then (None without validation faces)
 
 
-def model_file(model: UNet, model_cfg: dict[str, Any], meta: dict[str, Any],
-               channels: int | None = None) -> dict[str, Any]:
-    """The model file's contents: weights, the ``model`` params section and ``meta``
-    (:func:`model_meta`, plus where it came from: epoch, val_iou). With ``channels``, only the head's
-    first ``channels`` outputs are kept (the targets, not the auxiliary targets): the head is a 1x1
-    conv, so dropping a channel's row leaves the others' logits unchanged."""
+def model_file(model: UNet, spec: ModelSpec, epoch: int | None = None, val_iou: float | None = None) -> dict[str, Any]:
+    """The model file's contents: weights, ``spec`` and where it came from. Only the head's first
+    outputs, the targets' (not the auxiliary targets'), are kept: the head is a 1x1 conv, so
+    dropping a channel's row leaves the others' logits unchanged."""
+    channels = len(spec.target_parts)
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    if channels is not None:
-        state["head.weight"], state["head.bias"] = state["head.weight"][:channels], state["head.bias"][:channels]
-    return {"state_dict": state, "model": model_cfg, "input": INPUT, **meta}
+    state["head.weight"], state["head.bias"] = state["head.weight"][:channels], state["head.bias"][:channels]
+    return {"format": MODEL_FORMAT, "state_dict": state, "input": INPUT, **spec.to_dict(), "epoch": epoch,
+            "val_iou": val_iou}
 
 
 def write_model_file(path: str | os.PathLike[str], contents: dict[str, Any]) -> None:
@@ -54,52 +56,64 @@ def write_model_file(path: str | os.PathLike[str], contents: dict[str, Any]) -> 
         torch.save(contents, tmp)
 
 
-def save_model(path: str | os.PathLike[str], model: UNet, model_cfg: dict[str, Any], meta: dict[str, Any],
-               channels: int | None = None) -> None:
+def save_model(path: str | os.PathLike[str], model: UNet, spec: ModelSpec, epoch: int | None = None,
+               val_iou: float | None = None) -> None:
     """Write :func:`model_file` to ``path``, atomically."""
-    write_model_file(path, model_file(model, model_cfg, meta, channels))
+    write_model_file(path, model_file(model, spec, epoch, val_iou))
 
 
-def model_meta(targets: dict[str, list[str]], rule: str, data: DataShape) -> dict[str, Any]:
-    """What is saved with the model so that it can be fed and read without the pipeline."""
-    return {"targets": list(targets), "target_parts": targets, "rule": rule, "size": data.size,
-            "input_size": data.input_size, "train_size": data.train_size, "prior": data.prior}
-
-
-def with_defaults(ckpt: dict[str, Any]) -> dict[str, Any]:
-    """Fill in what files saved before a key existed were trained with (model files and ONNX metadata)."""
-    ckpt.setdefault("input_size", ckpt["size"])  # before resize.input_scale: photos at the mask size
-    ckpt.setdefault("train_size", ckpt["size"])  # before resize.train_scale
-    ckpt.setdefault("prior", "none")  # before resize.prior
-    ckpt["target_parts"] = dict(ckpt.get("target_parts") or DEFAULT_TARGET_PARTS)
-    ckpt["rule"] = str(ckpt.get("rule") or DEFAULT_RULE)
-    return ckpt
-
-
-def load_model(path: str | os.PathLike[str]) -> tuple[UNet, dict[str, Any]]:
-    """The model in eval mode and the file's contents (with :func:`with_defaults` applied)."""
+def load_model(path: str | os.PathLike[str]) -> tuple[UNet, ModelFile]:
+    """The model in eval mode and what its file says, for model files of any version."""
     import torch
 
-    from eyelip.model.unet import build_model
+    from eyelip.model.unet import UNet
 
     try:
-        ckpt = with_defaults(torch.load(path, map_location="cpu", weights_only=True))
-        size = int(ckpt["size"])
-        model = build_model(ckpt["model"], out_channels=len(ckpt["targets"]),
-                            in_channels=3 + prior_channels(ckpt["prior"]),
-                            input_scale=int(ckpt["input_size"]) // size, output_scale=int(ckpt["train_size"]) // size)
-        model.load_state_dict(ckpt["state_dict"])
+        contents = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch.load raises several types for a corrupt or foreign file
-        raise DataError(f"{path}: not a readable eyelip checkpoint ({exc}); train one with `dvc repro`") from exc
-    return model.eval(), ckpt
+        raise DataError(f"{path}: not a readable eyelip model file ({exc}); train one with `dvc repro`") from exc
+    if not isinstance(contents, dict) or "state_dict" not in contents:
+        raise DataError(f"{path}: not an eyelip model file (no weights); train one with `dvc repro`")
+    if contents.get("format", 1) > MODEL_FORMAT:
+        raise DataError(f"{path}: model file format {contents['format']} is newer than this eyelip's "
+                        f"({MODEL_FORMAT}); upgrade eyelip")
+    spec = ModelSpec.from_dict(contents, str(path))
+    try:
+        model = UNet(**spec.unet_kwargs())
+        model.load_state_dict(contents["state_dict"])
+    except (RuntimeError, TypeError, ValueError) as exc:
+        lines = [line.strip() for line in str(exc).splitlines()]  # torch lists every mismatch, one per line
+        reason = lines[-1] if len(lines) < 3 else f"{lines[1]}, and {len(lines) - 2} more"
+        raise DataError(f"{path}: the weights do not fit the recorded network ({reason}); re-train it") from exc
+    return model.eval(), ModelFile(spec, contents.get("epoch"), contents.get("val_iou"))
 
 
-def check_fits(ckpt: Mapping[str, Any], data: DataShape, where: str, targets: Sequence[str] | None = None) -> None:
-    """The model-vs-data check: the model at ``where`` must take the data's input size and prior
-    channels and predict at its mask size (and, given the data's ``targets``, the same channels)."""
-    model = (int(ckpt["input_size"]), int(ckpt["size"]), str(ckpt["prior"]))
-    if model != (data.input_size, data.size, data.prior) or (targets is not None and list(targets) != ckpt["targets"]):
-        raise DataError(
-            f"{where} ({model[0]} -> {model[1]} px, prior {model[2]}, targets {ckpt['targets']}) does not fit the "
-            f"data ({data.input_size} -> {data.size} px, prior {data.prior}"
-            + (f", targets {list(targets)}" if targets is not None else "") + "); re-run `dvc repro`")
+@dataclass
+class Resume:
+    """The resume state: the training job it belongs to and everything needed to continue it."""
+
+    fingerprint: str  # the training job (eyelip.training.loop.TrainConfig.fingerprint)
+    run_id: str | None  # its MLflow run
+    finished: bool  # the last epoch (or early stop) is done: nothing to resume
+    trainer: dict[str, Any]  # weights, optimizer, schedule, RNG states, history (Trainer.state)
+    best_model: dict[str, Any] | None  # model_file() contents of the best epoch so far
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        import torch
+
+        with atomic.atomic_path(path) as tmp:
+            torch.save({"format": RESUME_FORMAT, **vars(self)}, tmp)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], map_location: Any = "cpu") -> Resume:
+        """The resume state at ``path``; DataError, saying why, for a file that is not one of this format."""
+        import torch
+
+        try:
+            contents = torch.load(path, map_location=map_location, weights_only=False)
+        except Exception as exc:  # torch.load raises several types for a corrupt or foreign file
+            raise DataError(f"{path}: unreadable ({exc})") from exc
+        found = contents.get("format") if isinstance(contents, dict) else None
+        if found != RESUME_FORMAT:
+            raise DataError(f"{path}: resume state of format {found}, not {RESUME_FORMAT} (another eyelip version)")
+        return cls(**{key: contents[key] for key in ("fingerprint", "run_id", "finished", "trainer", "best_model")})

@@ -5,9 +5,9 @@
   metadata after R, G, B), output ``logits
   (N, C, H/k, W/k), k = ``input_size / size`` (1 unless trained with ``resize.input_scale``).
   Batch, height and width are all dynamic: the network has no size-dependent ops, and ONNX Runtime
-  matches PyTorch (max |diff| ~1e-7) at other multiples of ``2**depth`` too. The metadata
-  (``input_size``, ``size``, ``targets``, ...) says how to feed it, so a consumer needs only
-  onnxruntime.
+  matches PyTorch (max |diff| ~1e-7) at other multiples of ``2**depth`` too. The metadata is the
+  model's contract (``eyelip.model.spec.ModelSpec.to_strings``: ``input_size``, ``size``,
+  ``targets``, ``prior``, ...) and says how to feed it, so a consumer needs only onnxruntime.
 - TorchScript: traced and frozen, loads with ``torch.jit.load`` without eyelip installed.
   ``torch.jit`` is deprecated in PyTorch 2.13 but still the only single-file format that loads
   without the defining code *and* runs with plain ``torch``; the warnings are silenced here only.
@@ -31,6 +31,7 @@ import torch
 from eyelip import atomic
 from eyelip.data.preprocess import to_nchw
 from eyelip.errors import EyelipError
+from eyelip.model.spec import ModelSpec
 from eyelip.model.unet import UNet
 
 OPSET = 17
@@ -48,18 +49,15 @@ METADATA = {
 }
 
 
-def export_onnx(model: UNet, path: str | Path, size: int, targets: list[str],
-                extra_meta: dict[str, Any], input_size: int | None = None) -> None:
-    """Write ``model`` as ONNX with eyelip metadata; non-string metadata values are stored as JSON.
-    ``size`` is the output (mask) size, ``input_size`` the image size it takes (default ``size``)."""
+def export_onnx(model: UNet, path: str | Path, spec: ModelSpec, extra_meta: dict[str, Any]) -> None:
+    """Write ``model`` as ONNX with ``spec`` and ``extra_meta`` (where it came from) as metadata;
+    non-string values are stored as JSON."""
     import onnx
 
     model = model.eval()
-    input_size = input_size or size
-    example = torch.zeros(1, model.in_channels, input_size, input_size)
+    example = torch.zeros(1, model.in_channels, spec.input_size, spec.input_size)
     axes = {0: "batch", 2: "height", 3: "width"}
-    meta = {"size": size, "input_size": input_size, "targets": targets, **METADATA, "threshold": THRESHOLD,
-            **extra_meta}
+    meta = {**spec.to_strings(), **METADATA, "threshold": THRESHOLD, **extra_meta}
     with atomic.atomic_path(path) as tmp:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # the legacy exporter is deprecated, not broken
@@ -181,19 +179,19 @@ def check_parity(name: str, result: dict[str, float]) -> None:
 
 
 def export_checked(model: UNet, reference: Callable[[np.ndarray], np.ndarray], images: np.ndarray,
-                   onnx_path: str | Path, torchscript_path: str | Path, size: int, targets: list[str],
-                   meta: dict[str, Any], input_size: int, repeats: int = 10) -> dict[str, Any]:
+                   onnx_path: str | Path, torchscript_path: str | Path, spec: ModelSpec,
+                   meta: dict[str, Any], repeats: int = 10) -> dict[str, Any]:
     """Write ``onnx_path`` and ``torchscript_path`` only if both pass parity with ``reference`` on
     ``images`` (uint8 model inputs); returns the parity results (``parity``) and :func:`measure_latency`."""
     from eyelip.inference.predictors import OnnxPredictor
 
     # Both files stay temporary until both pass parity: a failed check publishes neither.
     with atomic.atomic_path(onnx_path) as onnx_tmp, atomic.atomic_path(torchscript_path) as ts_tmp:
-        export_onnx(model, onnx_tmp, size, targets, meta, input_size)
-        export_torchscript(model, ts_tmp, input_size)
+        export_onnx(model, onnx_tmp, spec, meta)
+        export_torchscript(model, ts_tmp, spec.input_size)
         checks = {"onnxruntime": parity(reference, OnnxPredictor(onnx_tmp), images),
-                  "torchscript": parity(reference, TorchScriptPredictor(ts_tmp, size, targets), images)}
+                  "torchscript": parity(reference, TorchScriptPredictor(ts_tmp, spec.size, spec.targets), images)}
         for fmt, result in checks.items():
             check_parity(fmt, result)
-        speed = measure_latency(model, onnx_tmp, ts_tmp, input_size, repeats=repeats)
+        speed = measure_latency(model, onnx_tmp, ts_tmp, spec.input_size, repeats=repeats)
     return {"parity": checks, **speed}

@@ -1,9 +1,11 @@
 """The MLflow Model Registry gate: a model replaces the champion only when both were scored alike.
 
-Every registered version carries its lineage as tags (:class:`Lineage`): its layout (targets and
-the parts fused into them, input channels and prior, input and output size) and what it was tested
-on (``data_version`` from dvc.lock, and ``test_split``: a hash of the test images and masks
-themselves, so it also tells two datasets apart that dvc.lock does not). The gate then compares
+Every registered version carries its lineage as tags (:class:`Lineage`): its contract
+(``eyelip.model.spec.ModelSpec``, written as in the ONNX metadata), whose layout (targets and the
+parts fused into them, input channels and prior, input and output size) decides what it can be
+compared with, and what it was tested on (``data_version`` from dvc.lock, and ``test_split``: a
+hash of the test images and masks themselves, so it also tells two datasets apart that dvc.lock
+does not). The gate then compares
 like with like:
 
 - same test data (equal ``test_split``): the two test IoUs, as recorded;
@@ -26,85 +28,60 @@ import io
 import json
 import tempfile
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from PIL import Image
 
-from eyelip.data import prior as priors
 from eyelip.errors import EyelipError
 from eyelip.inference.predictors import Predictor
+from eyelip.model.spec import LAYOUT, ModelSpec
 from eyelip.params import Params
 
-LAYOUT_KEYS = ("targets", "target_parts", "input_channels", "input_size", "size", "prior")
-
-
-@dataclass(frozen=True)
-class EvalSet:
-    """The candidate's test split as the evaluate stage scores it: resized rows and native masks."""
-
-    images: np.ndarray  # uint8 (N, I, I, 3 + P), all resized rows (memory-mapped)
-    masks: np.ndarray  # 0/1 (N, C, S, S)
-    rows: np.ndarray  # the test rows
-    ids: list[int]
-    fused: Any  # eyelip.data.fuse.FusedMasks: native masks by id
-
-    def digest(self) -> str:
-        """Short hash of the test ids, images and masks: equal digests mean the same test data."""
-        sha = hashlib.sha1(json.dumps([int(i) for i in self.ids]).encode())
-        for row in self.rows:
-            sha.update(np.ascontiguousarray(self.images[row]).tobytes())
-            sha.update(np.ascontiguousarray(self.masks[row]).tobytes())
-        return sha.hexdigest()[:12]
+if TYPE_CHECKING:
+    from eyelip.evaluation.evaluate import TestSplit
 
 
 @dataclass(frozen=True)
 class Lineage:
-    """What a model takes and returns (its layout) and what its test IoU was measured on."""
+    """What a model is (its contract, whose layout decides what it is comparable with) and what its
+    test IoU was measured on."""
 
-    targets: list[str]
-    target_parts: dict[str, list[str]]
-    input_channels: int
-    input_size: int
-    size: int
-    prior: str
+    spec: ModelSpec
     data_version: str = "unknown"
     test_split: str = "unknown"
     test_images: int = 0
 
     @classmethod
-    def of(cls, predictor: Predictor, **tested: Any) -> Lineage:
-        return cls(list(predictor.targets), {k: list(v) for k, v in predictor.target_parts.items()},
-                   3 + priors.channels(predictor.prior), int(predictor.input_size), int(predictor.size),
-                   str(predictor.prior), **tested)
-
-    @classmethod
     def from_tags(cls, tags: Mapping[str, str]) -> Lineage | None:
         """The lineage a version was registered with; None for versions registered before lineage."""
-        if not all(key in tags for key in LAYOUT_KEYS):
+        if not all(key in tags for key in LAYOUT):
             return None
-        return cls(json.loads(tags["targets"]), json.loads(tags["target_parts"]), int(tags["input_channels"]),
-                   int(tags["input_size"]), int(tags["size"]), tags["prior"], tags.get("data_version", "unknown"),
+        return cls(ModelSpec.from_strings(tags, "registry tags"), tags.get("data_version", "unknown"),
                    tags.get("test_split", "unknown"), int(tags.get("test_images", 0)))
 
-    def tags(self) -> dict[str, str]:
-        return {k: v if isinstance(v, str) else json.dumps(v) for k, v in asdict(self).items()}
+    @property
+    def targets(self) -> list[str]:
+        return self.spec.targets
 
-    def layout(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in LAYOUT_KEYS}
+    @property
+    def input_size(self) -> int:
+        return self.spec.input_size
+
+    def tags(self) -> dict[str, str]:
+        return {**self.spec.to_strings(), "data_version": self.data_version, "test_split": self.test_split,
+                "test_images": str(self.test_images)}
 
     def describe(self) -> str:
         """e.g. ``[eyes, lips] from 5 x 256 px (prior facemesh_flip) -> 128 px``."""
-        prior = "" if self.prior == "none" else f" (prior {self.prior})"
-        return (f"[{', '.join(self.targets)}] from {self.input_channels} x {self.input_size} px{prior} "
-                f"-> {self.size} px")
+        spec = self.spec
+        prior = "" if spec.prior == "none" else f" (prior {spec.prior})"
+        return f"[{', '.join(spec.targets)}] from {spec.input_channels} x {spec.input_size} px{prior} -> {spec.size} px"
 
     def differences(self, other: Lineage) -> list[str]:
         """Layout keys that differ, as ``key: mine vs theirs``; empty when the models are interchangeable."""
-        return [f"{key} {getattr(self, key)} vs {getattr(other, key)}" for key in LAYOUT_KEYS
-                if getattr(self, key) != getattr(other, key)]
+        return self.spec.differences(other.spec)
 
     def tested_on(self) -> str:
         return f"test split {self.test_split} ({self.test_images} images, data {self.data_version})"
@@ -113,9 +90,10 @@ class Lineage:
 def layout_name(base: str, lineage: Lineage) -> str:
     """``<base>-<targets>-<input>to<size>[-<prior>]-<hash>``: readable, and distinct for every layout
     (the hash covers what the words leave out, such as the parts fused into each target)."""
-    digest = hashlib.sha1(json.dumps(lineage.layout(), sort_keys=True).encode()).hexdigest()[:6]
-    prior = "" if lineage.prior == "none" else f"-{lineage.prior}"
-    return f"{base}-{'.'.join(lineage.targets)}-{lineage.input_size}to{lineage.size}{prior}-{digest}"
+    spec = lineage.spec
+    digest = hashlib.sha1(json.dumps(spec.layout(), sort_keys=True).encode()).hexdigest()[:6]
+    prior = "" if spec.prior == "none" else f"-{spec.prior}"
+    return f"{base}-{'.'.join(spec.targets)}-{spec.input_size}to{spec.size}{prior}-{digest}"
 
 
 @dataclass
@@ -134,7 +112,7 @@ class Decision:
 def champion_lineage(client: Any, name: str, version: str) -> Lineage:
     """A version's lineage from its tags or, for versions registered without them, its ONNX metadata."""
     tags = client.get_model_version(name, version).tags
-    return Lineage.from_tags(tags) or Lineage.of(load_version(name, version))
+    return Lineage.from_tags(tags) or Lineage(load_version(name, version).spec)
 
 
 def load_version(name: str, version: str) -> Predictor:
@@ -151,12 +129,11 @@ def load_version(name: str, version: str) -> Predictor:
     return OnnxPredictor(found[0])
 
 
-def rescore(predictor: Predictor, test: EvalSet, batch_size: int = 32) -> float:
+def rescore(predictor: Predictor, test: TestSplit, batch_size: int = 32) -> float:
     """Test IoU of ``predictor`` on ``test``, by the evaluate stage's own code."""
-    from eyelip.evaluation.evaluate import array_batches, evaluate
+    from eyelip.evaluation.evaluate import evaluate
 
-    return float(evaluate(predictor, array_batches(test.images, test.masks, test.rows, test.ids, test.fused,
-                                                   batch_size)).metrics["iou"])
+    return float(evaluate(predictor, test.batches(batch_size)).metrics["iou"])
 
 
 def choose_name(client: Any, base: str, lineage: Lineage) -> tuple[str, str | None]:
@@ -235,14 +212,14 @@ def register(model_uri: str, base: str, test_iou: float, lineage: Lineage,
     return decision
 
 
-def champion_scorer(test: EvalSet) -> Callable[[str, str], float]:
+def champion_scorer(test: TestSplit) -> Callable[[str, str], float]:
     """``score_champion`` for :func:`gate`: the registered ONNX model, scored on ``test``."""
     return lambda name, version: rescore(load_version(name, version), test)
 
 
 
 def publish(params: Params, onnx_path: str | Path, export_metrics: str | Path,
-            summary: Mapping[str, Any], test_iou: float, lineage: Lineage, test: EvalSet) -> Decision:
+            summary: Mapping[str, Any], test_iou: float, lineage: Lineage, test: TestSplit) -> Decision:
     """In the training stage's MLflow run: log the export's parity and latency, log the ONNX model as
     the eyelip pyfunc model (:mod:`eyelip.release.pyfunc`), register it and run the gate."""
     import mlflow

@@ -13,9 +13,9 @@ weighted by ``train.aux_weight``, and ``train_aux_loss``/``val_aux_loss``; IoU a
 are the targets' alone. The saved model keeps only the targets' outputs: the head is a 1x1 conv,
 so dropping a channel's row leaves the others' logits unchanged.
 
-A checkpoint of the whole training state (weights, optimizer, schedule, RNG states, history, and the
-best model so far) is written atomically after every epoch. Re-running with the same config and data
-resumes from it and ends with the same result as an uninterrupted run (on CPU).
+The resume state (``eyelip.model.checkpoint.Resume``: weights, optimizer, schedule, RNG states,
+history, and the best model so far) is written atomically after every epoch. Re-running with the
+same config and data resumes from it and ends with the same result as an uninterrupted run (on CPU).
 """
 
 from __future__ import annotations
@@ -36,9 +36,10 @@ from tqdm import tqdm
 from eyelip import atomic
 from eyelip.data.layout import mirror_pairs
 from eyelip.errors import DataError, ParamError
-from eyelip.model.checkpoint import model_file, write_model_file
+from eyelip.model.checkpoint import Resume, model_file, write_model_file
 from eyelip.model.losses import CombinedLoss, build_loss
 from eyelip.model.metrics import ConfusionMeter, iou
+from eyelip.model.spec import ModelSpec
 from eyelip.model.unet import build_model
 from eyelip.training.augment import Augment
 from eyelip.data.dataset import ResizedArrays
@@ -141,8 +142,8 @@ class Trainer:
         self.device = pick_device(cfg.runtime.device)
         torch.manual_seed(cfg.seed)
         try:  # params that only the data can refute (model.prior_gate without prior channels)
-            self.model = build_model(cfg.model, out_channels=self.channels, in_channels=arrays.in_channels,
-                                     input_scale=arrays.input_scale, output_scale=arrays.train_scale)
+            self.model = build_model(cfg.model, out_channels=self.channels, in_channels=arrays.spec.input_channels,
+                                     input_scale=arrays.spec.input_scale, output_scale=arrays.spec.train_scale)
         except ValueError as exc:
             raise ParamError(str(exc)) from exc
         self.model = self.model.to(self.device)
@@ -251,41 +252,42 @@ class Trainer:
 
 
 def fit(cfg: TrainConfig, arrays: ResizedArrays, train_rows: np.ndarray, val_rows: np.ndarray,
-        model_meta: dict[str, Any], model_path: Path, checkpoint_path: Path, fingerprint: str,
+        model_path: Path, resume_path: Path, fingerprint: str,
         on_epoch: Callable[[dict[str, float]], None] = lambda row: None,
-        on_start: Callable[[str | None], str | None] = lambda run_id: run_id, dist: Dist = SINGLE,
-        aux_targets: dict[str, list[str]] | None = None) -> dict[str, Any]:
-    """Train, resuming from ``checkpoint_path`` when it holds an unfinished run of the same job.
+        on_start: Callable[[str | None], str | None] = lambda run_id: run_id, dist: Dist = SINGLE) -> dict[str, Any]:
+    """Train on the targets and auxiliary targets of ``arrays.spec``, resuming from ``resume_path``
+    when it holds an unfinished run of the same job (``fingerprint``).
 
-    ``on_start`` receives the resumed run's tracking id (or None) and returns the id to store in
-    checkpoints. ``model_meta`` (targets, target_parts, rule, size) is saved with the best model.
-    Returns a summary: best epoch and val IoU, final metrics, timing. Without validation faces
-    (empty ``val_rows``) the last epoch is kept and ``best_val_iou`` is None. Under DDP (``dist``) every
-    rank trains and gets the same global metrics; only rank 0 calls the callbacks and writes files.
-    ``aux_targets`` (name -> parts) are the arrays' channels after the targets: trained, not saved.
+    ``on_start`` receives the resumed run's tracking id (or None) and returns the id to store in the
+    resume state. The best model is saved with its contract (``ModelSpec``: the data's layout and
+    ``cfg.model``), the targets' outputs only. Returns a summary: best epoch and val IoU, final
+    metrics, timing. Without validation faces (empty ``val_rows``) the last epoch is kept and
+    ``best_val_iou`` is None. Under DDP (``dist``) every rank trains and gets the same global
+    metrics; only rank 0 calls the callbacks and writes files.
     """
-    aux_targets = aux_targets or {}
-    channels = {**model_meta["target_parts"], **aux_targets}
-    if arrays.channels != len(channels):
-        raise DataError(f"data/resized: masks have {arrays.channels} channels but the targets and auxiliary "
-                        f"targets are {len(channels)} ({', '.join(channels)}); re-run `dvc repro`")
+    spec = ModelSpec.of(arrays.spec, cfg.model)
     try:  # left/right targets swap channels when the image is flipped
-        pairs = mirror_pairs(channels) if cfg.augment.hflip else []
+        pairs = mirror_pairs({**spec.target_parts, **spec.aux_targets}) if cfg.augment.hflip else []
     except ValueError as exc:
         raise ParamError(str(exc)) from exc
     # Without validation faces (split.val: 0) every non-test face trains and the last epoch is kept.
     validate = len(val_rows) > 0
     if not validate and cfg.patience:
         raise ParamError("train.patience: early stopping needs validation faces; set split.val > 0 or patience: 0")
-    trainer = Trainer(cfg, arrays, train_rows, val_rows, list(model_meta["targets"]), pairs, dist, list(aux_targets))
+    trainer = Trainer(cfg, arrays, train_rows, val_rows, spec.targets, pairs, dist, list(spec.aux_targets))
     run_id, best_model = None, None
-    if checkpoint_path.exists():
-        ckpt = torch.load(checkpoint_path, map_location=trainer.device, weights_only=False)
-        if ckpt.get("fingerprint") == fingerprint and not ckpt.get("finished"):
-            trainer.load_state(ckpt["state"])
-            run_id, best_model = ckpt.get("run_id"), ckpt.get("best_model")
+    if resume_path.exists():
+        try:
+            resume = Resume.load(resume_path, trainer.device)
+        except DataError as exc:
+            resume = None
             if dist.main:
-                print(f"resuming from {checkpoint_path} after epoch {len(trainer.history)}")
+                print(f"not resuming: {exc}; training from the start")
+        if resume is not None and resume.fingerprint == fingerprint and not resume.finished:
+            trainer.load_state(resume.trainer)
+            run_id, best_model = resume.run_id, resume.best_model
+            if dist.main:
+                print(f"resuming from {resume_path} after epoch {len(trainer.history)}")
                 # `dvc repro` deletes the stage's outputs before it runs: if no later epoch beats the
                 # best one before the interruption, its model must still be there at the end.
                 if best_model is not None and not model_path.exists():
@@ -309,15 +311,12 @@ def fit(cfg: TrainConfig, arrays: ResizedArrays, train_rows: np.ndarray, val_row
         if not validate or row["val_iou"] > trainer.best["val_iou"]:
             trainer.best = {"val_iou": row.get("val_iou"), "epoch": epoch}
             if dist.main:
-                best_model = model_file(trainer.scored, cfg.model.model_dump(), {**model_meta, "epoch": epoch,
-                                        "val_iou": row.get("val_iou")}, len(model_meta["targets"]))
+                best_model = model_file(trainer.scored, spec, epoch, row.get("val_iou"))
                 write_model_file(model_path, best_model)
         since_best = epoch - trainer.best["epoch"]
         stop = bool(cfg.patience) and since_best >= cfg.patience  # the same on every rank: val_iou is global
         if dist.main:
-            with atomic.atomic_path(checkpoint_path) as tmp:
-                torch.save({"fingerprint": fingerprint, "run_id": run_id, "finished": stop or epoch == cfg.epochs,
-                            "state": trainer.state(), "best_model": best_model}, tmp)
+            Resume(fingerprint, run_id, stop or epoch == cfg.epochs, trainer.state(), best_model).save(resume_path)
             on_epoch(row)
             print(f"epoch {epoch}/{cfg.epochs}: " + "  ".join(
                 f"{k} {v:.4f}" for k, v in row.items() if k not in ("epoch", "seconds", "lr"))

@@ -27,9 +27,12 @@ from eyelip.release.registry import (
     Lineage,
     champion_scorer,
     layout_name,
+    model_digest,
+    publish,
     register,
     rescore,
 )
+from eyelip.tracking.store import write_run_file
 from eyelip.data.dataset import ResizedArrays
 
 SIZE = 32
@@ -48,13 +51,13 @@ def eval_set(root: Path, seed: int, targets: dict[str, list[str]]) -> EvalSet:
     return EvalSet(arrays.images, arrays.masks, rows, [arrays.ids[r] for r in rows], FusedMasks(root / "fused"))
 
 
-def onnx_model(path: Path, targets: dict[str, list[str]], bias: float) -> Path:
+def onnx_model(path: Path, targets: dict[str, list[str]], bias: float, **meta: str) -> Path:
     """A tiny U-Net whose output bias decides how much it marks (a large bias: everything)."""
     torch.manual_seed(0)
     model = build_model({"base_width": 4, "depth": 2}, out_channels=len(targets)).eval()
     with torch.no_grad():
         model.head.bias.fill_(bias)
-    export_onnx(model, path, SIZE, list(targets), {"target_parts": targets, "rule": "union", "prior": "none"})
+    export_onnx(model, path, SIZE, list(targets), {"target_parts": targets, "rule": "union", "prior": "none", **meta})
     return path
 
 
@@ -171,3 +174,47 @@ def test_another_layout_is_never_compared_and_gets_its_own_name(store, capsys) -
     again, lines = gate(models["two"], data["two"], "layouts", 0.05, capsys)
     assert (again.registered_model, again.compared, again.promoted) == (name, "same test set", False)
     assert lines[0].endswith(f"this model goes to {name!r}") and lines[1].startswith(f"registry {name!r}: kept v1")
+
+
+def test_a_reexport_of_the_same_model_adds_no_version_and_keeps_the_champion(store, capsys, tmp_path: Path,
+                                                                              monkeypatch) -> None:
+    """The export stage's publish, twice on one training run's model (as `dvc exp run` does when only
+    export params change): the second export reuses v1; the version points at the run that trained it."""
+    _, data, models = store
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow.get_tracking_uri())
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    with mlflow.start_run(run_name="trained") as run:  # the training stage's run, in models/run.json
+        pass
+    write_run_file(run)
+    params = {"export": {"registered_model": "reexport"}, "tracking": {"experiment": "registry"}}
+    (tmp_path / "export.json").write_text("{}")
+    summary = {"parity": {}, "latency_ms": {}}
+    iou = 0.25223449  # stored as 0.252234: compared at full precision, it beat its own record
+
+    def export(onnx: Path) -> tuple:
+        decision = publish(params, onnx, tmp_path / "export.json", summary, iou, lineage(onnx, data["a"]), data["a"])
+        return decision, capsys.readouterr().out
+
+    first, _ = export(models["some"])
+    # The same weights exported again: other metadata (the file names another run), the same graph.
+    again_file = onnx_model(tmp_path / "again.onnx", ONE, 0.0, mlflow_run_id="another")
+    assert again_file.read_bytes() != models["some"].read_bytes()
+    assert model_digest(again_file) == model_digest(models["some"])
+    monkeypatch.setenv("DVC_EXP_NAME", "export-only")
+    again, out = export(again_file)
+    assert (first.version, again.version, again.champion, again.reused, again.promoted) == (1, 1, 1, True, False)
+    assert f"registry 'reexport': v1 already holds this model (digest {model_digest(again_file)}) tested on the same " \
+           f"test split {data['a'].digest()}" in out
+    assert "registry 'reexport': v1 stays champion: test IoU 0.2522" in out
+    assert f"experiment 'export-only' trained no model: its model is the one MLflow run 'trained' ({run.info.run_id})" \
+        in out
+    client = MlflowClient()
+    (version,) = client.search_model_versions("name = 'reexport'")
+    assert version.run_id == version.tags["mlflow_run_id"] == run.info.run_id
+    assert client.get_run(run.info.run_id).data.tags["registry_version"] == "1"
+
+    # Another model (another digest) with the same score: a new version, and the tie keeps the champion.
+    tie, out = export(onnx_model(tmp_path / "other.onnx", ONE, 0.5))
+    assert (tie.version, tie.champion, tie.promoted) == (2, 1, False)
+    assert "kept v1 as champion: a tie, test IoU 0.252234 for both" in out

@@ -1,5 +1,6 @@
-"""A run's status in the MLflow store says how its stage ended: Ctrl+C (SIGINT) or SIGTERM mid-training
--> KILLED with the epochs done so far logged; an error -> FAILED. Real training processes, real store."""
+"""MLflow's records say what happened, in a real store with real processes: a run's status says how its
+stage ended (Ctrl+C or SIGTERM mid-training -> KILLED with the epochs done so far logged; an error ->
+FAILED), and a DVC experiment that trains nothing adds no run and no model version."""
 
 from __future__ import annotations
 
@@ -102,3 +103,23 @@ def test_a_stage_that_fails_leaves_its_run_failed(tmp_path: Path, how: str, code
     assert proc.returncode == code and said in proc.stderr, proc.stderr
     run_id = proc.stdout.split()[-1]
     assert MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_run(run_id).info.status == "FAILED"
+
+
+def test_an_experiment_that_trains_nothing_adds_no_run_and_no_version(project: Project, synthetic: Path) -> None:
+    """`dvc exp run -S export.*`: the train stage is cached, so the model and its run are the baseline's."""
+    project.set_params(data={"root": str(synthetic)}, **{**FAST, "train": {**FAST["train"], "epochs": 1},
+                                                         "export": {"latency_repeats": 1}})
+    project.dvc("repro", "export")
+    project.run("git", "add", "-A")
+    project.run("git", "commit", "-qm", "baseline")
+    client = MlflowClient(f"sqlite:///{project.root / 'mlflow.db'}")
+    (trained,) = client.search_runs([client.get_experiment_by_name("eyelip").experiment_id])
+
+    out = project.dvc("exp", "run", "-S", "export.latency_repeats=2", "-n", "repeats-2").stdout
+    assert (f"experiment 'repeats-2' trained no model: its model is the one MLflow run '{trained.info.run_name}' "
+            f"({trained.info.run_id}) trained") in out
+    assert "registry 'eyelip': v1 already holds this model" in out and "v1 stays champion" in out
+    assert [r.info.run_id for r in client.search_runs([trained.info.experiment_id])] == [trained.info.run_id]
+    (version,) = client.search_model_versions("name = 'eyelip'")
+    assert version.run_id == trained.info.run_id
+    assert client.get_registered_model("eyelip").aliases == {"champion": 1, "candidate": 1}

@@ -217,6 +217,11 @@ def choose_name(client: Any, base: str, lineage: Lineage) -> tuple[str, str | No
 SETTLE_ROUNDS = 20
 
 
+def champion_alias(client: Any, name: str) -> int | None:
+    alias = client.get_registered_model(name).aliases.get("champion")
+    return None if alias is None else int(alias)
+
+
 def rivals(client: Any, name: str, lineage: Lineage) -> dict[int, float]:
     """The versions of ``name`` with ``lineage``'s layout tested on its test data: version -> recorded IoU."""
     found = {}
@@ -267,11 +272,8 @@ def settle(client: Any, name: str, version: int, lineage: Lineage,
     this publisher's last write agrees (the module docstring says why that closes a race); a champion
     tested elsewhere is re-scored on this test data (``score_champion(name, version)``) and kept on a tie."""
     new, away = f"v{version}", {}  # away: champions outside the rivals, each judged once
-    first: int | None = None
-    for round_ in range(SETTLE_ROUNDS):
-        alias = client.get_registered_model(name).aliases.get("champion")
-        champion = None if alias is None else int(alias)
-        first = champion if round_ == 0 else first
+    first = champion = champion_alias(client, name)
+    for _ in range(SETTLE_ROUNDS):
         scores = rivals(client, name, lineage)
         choice = best(scores)
         if champion is not None and champion not in scores:
@@ -283,6 +285,7 @@ def settle(client: Any, name: str, version: int, lineage: Lineage,
         if choice == champion:
             return explain(name, version, lineage, first, champion, scores, away)
         client.set_registered_model_alias(name, "champion", str(choice))
+        champion = champion_alias(client, name)  # another publisher may have written since
     raise EyelipError(f"registry {name!r}: alias 'champion' still moving after {SETTLE_ROUNDS} rounds of "
                       f"publishers; run the export again to settle it")
 

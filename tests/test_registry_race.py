@@ -60,7 +60,8 @@ def races(uri: str, model_uri: str, lineage: Lineage, ious: list[float], orders:
             (workdir / f"start-{order}").touch()
             log = "".join(output_until_result(proc) for proc in procs)  # blocks until each has published
             name = f"race-{order}"
-            versions = {int(v.version): float(v.tags["test_iou"]) for v in client.search_model_versions(f"name = '{name}'")}
+            versions = {int(v.version): float(v.tags["test_iou"])
+                        for v in client.search_model_versions(f"name = '{name}'")}
             found[order] = versions, int(client.get_registered_model(name).aliases["champion"]), log
     finally:
         for proc in procs:

@@ -298,7 +298,8 @@ def explain(name: str, version: int, lineage: Lineage, first: int | None, final:
     other = first if final == version else final
     decision = Decision(name, version, score, final, final == version and first != version, "no champion", first)
     if other is None:
-        decision.message = f"{new} promoted to champion (no champion before): test IoU {score:.4f} on {lineage.tested_on()}"
+        decision.message = (f"{new} promoted to champion (no champion before): test IoU {score:.4f} on "
+                            f"{lineage.tested_on()}")
         return decision
     if other == version:
         decision.message = f"{new} stays champion: test IoU {score:.4f} on {lineage.tested_on()}"
@@ -318,7 +319,8 @@ def explain(name: str, version: int, lineage: Lineage, first: int | None, final:
         decision.message = (f"{new} promoted to champion: test IoU {score:.{digits}f} > v{other}'s "
                             f"{theirs:.{digits}f}, {basis}")
         return decision
-    kept = f"kept v{final} as champion" if final == first else f"v{final} is champion (was {f'v{first}' if first else 'none'})"
+    was = f"v{first}" if first else "none"
+    kept = f"kept v{final} as champion" if final == first else f"v{final} is champion (was {was})"
     if score == theirs:
         decision.message = (f"{kept}: a tie, test IoU {score:.6f} for both, {basis}; a tie keeps the earlier "
                             f"version; {new} is candidate only")

@@ -129,4 +129,5 @@ def test_racing_publishers_leave_the_best_champion_in_a_sqlite_store(published) 
 def test_racing_publishers_leave_the_best_champion_on_a_tracking_server(published, mlflow_server) -> None:  # noqa: F811
     root, model, lineage = published
     url, _ = mlflow_server
+    (root / "server").mkdir(exist_ok=True)  # start files apart from the SQLite test's
     check(races(url, logged_in(url, model), lineage, IOUS, {"all-at-once": ORDERS["all-at-once"]}, root / "server"))

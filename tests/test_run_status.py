@@ -70,7 +70,7 @@ def test_interrupted_training_is_killed_in_mlflow_with_its_epochs_logged(project
     assert again == run_id and client.get_run(run_id).info.status == "KILLED"
     assert more == list(range(1, len(more) + 1)) and len(more) > len(steps), (steps, more)
 
-    # `eyelip results` leaves the run out and names it; `eyelip report` warns that it did not finish.
+    # `eyelip results` leaves the run out; `eyelip report` warns that it did not finish.
     monkeypatch.chdir(project.root)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("DVC_ROOT", raising=False)
@@ -96,13 +96,17 @@ stage.run("crash", body)
 
 @pytest.mark.parametrize(("how", "code", "said"), [("error", 1, "eyelip crash: error: bad value"),
                                                    ("bug", 1, "RuntimeError: a bug")])
-def test_a_stage_that_fails_leaves_its_run_failed(tmp_path: Path, how: str, code: int, said: str) -> None:
+def test_a_stage_that_fails_leaves_its_run_failed(tmp_path: Path, how: str, code: int, said: str, capsys) -> None:
     (tmp_path / "params.yaml").write_text("train:\n  epochs: 1\n")
     proc = subprocess.run([sys.executable, "-c", CRASH, how], cwd=tmp_path, capture_output=True, text=True,
                           env={**os.environ, "DVC_ROOT": str(tmp_path)}, timeout=300)
     assert proc.returncode == code and said in proc.stderr, proc.stderr
-    run_id = proc.stdout.split()[-1]
-    assert MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_run(run_id).info.status == "FAILED"
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    run = MlflowClient(store).get_run(proc.stdout.split()[-1])
+    assert run.info.status == "FAILED"
+    # `eyelip results` lists finished runs only, and names the ones it leaves out.
+    assert load_runs("crashes", store) == []
+    assert f"left out, as they did not finish: {run.info.run_name} (FAILED)" in capsys.readouterr().out
 
 
 def test_an_experiment_that_trains_nothing_adds_no_run_and_no_version(project: Project, synthetic: Path) -> None:

@@ -149,7 +149,7 @@ def load_runs(experiment: str, uri: str | None = None) -> list[Run]:
     unfinished = [f"{r.info.run_name or r.info.run_id[:8]} ({r.info.status})" for r in runs
                   if r.info.status != "FINISHED"]
     if unfinished:
-        print(f"left out {len(unfinished)} runs that did not finish: {', '.join(unfinished)}")
+        print(f"left out, as they did not finish: {', '.join(unfinished)}")
     return [Run(r.info.run_name or r.info.run_id[:8], dict(r.data.params), dict(r.data.metrics), r.info.run_id,
                 r.info.start_time or 0) for r in runs if r.info.status == "FINISHED" and "test_iou" in r.data.metrics]
 

@@ -14,6 +14,7 @@ import torch
 from mlflow import MlflowClient
 from PIL import Image
 
+from eyelip import params as P
 from eyelip.data.fuse import FusedMasks, fuse_dataset
 from eyelip.data.resize import resize_dataset
 from eyelip.data.source import Source
@@ -28,9 +29,12 @@ from eyelip.release.registry import (
     Lineage,
     champion_scorer,
     layout_name,
+    model_digest,
+    publish,
     register,
     rescore,
 )
+from eyelip.tracking.store import write_run_file
 from eyelip.data.dataset import ResizedArrays
 
 SIZE = 32
@@ -47,13 +51,13 @@ def eval_set(root: Path, seed: int, targets: dict[str, list[str]]) -> TestSplit:
     return TestSplit(ResizedArrays(root / "resized"), FusedMasks(root / "fused"), np.arange(4, 10))
 
 
-def onnx_model(path: Path, targets: dict[str, list[str]], bias: float) -> Path:
+def onnx_model(path: Path, targets: dict[str, list[str]], bias: float, **meta: str) -> Path:
     """A tiny U-Net whose output bias decides how much it marks (a large bias: everything)."""
     torch.manual_seed(0)
     model = build_model({"base_width": 4, "depth": 2}, out_channels=len(targets)).eval()
     with torch.no_grad():
         model.head.bias.fill_(bias)
-    export_onnx(model, path, ModelSpec(targets, SIZE, network={"base_width": 4, "depth": 2}), {})
+    export_onnx(model, path, ModelSpec(targets, SIZE, network={"base_width": 4, "depth": 2}), dict(meta))
     return path
 
 
@@ -63,7 +67,8 @@ def store(tmp_path_factory: pytest.TempPathFactory):
     old = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
     mlflow.set_experiment(experiment_id=mlflow.create_experiment("registry", (root / "mlruns").as_uri()))
-    data = {"a": eval_set(root / "a", 0, ONE), "b": eval_set(root / "b", 1, ONE), "two": eval_set(root / "two", 0, TWO)}
+    data = {"a": eval_set(root / "a", 0, ONE), "b": eval_set(root / "b", 1, ONE), "c": eval_set(root / "c", 2, ONE),
+            "two": eval_set(root / "two", 0, TWO)}
     models = {"all": onnx_model(root / "all.onnx", ONE, 20.0), "some": onnx_model(root / "some.onnx", ONE, 0.0),
               "two": onnx_model(root / "two.onnx", TWO, 20.0)}
     yield root, data, models
@@ -87,7 +92,7 @@ def lineage(model: Path, test: TestSplit, data_version: str = "d") -> Lineage:
 
 
 def gate(model: Path, test: TestSplit, base: str, iou: float, capsys) -> tuple:
-    decision = register(logged(model), base, iou, lineage(model, test), champion_scorer(test))
+    decision = register(lambda: logged(model), base, iou, lineage(model, test), champion_scorer(test))
     line = capsys.readouterr().out.strip().splitlines()
     return decision, line
 
@@ -99,10 +104,12 @@ def test_same_test_data_compares_the_recorded_numbers(store, capsys) -> None:
     worse, lines = gate(models["all"], data["a"], "same", 0.7, capsys)
     assert (worse.promoted, worse.champion, worse.compared) == (False, 1, "same test set")
     split = data["a"].digest()
-    assert lines == [(f"registry 'same': kept v1 as champion: test IoU 0.8000 >= v2's 0.7000, on the same test split "
+    assert lines == [(f"registry 'same': kept v1 as champion: test IoU 0.8000 > v2's 0.7000, on the same test split "
                       f"{split} (6 images, data d); v2 is candidate only")]
-    tie, _ = gate(models["all"], data["a"], "same", 0.8, capsys)
-    assert not tie.promoted
+    tie, lines = gate(models["all"], data["a"], "same", 0.8, capsys)
+    assert (tie.promoted, tie.champion, tie.version) == (False, 1, 3)
+    assert lines == [(f"registry 'same': kept v1 as champion: a tie, test IoU 0.800000 for both, on the same test "
+                      f"split {split} (6 images, data d); a tie keeps the earlier version; v3 is candidate only")]
     better, lines = gate(models["all"], data["a"], "same", 0.9, capsys)
     assert (better.promoted, better.champion, better.previous_champion_test_iou) == (True, 4, 0.8)
     assert lines == [(f"registry 'same': v4 promoted to champion: test IoU 0.9000 > v1's 0.8000, on the same test "
@@ -121,16 +128,22 @@ def test_a_champion_tested_on_other_data_is_rescored_on_the_candidates(store, ca
     assert 0 < on_b < 0.5  # all-foreground: the target share of b's test faces
     beaten, lines = gate(models["some"], data["b"], "other", on_b + 0.01, capsys)
     assert beaten.compared == "re-scored on this test set" and beaten.promoted
-    assert beaten.previous_champion_test_iou == pytest.approx(on_b, abs=1e-9)
+    assert beaten.previous_champion_test_iou == pytest.approx(on_b, abs=1e-6)  # as recorded: 6 decimals
     (line,) = lines
     assert line.startswith(f"registry 'other': v2 promoted to champion: test IoU {on_b + 0.01:.4f} > v1's {on_b:.4f}, "
                            f"v1 re-scored on v2's test split {data['b'].digest()} (6 images, data d); it was tested "
                            f"on test split {data['a'].digest()}"), line
-    # Back on a's data, v2 (tested on b) is re-scored on a in turn; a lower number keeps it.
-    on_a = rescore(OnnxPredictor(models["some"]), data["a"])
-    kept, lines = gate(models["all"], data["a"], "other", on_a - 0.01 if on_a > 0.01 else 0.0, capsys)
+    # On c's data, v2 (tested on b) is re-scored on c in turn; a lower number keeps it.
+    on_c = rescore(OnnxPredictor(models["some"]), data["c"])
+    kept, lines = gate(models["all"], data["c"], "other", max(on_c - 0.01, 0.0), capsys)
     assert (kept.promoted, kept.champion, kept.compared) == (False, 2, "re-scored on this test set")
-    assert "v2 re-scored on v3's test split" in lines[0] and "v3 is candidate only" in lines[0]
+    assert "kept v2 as champion" in lines[0] and "v2 re-scored on v3's test split" in lines[0]
+    assert "v3 is candidate only" in lines[0]
+    # Back on a's data the champion is the best version tested on a: v1's recorded 0.99 beats v2 re-scored on a.
+    back, lines = gate(models["all"], data["a"], "other", 0.5, capsys)
+    assert (back.promoted, back.champion, back.compared) == (False, 1, "same test set")
+    assert lines[0].startswith("registry 'other': v1 is champion (was v2): test IoU 0.9900 > v4's 0.5000, on the "
+                               f"same test split {data['a'].digest()}"), lines[0]
 
 
 def test_a_champion_registered_without_lineage_is_rescored(store, capsys) -> None:
@@ -141,7 +154,8 @@ def test_a_champion_registered_without_lineage_is_rescored(store, capsys) -> Non
     decision, lines = gate(models["some"], data["b"], "legacy", 0.5, capsys)
     assert decision.compared == "re-scored on this test set"
     assert "it was tested on unrecorded data" in lines[0]
-    assert decision.previous_champion_test_iou == pytest.approx(rescore(OnnxPredictor(models["all"]), data["b"]))
+    on_b = rescore(OnnxPredictor(models["all"]), data["b"])
+    assert decision.previous_champion_test_iou == pytest.approx(on_b, abs=1e-6)  # as recorded: 6 decimals
 
 
 def test_another_layout_is_never_compared_and_gets_its_own_name(store, capsys) -> None:
@@ -161,3 +175,47 @@ def test_another_layout_is_never_compared_and_gets_its_own_name(store, capsys) -
     again, lines = gate(models["two"], data["two"], "layouts", 0.05, capsys)
     assert (again.registered_model, again.compared, again.promoted) == (name, "same test set", False)
     assert lines[0].endswith(f"this model goes to {name!r}") and lines[1].startswith(f"registry {name!r}: kept v1")
+
+
+def test_a_reexport_of_the_same_model_adds_no_version_and_keeps_the_champion(store, capsys, tmp_path: Path,
+                                                                              monkeypatch) -> None:
+    """The export stage's publish, twice on one training run's model (as `dvc exp run` does when only
+    export params change): the second export reuses v1; the version points at the run that trained it."""
+    _, data, models = store
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow.get_tracking_uri())
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    with mlflow.start_run(run_name="trained") as run:  # the training stage's run, in models/run.json
+        pass
+    write_run_file(run)
+    params = P.parse({"export": {"registered_model": "reexport"}, "tracking": {"experiment": "registry"}})
+    (tmp_path / "export.json").write_text("{}")
+    summary = {"parity": {}, "latency_ms": {}}
+    iou = 0.25223449  # stored as 0.252234: compared at full precision, it beat its own record
+
+    def export(onnx: Path) -> tuple:
+        decision = publish(params, onnx, tmp_path / "export.json", summary, iou, lineage(onnx, data["a"]), data["a"])
+        return decision, capsys.readouterr().out
+
+    first, _ = export(models["some"])
+    # The same weights exported again: other metadata (the file names another run), the same graph.
+    again_file = onnx_model(tmp_path / "again.onnx", ONE, 0.0, mlflow_run_id="another")
+    assert again_file.read_bytes() != models["some"].read_bytes()
+    assert model_digest(again_file) == model_digest(models["some"])
+    monkeypatch.setenv("DVC_EXP_NAME", "export-only")
+    again, out = export(again_file)
+    assert (first.version, again.version, again.champion, again.reused, again.promoted) == (1, 1, 1, True, False)
+    assert f"registry 'reexport': v1 already holds this model (digest {model_digest(again_file)}) tested on the same " \
+           f"test split {data['a'].digest()}" in out
+    assert "registry 'reexport': v1 stays champion: test IoU 0.2522" in out
+    assert f"experiment 'export-only' trained no model: its model is the one MLflow run 'trained' ({run.info.run_id})" \
+        in out
+    client = MlflowClient()
+    (version,) = client.search_model_versions("name = 'reexport'")
+    assert version.run_id == version.tags["mlflow_run_id"] == run.info.run_id
+    assert client.get_run(run.info.run_id).data.tags["registry_version"] == "1"
+
+    # Another model (another digest) with the same score: a new version, and the tie keeps the champion.
+    tie, out = export(onnx_model(tmp_path / "other.onnx", ONE, 0.5))
+    assert (tie.version, tie.champion, tie.promoted) == (2, 1, False)
+    assert "kept v1 as champion: a tie, test IoU 0.252234 for both" in out

@@ -194,7 +194,7 @@ class TrainParams(Section):
 
 
 class ExportParams(Section):
-    registered_model: str = Field("eyelip", pattern=r"^[^/:@]*[^/:@\s][^/:@]*$")
+    registered_model: str = Field("eyelip", pattern=r"^[^/:@']*[^/:@'\s][^/:@']*$")  # a quote would break registry searches
     latency_repeats: int = Field(10, ge=1)
 
 
@@ -344,7 +344,7 @@ def _expected(error: Mapping[str, Any]) -> str:
         return "a non-empty " + ("mapping" if error.get("input") is not None and isinstance(error["input"], Mapping)
                                  else "list")
     if kind == "string_pattern_mismatch":
-        return "a non-blank string" + (" without '/', ':' or '@'" if "/:@" in ctx.get("pattern", "") else "")
+        return "a non-blank string" + (" without '/', ':', '@' or a quote" if "/:@" in ctx.get("pattern", "") else "")
     return error["msg"].lower()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -10,17 +11,43 @@ from eyelip import params as P
 from eyelip.errors import EyelipError
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, a queue worker stopped), raised like Ctrl+C's KeyboardInterrupt so that the
+    same clean-up runs: no partial output kept, the MLflow run ended KILLED."""
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise Terminated
+
+
+def close_tracking(error: BaseException) -> None:
+    """End a stage's MLflow run still open as KILLED or FAILED (``eyelip.tracking.store.close_run``),
+    not FINISHED as MLflow's exit hook would. Looked up, not imported: only stages that track load the
+    tracking code, and an import here would make every stage depend on it (dvc.yaml deps)."""
+    store = sys.modules.get("eyelip.tracking.store")
+    if store is not None:
+        store.close_run(error)
+
+
 def run(name: str, body: Callable[[P.Params], None]) -> None:
     """Run a stage body with params.yaml, validated whole first (a typo in any section stops every stage
-    before it touches an output); an EyelipError is printed as one line, exit status 1."""
+    before it touches an output); an EyelipError is printed as one line, exit status 1; Ctrl+C exits 130
+    and SIGTERM 143. Its MLflow run, if any, ends FAILED or KILLED."""
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         body(P.load())
     except EyelipError as exc:
+        close_tracking(exc)
         print(f"eyelip {name}: error: {exc}", file=sys.stderr)
         sys.exit(1)
-    except KeyboardInterrupt:
-        print(f"eyelip {name}: interrupted; no partial output was kept", file=sys.stderr)
-        sys.exit(130)
+    except KeyboardInterrupt as exc:
+        close_tracking(exc)
+        how = "stopped (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+        print(f"eyelip {name}: {how}; no partial output was kept", file=sys.stderr)
+        sys.exit(128 + (signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT))
+    except Exception as exc:  # a crash: the traceback as usual, and the run FAILED
+        close_tracking(exc)
+        raise
 
 
 def workers(runtime: P.RuntimeParams) -> dict[str, Any]:

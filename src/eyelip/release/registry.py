@@ -18,7 +18,28 @@ like with like:
   layout set their own ``export.registered_model`` so the names stay short.
 
 Each decision is one line naming what was compared; the candidate always gets the ``candidate``
-alias, and ``champion`` moves only on a strictly higher IoU.
+alias, and ``champion`` moves only on a strictly higher IoU. The numbers compared are the numbers
+stored: the ``test_iou`` tag (six decimals, :func:`recorded`) for the candidate as for the champion,
+so a re-export of the same model ties with itself, and a tie keeps the champion (and says so).
+
+An unchanged model registers no new version: each version carries ``model_digest`` (a hash of the
+ONNX graph, :func:`model_digest`), and a model whose digest and test split match a version's reuses
+that version (the log line says so). A version always points at the MLflow run that trained it: it
+is logged in that run (``models/run.json``), and its ``mlflow_run_id`` tag names it.
+
+**Publishers racing.** Several exports may finish together, on several machines against one
+tracking server. Reading the champion and then moving the alias would let the slower one overwrite
+the better one. So no publisher compares two versions: each, after registering its own, sets
+``champion`` to the best of *all* versions on its test data (:func:`best`: highest recorded test
+IoU, ties to the earliest version, a deterministic function of the versions alone), then reads the
+alias and the versions again, and repeats until a read after its own last write agrees
+(:func:`settle`). Every write happens before its writer's final read, so the last read of all comes
+after the last write and after every publisher's version was registered: it saw the best of all
+versions aliased, whatever order the publishers ran in; and every publisher that reads this state
+writes nothing. A champion tested on other data joins the comparison re-scored (cached per
+publisher), so publishers on different test data each compare by their own data, and the last to
+settle decides between them. Two publishers of the same new model at once may both register it
+(the digest check and the registration are two calls); the versions tie and the earlier one wins.
 """
 
 from __future__ import annotations
@@ -26,6 +47,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -100,13 +122,29 @@ def layout_name(base: str, lineage: Lineage) -> str:
 class Decision:
     registered_model: str
     version: int
-    test_iou: float
+    test_iou: float  # as recorded (see :func:`recorded`)
     champion: int
     promoted: bool
     compared: str  # same test set | re-scored on this test set | no champion | not comparable
     previous_champion: int | None = None
     previous_champion_test_iou: float | None = None  # on the compared test set
     message: str = ""
+    reused: bool = False  # the version already held this model (same digest, same test data)
+
+
+def recorded(test_iou: float) -> float:
+    """A test IoU as the registry stores it (the ``test_iou`` tag, six decimals) and as the gate compares
+    it, for the candidate as for the champion: an identical model ties with itself, never beats it."""
+    return float(f"{test_iou:.6f}")
+
+
+def model_digest(onnx_path: str | Path) -> str:
+    """Hash of the ONNX graph (weights and operations), leaving out the file's metadata, which names the
+    MLflow run and data version: equal digests mean the same network."""
+    import onnx
+
+    graph = onnx.load(str(onnx_path)).graph
+    return hashlib.sha256(graph.SerializeToString(deterministic=True)).hexdigest()[:16]
 
 
 def champion_lineage(client: Any, name: str, version: str) -> Lineage:
@@ -154,46 +192,128 @@ def choose_name(client: Any, base: str, lineage: Lineage) -> tuple[str, str | No
                   f"not compared; this model goes to {name!r}")
 
 
-def gate(client: Any, name: str, version: int, test_iou: float, lineage: Lineage,
-         score_champion: Callable[[str, str], float]) -> Decision:
-    """Move ``champion`` to ``version`` when it beats the champion on the same test data (see the module
-    docstring); ``score_champion(name, champion_version)`` re-scores a champion tested elsewhere."""
-    new = f"v{version}"
-    decision = Decision(name, version, test_iou, version, True, "no champion")
-    champion = client.get_registered_model(name).aliases.get("champion")
-    if champion is None:
-        decision.message = f"{new} promoted to champion (no champion before): test IoU {test_iou:.4f} on {lineage.tested_on()}"
-        return decision
+SETTLE_ROUNDS = 20
+
+
+def champion_alias(client: Any, name: str) -> int | None:
+    alias = client.get_registered_model(name).aliases.get("champion")
+    return None if alias is None else int(alias)
+
+
+def rivals(client: Any, name: str, lineage: Lineage) -> dict[int, float]:
+    """The versions of ``name`` with ``lineage``'s layout tested on its test data: version -> recorded IoU."""
+    found = {}
+    for version in client.search_model_versions(f"name = '{name}'"):
+        theirs = Lineage.from_tags(version.tags)
+        if (theirs is not None and "test_iou" in version.tags and theirs.test_split == lineage.test_split
+                and not lineage.differences(theirs)):
+            found[int(version.version)] = recorded(float(version.tags["test_iou"]))
+    return found
+
+
+def best(scores: Mapping[int, float]) -> int:
+    """The version with the highest recorded test IoU; a tie goes to the earliest, so a version that only
+    equals the champion never moves it, and every publisher picks the same one from the same versions."""
+    return min(scores, key=lambda version: (-scores[version], version))
+
+
+def same_model(client: Any, name: str, digest: str, lineage: Lineage) -> int | None:
+    """The earliest version of ``name`` holding the model ``digest`` tested on ``lineage``'s test data."""
+    found = [int(v.version) for v in client.search_model_versions(f"name = '{name}'")
+             if v.tags.get("model_digest") == digest and v.tags.get("test_split") == lineage.test_split]
+    return min(found, default=None)
+
+
+@dataclass
+class Elsewhere:
+    """A champion not among the rivals: its IoU re-scored on the candidate's test data, or None (another
+    layout, so nothing is compared), and the words that say so."""
+
+    test_iou: float | None
+    basis: str
+
+
+def elsewhere(client: Any, name: str, champion: int, candidate: str, lineage: Lineage,
+              score_champion: Callable[[str, str], float]) -> Elsewhere:
     old = champion_lineage(client, name, str(champion))
-    decision.previous_champion = int(champion)
     differences = lineage.differences(old)
     if differences:  # only a champion aliased by hand gets here: choose_name keeps layouts apart
-        decision.champion, decision.promoted, decision.compared = int(champion), False, "not comparable"
-        decision.message = (f"kept v{champion}: it has another layout ({'; '.join(differences)}), so no test IoU "
-                            f"is compared; {new} is candidate only")
+        return Elsewhere(None, f"it has another layout ({'; '.join(differences)}), so no test IoU is compared")
+    return Elsewhere(recorded(score_champion(name, str(champion))),
+                     f"v{champion} re-scored on {candidate}'s {lineage.tested_on()}; it was tested on "
+                     f"{old.tested_on() if old.test_split != 'unknown' else 'unrecorded data'}")
+
+
+def settle(client: Any, name: str, version: int, lineage: Lineage,
+           score_champion: Callable[[str, str], float]) -> Decision:
+    """Point ``champion`` at the best version on ``version``'s test data and re-read until a read after
+    this publisher's last write agrees (the module docstring says why that closes a race); a champion
+    tested elsewhere is re-scored on this test data (``score_champion(name, version)``) and kept on a tie."""
+    new, away = f"v{version}", {}  # away: champions outside the rivals, each judged once
+    first = champion = champion_alias(client, name)
+    for _ in range(SETTLE_ROUNDS):
+        scores = rivals(client, name, lineage)
+        choice = best(scores)
+        if champion is not None and champion not in scores:
+            if champion not in away:
+                away[champion] = elsewhere(client, name, champion, new, lineage, score_champion)
+            theirs = away[champion].test_iou
+            if theirs is None or scores[choice] <= theirs:
+                choice = champion
+        if choice == champion:
+            return explain(name, version, lineage, first, champion, scores, away)
+        client.set_registered_model_alias(name, "champion", str(choice))
+        champion = champion_alias(client, name)  # another publisher may have written since
+    raise EyelipError(f"registry {name!r}: alias 'champion' still moving after {SETTLE_ROUNDS} rounds of "
+                      f"publishers; run the export again to settle it")
+
+
+def explain(name: str, version: int, lineage: Lineage, first: int | None, final: int,
+            scores: Mapping[int, float], away: Mapping[int, Elsewhere]) -> Decision:
+    """The decision for ``version`` once ``champion`` settled on ``final``: one line naming what was
+    compared (``first``: the champion this publisher found)."""
+    new, score = f"v{version}", scores[version]
+    other = first if final == version else final
+    decision = Decision(name, version, score, final, final == version and first != version, "no champion", first)
+    if other is None:
+        decision.message = (f"{new} promoted to champion (no champion before): test IoU {score:.4f} on "
+                            f"{lineage.tested_on()}")
         return decision
-    tags = client.get_model_version(name, str(champion)).tags
-    if old.test_split == lineage.test_split and "test_iou" in tags:
-        old_iou, decision.compared = float(tags["test_iou"]), "same test set"
-        basis = f"on the same {lineage.tested_on()}"
+    if other == version:
+        decision.message = f"{new} stays champion: test IoU {score:.4f} on {lineage.tested_on()}"
+        return decision
+    if other in scores:
+        theirs, basis, decision.compared = scores[other], f"on the same {lineage.tested_on()}", "same test set"
+    elif away[other].test_iou is None:
+        decision.compared = "not comparable"
+        decision.message = f"kept v{other}: {away[other].basis}; {new} is candidate only"
+        return decision
     else:
-        old_iou, decision.compared = score_champion(name, str(champion)), "re-scored on this test set"
-        basis = (f"v{champion} re-scored on {new}'s {lineage.tested_on()}; it was tested on "
-                 f"{old.tested_on() if old.test_split != 'unknown' else 'unrecorded data'}")
-    decision.previous_champion_test_iou = old_iou
-    if test_iou > old_iou:
-        decision.message = f"{new} promoted to champion: test IoU {test_iou:.4f} > v{champion}'s {old_iou:.4f}, {basis}"
+        theirs, basis, decision.compared = away[other].test_iou, away[other].basis, "re-scored on this test set"
+    if other == first:
+        decision.previous_champion_test_iou = theirs
+    digits = 6 if f"{score:.4f}" == f"{theirs:.4f}" and score != theirs else 4  # never "0.2522 > 0.2522"
+    if final == version:
+        decision.message = (f"{new} promoted to champion: test IoU {score:.{digits}f} > v{other}'s "
+                            f"{theirs:.{digits}f}, {basis}")
+        return decision
+    was = f"v{first}" if first else "none"
+    kept = f"kept v{final} as champion" if final == first else f"v{final} is champion (was {was})"
+    if score == theirs:
+        decision.message = (f"{kept}: a tie, test IoU {score:.6f} for both, {basis}; a tie keeps the earlier "
+                            f"version; {new} is candidate only")
     else:
-        decision.champion, decision.promoted = int(champion), False
-        decision.message = (f"kept v{champion} as champion: test IoU {old_iou:.4f} >= {new}'s {test_iou:.4f}, "
-                            f"{basis}; {new} is candidate only")
+        decision.message = (f"{kept}: test IoU {theirs:.{digits}f} > {new}'s {score:.{digits}f}, {basis}; "
+                            f"{new} is candidate only")
     return decision
 
 
-def register(model_uri: str, base: str, test_iou: float, lineage: Lineage,
-             score_champion: Callable[[str, str], float], tags: Mapping[str, str] | None = None) -> Decision:
-    """Register ``model_uri`` under ``base`` (or its layout's name), alias it ``candidate``, run the
-    :func:`gate` and print each decision line."""
+def register(log_model: Callable[[], str], base: str, test_iou: float, lineage: Lineage,
+             score_champion: Callable[[str, str], float], tags: Mapping[str, str] | None = None,
+             digest: str | None = None) -> Decision:
+    """Register the model under ``base`` (or its layout's name), alias it ``candidate``, :func:`settle`
+    ``champion`` and print each decision line. A version that already holds the model ``digest`` tested
+    on the same data is reused (no new version); otherwise ``log_model()`` logs it and returns its URI."""
     import mlflow
     from mlflow import MlflowClient
 
@@ -201,12 +321,18 @@ def register(model_uri: str, base: str, test_iou: float, lineage: Lineage,
     name, why = choose_name(client, base, lineage)
     if why:
         print(why)
-    version = mlflow.register_model(model_uri, name, tags={"test_iou": f"{test_iou:.6f}", **lineage.tags(),
-                                                           **(tags or {})})
-    client.set_registered_model_alias(name, "candidate", version.version)
-    decision = gate(client, name, int(version.version), test_iou, lineage, score_champion)
-    if decision.promoted:
-        client.set_registered_model_alias(name, "champion", version.version)
+    reused = same_model(client, name, digest, lineage) if digest else None
+    if reused is None:
+        version = int(mlflow.register_model(log_model(), name, tags={
+            "test_iou": f"{recorded(test_iou):.6f}", **lineage.tags(), **({"model_digest": digest} if digest else {}),
+            **(tags or {})}).version)
+    else:
+        version = reused
+        print(f"registry {name!r}: v{version} already holds this model (digest {digest}) tested on the same "
+              f"{lineage.tested_on()}: no new version")
+    client.set_registered_model_alias(name, "candidate", str(version))
+    decision = settle(client, name, version, lineage, score_champion)
+    decision.reused = reused is not None
     decision.message = f"registry {name!r}: {decision.message}"
     print(decision.message)
     return decision
@@ -237,9 +363,13 @@ def publish(params: Params, onnx_path: str | Path, export_metrics: str | Path,
         mlflow.log_metrics({f"latency_ms_{fmt}_{key}": value for fmt, ms in summary["latency_ms"].items()
                             for key, value in ms.items()})
         mlflow.log_artifact(str(export_metrics))
-        info = log_pyfunc(onnx_path, lineage.targets, example.getvalue())
-        decision = register(info.model_uri, base, test_iou, lineage, champion_scorer(test),
-                            tags={"mlflow_run_id": run.info.run_id})
+        experiment = os.environ.get("DVC_EXP_NAME")
+        if experiment and experiment != run.info.run_name:  # train was cached: see docs/pipeline.md
+            print(f"experiment {experiment!r} trained no model: its model is the one MLflow run "
+                  f"{run.info.run_name!r} ({run.info.run_id}) trained")
+        decision = register(lambda: log_pyfunc(onnx_path, lineage.targets, example.getvalue()).model_uri, base,
+                            test_iou, lineage, champion_scorer(test), tags={"mlflow_run_id": run.info.run_id},
+                            digest=model_digest(onnx_path))
         mlflow.set_tags({"registry_model": decision.registered_model, "registry_version": decision.version,
                          "registry_champion": decision.champion, "registry_decision": decision.message})
     return decision

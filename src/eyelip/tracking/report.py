@@ -167,7 +167,8 @@ def images_section(root: Path, out_dir: Path, mode: str) -> list[str]:
 
 
 def champion_line(root: Path, registered_model: str) -> str | None:
-    """The export stage's registry decision for this workspace's MLflow run, or None when unknown.
+    """The export stage's registry decision for this workspace's MLflow run, or None when unknown; for
+    a run that did not finish (interrupted, failed, or still running), a warning that says so instead.
 
     Read back from the run's ``registry_version``/``registry_champion`` tags (set by the export
     stage) and the kept champion's ``test_iou`` tag.
@@ -182,7 +183,11 @@ def champion_line(root: Path, registered_model: str) -> str | None:
 
     try:
         client = MlflowClient(uri)
-        tags = client.get_run(tracking.read_run_id(run_file)).data.tags
+        run = client.get_run(tracking.read_run_id(run_file))
+        if run.info.status != "FINISHED":
+            return (f"**warning**: MLflow run `{run.info.run_name}` ({tracking.RUN_FILE}) is {run.info.status}, "
+                    "not FINISHED: this workspace's model and metrics may not be its own; run `dvc repro`")
+        tags = run.data.tags
         if "registry_decision" in tags:  # the gate's own line, naming what it compared
             return tags["registry_decision"]
         if "registry_version" not in tags:

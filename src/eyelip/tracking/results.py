@@ -135,7 +135,8 @@ def table(recipes: Sequence[Recipe]) -> str:
 
 
 def load_runs(experiment: str, uri: str | None = None) -> list[Run]:
-    """Finished runs of ``experiment`` that reached evaluation (have ``test_iou``), oldest first."""
+    """Finished runs of ``experiment`` that reached evaluation (have ``test_iou``), oldest first; runs
+    that were interrupted (KILLED), failed or are still running are left out, and named."""
     from mlflow.tracking import MlflowClient
 
     uri = uri or tracking_uri()
@@ -146,11 +147,14 @@ def load_runs(experiment: str, uri: str | None = None) -> list[Run]:
     if found is None:
         names = sorted(e.name for e in client.search_experiments())
         raise EyelipError(f"no MLflow experiment {experiment!r} in {uri}; experiments: {', '.join(names) or 'none'}")
-    runs = client.search_runs([found.experiment_id], "attributes.status = 'FINISHED'",
-                              order_by=["attributes.start_time ASC"], max_results=10_000)
+    runs = client.search_runs([found.experiment_id], order_by=["attributes.start_time ASC"], max_results=10_000)
+    unfinished = [f"{r.info.run_name or r.info.run_id[:8]} ({r.info.status})" for r in runs
+                  if r.info.status != "FINISHED"]
+    if unfinished:
+        print(f"left out, as they did not finish: {', '.join(unfinished)}")
     return [Run(r.info.run_name or r.info.run_id[:8], dict(r.data.params), dict(r.data.metrics), r.info.run_id,
                 r.info.start_time or 0, {k: v for k, v in r.data.tags.items() if k.startswith(environment.PREFIX)})
-            for r in runs if "test_iou" in r.data.metrics]
+            for r in runs if r.info.status == "FINISHED" and "test_iou" in r.data.metrics]
 
 
 def read_ledger(path: Path, experiment: str) -> list[Run]:

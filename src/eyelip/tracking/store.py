@@ -17,8 +17,10 @@ import hashlib
 import json
 import os
 import subprocess
+import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -125,13 +127,31 @@ def read_run_id(path: str | Path = RUN_FILE) -> str | None:
     return json.loads(path.read_text())["run_id"] if path.exists() else None
 
 
-def resume_run(params: Params, run_file: str | Path = RUN_FILE):
+def close_run(error: BaseException | None = None) -> None:
+    """End the active MLflow run with the status that says how its stage ended: FINISHED; KILLED on
+    Ctrl+C or SIGTERM (a KeyboardInterrupt, see :mod:`eyelip.stage`); FAILED on an error. A run left
+    open would be ended FINISHED by MLflow's exit hook, whatever happened."""
+    mlflow = sys.modules.get("mlflow")  # not loaded: no run was started
+    if mlflow is None or mlflow.active_run() is None:
+        return
+    status = "FINISHED" if error is None else "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
+    mlflow.end_run(status)
+
+
+@contextmanager
+def resume_run(params: Params, run_file: str | Path = RUN_FILE) -> Iterator[Any]:
     """The training stage's run (``run_file``) resumed, for a later stage to add to (a new run when
-    there is none); use as ``with resume_run(params):``, which ends it even on error."""
+    there is none); use as ``with resume_run(params) as run:``, which ends it (:func:`close_run`)."""
     run_id = read_run_id(run_file)
     if run_id is None:
         print(f"{run_file} not found: logging to a new MLflow run")
-    return start_run(params, run_id)
+    run = start_run(params, run_id)
+    try:
+        yield run
+    except BaseException as exc:
+        close_run(exc)
+        raise
+    close_run()
 
 
 class TrackedRun:

@@ -160,7 +160,8 @@ def team_stack(root: Path, workers: int = 1) -> Iterator[TeamStack]:
 
         stack = TeamStack(f"http://127.0.0.1:{free_port()}", s3_endpoint,
                           f"postgresql://eyelip@127.0.0.1:{pg_port}/mlflow")
-        env = {**os.environ, **S3_KEYS, "MLFLOW_S3_ENDPOINT_URL": s3_endpoint}
+        # Without the job runner and its six task consumers (GenAI jobs, unused by eyelip): seven processes fewer.
+        env = {**os.environ, **S3_KEYS, "MLFLOW_S3_ENDPOINT_URL": s3_endpoint, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
         port = stack.tracking_uri.rsplit(":", 1)[1]
         server = start_logged([str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", port,
                                "--backend-store-uri", stack.database_uri, "--artifacts-destination", "s3://mlflow/artifacts",

@@ -48,7 +48,8 @@ def wait_until_answers(url: str, proc: subprocess.Popen, log: Path, timeout: flo
 # The team stack (docs/scaling.md): PostgreSQL, an S3 endpoint (moto) and `mlflow server` on both.
 # Plain functions, so benchmarks/team_store.py starts the same stack as tests/test_team.py.
 
-S3_KEYS = {"AWS_ACCESS_KEY_ID": "eyelip-test", "AWS_SECRET_ACCESS_KEY": "eyelip-test", "AWS_DEFAULT_REGION": "us-east-1"}
+S3_KEYS = {"AWS_ACCESS_KEY_ID": "eyelip-test", "AWS_SECRET_ACCESS_KEY": "eyelip-test",
+           "AWS_DEFAULT_REGION": "us-east-1"}
 BUCKETS = ("mlflow", "dvc")  # the server's artifacts and the DVC remote
 
 
@@ -161,11 +162,13 @@ def team_stack(root: Path, workers: int = 1) -> Iterator[TeamStack]:
         stack = TeamStack(f"http://127.0.0.1:{free_port()}", s3_endpoint,
                           f"postgresql://eyelip@127.0.0.1:{pg_port}/mlflow")
         # Without the job runner and its six task consumers (GenAI jobs, unused by eyelip): seven processes fewer.
-        env = {**os.environ, **S3_KEYS, "MLFLOW_S3_ENDPOINT_URL": s3_endpoint, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+        env = {**os.environ, **S3_KEYS, "MLFLOW_S3_ENDPOINT_URL": s3_endpoint,
+               "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
         port = stack.tracking_uri.rsplit(":", 1)[1]
         server = start_logged([str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", port,
-                               "--backend-store-uri", stack.database_uri, "--artifacts-destination", "s3://mlflow/artifacts",
-                               "--serve-artifacts", "--workers", str(workers)], root / "mlflow.log", env=env)
+                               "--backend-store-uri", stack.database_uri,
+                               "--artifacts-destination", f"s3://{BUCKETS[0]}/artifacts", "--serve-artifacts",
+                               "--workers", str(workers)], root / "mlflow.log", env=env)
         cleanup.callback(stop, server)
         # The first start creates and migrates the schema in PostgreSQL: longer than SQLite's on busy cores.
         wait_until_answers(f"{stack.tracking_uri}/health", server, root / "mlflow.log", timeout=180)

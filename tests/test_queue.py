@@ -15,6 +15,29 @@ TINY = {"sample": {"n": 24, "image_size": 64, "mask_size": 64}, "resize": {"size
         "runtime": {"threads": 1, "n_jobs": 1}, "export": {"latency_repeats": 1}}
 
 
+def run_queue(project, experiments: dict[str, str], jobs: int = 2, timeout: float = 600) -> None:
+    """Queue each experiment (name: ``-S`` override), start ``jobs`` workers and wait until none is queued
+    or running; fail with the failed tasks' logs (tests/test_team.py runs the same on PostgreSQL)."""
+    for name, override in experiments.items():
+        project.dvc("exp", "run", "--queue", "-n", name, "-S", override)
+    project.dvc("queue", "start", "-j", str(jobs))
+    status = wait_for_queue(project, timeout)
+    failed = [line for line in status.splitlines() if "Failed" in line]
+    logs = "\n".join(project.dvc("queue", "logs", line.split()[0], check=False).stdout for line in failed)
+    assert not failed, f"{status}\n{logs[-4000:]}"
+
+
+def wait_for_queue(project, timeout: float = 600) -> str:
+    """`dvc queue status` once nothing is queued or running (bounded by ``timeout`` seconds)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status = project.dvc("queue", "status").stdout
+        if not any(state in status for state in ("Queued", "Running")):
+            return status
+        assert time.monotonic() < deadline, status
+        time.sleep(3)
+
+
 def test_two_queue_workers_on_a_fresh_store_both_log_complete_runs(project) -> None:
     project.set_params(**TINY)
     # The data stages once, committed: both workers then start at `train`, together, on no store at all.
@@ -22,20 +45,7 @@ def test_two_queue_workers_on_a_fresh_store_both_log_complete_runs(project) -> N
     project.run("git", "add", "-A")
     project.run("git", "commit", "-qm", "tiny project")
     assert not (project.root / "mlflow.db").exists()
-    project.dvc("exp", "run", "--queue", "-n", "seed-0", "-S", "train.seed=0")
-    project.dvc("exp", "run", "--queue", "-n", "seed-1", "-S", "train.seed=1")
-    project.dvc("queue", "start", "-j", "2")
-
-    deadline = time.monotonic() + 600
-    while True:
-        status = project.dvc("queue", "status").stdout
-        if not any(state in status for state in ("Queued", "Running")):
-            break
-        assert time.monotonic() < deadline, status
-        time.sleep(3)
-    failed = [line for line in status.splitlines() if "Failed" in line]
-    logs = "\n".join(project.dvc("queue", "logs", line.split()[0], check=False).stdout for line in failed)
-    assert not failed, f"{status}\n{logs[-4000:]}"
+    run_queue(project, {"seed-0": "train.seed=0", "seed-1": "train.seed=1"})
 
     client = MlflowClient(f"sqlite:///{project.root / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("eyelip")

@@ -29,9 +29,9 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def wait_until_answers(url: str, proc: subprocess.Popen, log: Path, timeout: float = 60) -> None:
+def wait_until_answers(url: str, proc: subprocess.Popen, log: Path, timeout: float = 240) -> None:
     """Poll ``url`` until it answers 200; fail with the log's tail if ``proc`` exits or time runs out
-    (a first start migrates a new store's schema, which takes a while on busy cores)."""
+    (a first start migrates a new store's schema, which takes minutes on busy cores)."""
     deadline = time.monotonic() + timeout
     while True:
         assert proc.poll() is None, f"the server exited:\n{log.read_text()[-3000:]}"

@@ -21,6 +21,8 @@ from pathlib import Path
 import pytest
 from conftest import BIN, REPO, Project
 from mlflow import MlflowClient
+
+from eyelip import params as P
 from servers import BUCKETS, TeamStack, start_logged, stop, team_stack, team_stack_missing
 from test_queue import TINY as QUEUE_TINY
 from test_queue import run_queue, wait_for_queue
@@ -144,8 +146,7 @@ def test_queue_workers_on_postgres_record_every_run_and_version(on_stack: Projec
                name) == [(1,)]
     champion = client.get_model_version_by_alias(name, "champion")
     best = max(float(v.tags["test_iou"]) for v in versions)
-    if float(champion.tags["test_iou"]) != best:  # possible only when two exports overlap: see the next test
-        pytest.xfail(f"registry race: champion v{champion.version} is not the best test IoU {best} (issue 34)")
+    assert float(champion.tags["test_iou"]) == best, f"champion v{champion.version} is not the best ({best})"
 
 
 # Two exports that finish together: each publisher (eyelip.release.registry.publish) runs in its own
@@ -183,20 +184,12 @@ def publisher(env: dict[str, str], workdir: str, role: str, onnx: str, late: boo
     (Path(workdir) / "export.json").write_text("{}")
     summary = {"parity": {"onnxruntime": {"max_abs_prob_diff": 0.0, "threshold": 0.5}},
                "latency_ms": {"onnxruntime": {"p50": 1.0}}}
-    params = {"tracking": {"experiment": env["RACE"]}, "export": {"registered_model": env["RACE"]}}
+    params = P.parse({"tracking": {"experiment": env["RACE"]}, "export": {"registered_model": env["RACE"]}})
     start.wait(timeout=300)
     publish(params, onnx, Path(workdir) / "export.json", summary, PUBLISHERS[role],
             lineage(Path(onnx), test, data_version="race"), test)
 
 
-RACE = ("registry race (issue 34), in eyelip.release.registry.register: (1) concurrent alias writes collide in "
-        "PostgreSQL (MLflow 3.17.2's set_registered_model_alias reads, then inserts: UniqueViolation on "
-        "registered_model_alias_pk, and that publisher fails); (2) the gate reads the champion, then moves the "
-        "alias, so the last writer wins, even when worse. Passes once register retries the alias write and "
-        "converges `champion` to the best version on the same test data after writing (the `truth` branch)")
-
-
-@pytest.mark.xfail(strict=False, reason=RACE)
 @pytest.mark.parametrize("last", ["better", "worse"])
 def test_two_publishers_finishing_together_leave_the_best_champion(stack: TeamStack, tmp_path: Path,
                                                                    last: str) -> None:
@@ -234,9 +227,6 @@ def test_two_publishers_finishing_together_leave_the_best_champion(stack: TeamSt
         f"champion v{champion.version} (test IoU {champion.tags['test_iou']}); versions {versions}")
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "issue 34/35: `dvc queue kill` interrupts the training stage (SIGINT) and MLflow's exit handler ends its "
-    "run FINISHED; passes once the stage ends an interrupted run KILLED or FAILED (the `truth` branch)"))
 def test_a_killed_queue_worker_leaves_its_run_failed_not_running(on_stack: Project, stack: TeamStack,
                                                                   tmp_path: Path) -> None:
     on_stack.dvc("exp", "run", "--queue", "-n", "killed", "-S", "train.epochs=5000")

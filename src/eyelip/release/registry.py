@@ -49,6 +49,7 @@ import io
 import json
 import os
 import tempfile
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -244,6 +245,22 @@ def elsewhere(client: Any, name: str, champion: int, candidate: str, lineage: Li
                      f"{old.tested_on() if old.test_split != 'unknown' else 'unrecorded data'}")
 
 
+def set_alias(client: Any, name: str, alias: str, version: int, tries: int = 5) -> None:
+    """``client.set_registered_model_alias``, retried: two publishers writing one alias at once on a
+    PostgreSQL store collide (MLflow reads, then inserts: a unique-key violation for the second), and a
+    write is idempotent, so trying again is safe; :func:`settle` re-reads whatever was written."""
+    from mlflow.exceptions import MlflowException
+
+    for attempt in range(tries):
+        try:
+            client.set_registered_model_alias(name, alias, str(version))
+            return
+        except MlflowException:
+            if attempt == tries - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+
+
 def settle(client: Any, name: str, version: int, lineage: Lineage,
            score_champion: Callable[[str, str], float]) -> Decision:
     """Point ``champion`` at the best version on ``version``'s test data and re-read until a read after
@@ -262,7 +279,7 @@ def settle(client: Any, name: str, version: int, lineage: Lineage,
                 choice = champion
         if choice == champion:
             return explain(name, version, lineage, first, champion, scores, away)
-        client.set_registered_model_alias(name, "champion", str(choice))
+        set_alias(client, name, "champion", choice)
         champion = champion_alias(client, name)  # another publisher may have written since
     raise EyelipError(f"registry {name!r}: alias 'champion' still moving after {SETTLE_ROUNDS} rounds of "
                       f"publishers; run the export again to settle it")
@@ -330,7 +347,7 @@ def register(log_model: Callable[[], str], base: str, test_iou: float, lineage: 
         version = reused
         print(f"registry {name!r}: v{version} already holds this model (digest {digest}) tested on the same "
               f"{lineage.tested_on()}: no new version")
-    client.set_registered_model_alias(name, "candidate", str(version))
+    set_alias(client, name, "candidate", version)
     decision = settle(client, name, version, lineage, score_champion)
     decision.reused = reused is not None
     decision.message = f"registry {name!r}: {decision.message}"

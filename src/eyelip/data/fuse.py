@@ -155,9 +155,9 @@ def fuse_dataset(source: Source, out_dir: str | Path, targets: Mapping[str, list
                 writer = NpyRowWriter(tmp / "masks.npy", packed.shape, np.uint8)
             elif shape != mask_shape:
                 error = (f"{source.describe(mask_relpath(sample_id, '*'))}: masks are {shape[1]}x{shape[0]}, "
-                         f"but the dataset's are {mask_shape[1]}x{mask_shape[0]}; resize them or set data.on_error: skip")
+                         f"but the dataset's are {mask_shape[1]}x{mask_shape[0]}")
                 if on_error == "fail":
-                    raise DataError(error)
+                    raise DataError(f"{error}; resize them, or set data.on_error: skip to leave the sample out")
                 skipped[sample_id] = error
                 continue
             writer.append(packed[None])

@@ -25,9 +25,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from eyelip import atomic
 from eyelip import params as P
 from eyelip.errors import EyelipError
+from eyelip.tracking import environment
 from eyelip.tracking import store as tracking
 
 EVALUATE = "metrics/evaluate.json"
@@ -193,14 +196,71 @@ def champion_line(root: Path, registered_model: str) -> str | None:
         return None  # a store that lost the run (e.g. a fresh CI store): say nothing rather than guess
 
 
+def git_show(root: Path, sha: str, path: str) -> str | None:
+    """``path``'s text at commit ``sha``; None where the commit has no such file."""
+    proc = subprocess.run(["git", "show", f"{sha}:{path}"], cwd=root, capture_output=True, text=True)
+    return proc.stdout if proc.returncode == 0 else None
+
+
 def baseline_data_version(root: Path, sha: str) -> str:
     """``data_version`` (:func:`eyelip.tracking.store.data_version`) of the baseline commit's dvc.lock."""
-    proc = subprocess.run(["git", "show", f"{sha}:dvc.lock"], cwd=root, capture_output=True, text=True)
-    if proc.returncode != 0:
+    text = git_show(root, sha, "dvc.lock")
+    if text is None:
         return "unknown"
     with tempfile.TemporaryDirectory() as tmp:
-        (Path(tmp) / "dvc.lock").write_text(proc.stdout)
+        (Path(tmp) / "dvc.lock").write_text(text)
         return tracking.data_version(Path(tmp) / "dvc.lock")
+
+
+def unrecorded_params(lock_text: str | None, params_text: str | None) -> list[tuple[str, Any, Any]]:
+    """``(key, in dvc.lock, in params.yaml)`` for each param whose value in params.yaml is not the one
+    dvc.lock recorded for the run that produced the committed metrics: a commit that changed params
+    without re-running the pipeline, whose metrics therefore belong to other params."""
+    if not lock_text or not params_text:
+        return []
+    lock, params = yaml.safe_load(lock_text) or {}, yaml.safe_load(params_text) or {}
+    found: dict[str, tuple[Any, Any]] = {}
+    for stage in (lock.get("stages") or {}).values():
+        for key, value in ((stage.get("params") or {}).get(P.PARAMS_FILE) or {}).items():
+            recorded, current = P.flatten({key: value}), P.flatten({key: P.get(params, key, None)})
+            for leaf in sorted({*recorded, *current}):
+                if recorded.get(leaf) != current.get(leaf):
+                    found[leaf] = (recorded.get(leaf), current.get(leaf))
+    return [(key, *found[key]) for key in sorted(found)]
+
+
+def provenance_lines(root: Path, sha: str, label: str) -> tuple[list[str], list[str]]:
+    """(notes for the verdict line, the Provenance section): metrics that do not belong to the params
+    beside them (baseline commit, this workspace) and what differs between the two environments."""
+    notes, lines = [], ["## Provenance", ""]
+    sides = ((f"baseline {label}", git_show(root, sha, "dvc.lock"), git_show(root, sha, P.PARAMS_FILE)),
+             ("this workspace", *((root / f).read_text() if (root / f).is_file() else None
+                                  for f in ("dvc.lock", P.PARAMS_FILE))))
+    for side, lock_text, params_text in sides:
+        stale = unrecorded_params(lock_text, params_text)
+        if stale:
+            keys = ", ".join(f"`{k}` {fmt(old)} (dvc.lock) vs {fmt(new)}" for k, old, new in stale)
+            notes.append(f"{side}'s metrics were produced with other params than its params.yaml ({keys})")
+            lines += [f"- **{side}**: its metrics were produced with params that differ from its params.yaml "
+                      f"(dvc.lock records the run's): {keys}. Compare against a commit that ran `dvc repro` "
+                      "after its last params change.", ""]
+    old = environment.read(git_show(root, sha, environment.FILE))
+    path = root / environment.FILE
+    new = environment.read(path.read_text() if path.is_file() else None)
+    changed = environment.differences(old, new)
+    if changed:
+        names = ", ".join(k.removeprefix(environment.PREFIX) for k, _, _ in changed)
+        notes.append(f"ran in another environment ({names})")
+        lines += ["| environment | baseline | this run |", "|---|---|---|",
+                  *(f"| `{k}` | {fmt(a)} | {fmt(b)} |" for k, a, b in changed)]
+    elif old and new:
+        lines.append(f"Same environment as the baseline (lock {new.get('env.lock')}, torch "
+                     f"{new.get('env.torch')}, {new.get('env.cpu')}, {new.get('env.cpu_capability')}, "
+                     f"{new.get('env.threads')} threads).")
+    else:
+        lines.append(f"No environment to compare: `{environment.FILE}` is missing at "
+                     f"{'the baseline' if not old else 'this workspace'} (written by the train stage).")
+    return notes, lines
 
 
 def build_report(root: Path, baseline: str, out: Path, images: str = "relative",
@@ -220,13 +280,16 @@ def build_report(root: Path, baseline: str, out: Path, images: str = "relative",
     result = verdict(old if isinstance(old, (int, float)) else None, float(new), tolerance, versions if differ else None)
     label = f"`{sha[:7]}`" if sha.startswith(baseline) else f"`{baseline}` ({sha[:7]})"
     first = result.line(label)
+    notes, provenance = provenance_lines(root, sha, label)
+    if notes:
+        first += "; **note**: " + "; ".join(notes)
     params_now = P.load(root / P.PARAMS_FILE)
     gate = champion_line(root, P.get(params_now, "export.registered_model", "eyelip"))
     if gate:
         first += f"; {gate}"
     targets = list(P.get(params_now, "data.targets", {}) or {})
     lines = [first, "", f"# eyelip: this workspace vs {label}", ""]
-    lines += metrics_section(metrics, targets) + [""] + params_section(params) + [""]
+    lines += metrics_section(metrics, targets) + [""] + params_section(params) + [""] + provenance + [""]
     lines += images_section(root, out.parent.resolve(), images)
     return "\n".join(lines).rstrip() + "\n"
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from eyelip import atomic
 from eyelip import params as P
 from eyelip.errors import EyelipError
+from eyelip.tracking import environment
 from eyelip.tracking.store import tracking_uri
 
 # Beside the runtime section (eyelip.params.RUNTIME): params that name the fold a run holds out, where
@@ -40,6 +41,7 @@ class Run:
     metrics: dict[str, float]
     id: str = ""  # MLflow run id
     start: int = 0  # start time, ms since the epoch: the table's order
+    env: dict[str, str] = field(default_factory=dict)  # its env.* tags (eyelip.tracking.environment)
 
     @property
     def recipe(self) -> tuple[tuple[str, str], ...]:
@@ -147,7 +149,8 @@ def load_runs(experiment: str, uri: str | None = None) -> list[Run]:
     runs = client.search_runs([found.experiment_id], "attributes.status = 'FINISHED'",
                               order_by=["attributes.start_time ASC"], max_results=10_000)
     return [Run(r.info.run_name or r.info.run_id[:8], dict(r.data.params), dict(r.data.metrics), r.info.run_id,
-                r.info.start_time or 0) for r in runs if "test_iou" in r.data.metrics]
+                r.info.start_time or 0, {k: v for k, v in r.data.tags.items() if k.startswith(environment.PREFIX)})
+            for r in runs if "test_iou" in r.data.metrics]
 
 
 def read_ledger(path: Path, experiment: str) -> list[Run]:
@@ -177,6 +180,31 @@ def merge(kept: Sequence[Run], current: Sequence[Run]) -> list[Run]:
     return sorted([*(run for run in kept if run.id not in ids), *current], key=lambda run: run.start)
 
 
+def environment_lines(recipes: Sequence[Recipe]) -> list[str]:
+    """Which ``env.*`` tags differ between the runs listed, and where that splits a row: two runs of one
+    recipe that score differently in two environments differ by environment, not by params."""
+    recorded = [run for recipe in recipes for run in recipe.runs if run.env]
+    keys = sorted({k for run in recorded for k in run.env})
+    varying = {k: sorted({run.env.get(k, "—") for run in recorded}) for k in keys}
+    varying = {k: values for k, values in varying.items() if len(values) > 1}
+    if not recorded:
+        return []
+    if not varying:
+        return [f"All {len(recorded)} runs that record their environment ran in the same one."]
+    def runs_with(key: str, value: str) -> str:
+        return _names([run for run in recorded if run.env.get(key, "—") == value])
+
+    lines = ["Environments differ (`env.*` tags) between runs: " + "; ".join(
+        f"`{k.removeprefix(environment.PREFIX)}`: " + ", ".join(f"{v} ({runs_with(k, v)})" for v in values)
+        for k, values in varying.items())]
+    for number, recipe in enumerate(recipes, 1):
+        split = sorted(k for k in varying if len({run.env.get(k, "—") for run in recipe.runs if run.env}) > 1)
+        if split:
+            lines.append(f"Row {number}: same params, different environments ({', '.join(split)}): "
+                         "its spread is not only the folds' or the seeds'.")
+    return lines
+
+
 def render(experiment: str, runs: Sequence[Run]) -> str:
     if not runs:
         raise EyelipError(f"experiment {experiment!r} has no finished runs with test metrics")
@@ -196,6 +224,7 @@ def render(experiment: str, runs: Sequence[Run]) -> str:
         "",
         f"Shared by all rows: {shared}",
         "",
+        *(line + "\n" for line in environment_lines(recipes)),
     ])
 
 

@@ -26,6 +26,7 @@ import yaml
 
 from eyelip import atomic
 from eyelip.params import flatten
+from eyelip.tracking import environment
 
 RUN_FILE = "models/run.json"
 
@@ -109,8 +110,12 @@ def start_run(experiment: str, params: Mapping[str, Any], run_id: str | None = N
     mlflow.set_experiment(experiment_id=ensure_experiment(experiment))
     run = mlflow.start_run(run_name=os.environ.get("DVC_EXP_NAME") or None)
     mlflow.log_params({k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in flatten(params).items()})
-    mlflow.set_tags(run_tags())
+    mlflow.set_tags(run_tags() | environment.collect(runtime_device(params)))
     return run
+
+
+def runtime_device(params: Mapping[str, Any]) -> str:
+    return (params.get("runtime") or {}).get("device", "auto")
 
 
 def write_run_file(run: Any, path: str | Path = RUN_FILE) -> None:
@@ -144,6 +149,8 @@ class TrackedRun:
         """Start a new run, or continue ``run_id`` (a resumed training); returns the run id."""
         self.run = start_run(self.experiment, self.params, run_id)
         write_run_file(self.run)
+        # Beside the metrics in git, so a report can compare environments without the MLflow store.
+        atomic.write_json(environment.FILE, environment.collect(runtime_device(self.params)))
         print(f"MLflow: run {self.run.info.run_name!r} ({self.run.info.run_id}) in {tracking_uri()}")
         return self.run.info.run_id
 

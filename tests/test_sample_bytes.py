@@ -55,5 +55,6 @@ def test_the_sample_stage_rebuilds_dvc_locks_bytes(tmp_path: Path) -> None:
                    capture_output=True, timeout=1800)
     (locked,) = yaml.safe_load((REPO / "dvc.lock").read_text())["stages"]["sample"]["outs"]
     built = root / locked["path"]
-    assert (hashlib.md5(built.read_bytes()).hexdigest(), built.stat().st_size) == (locked["md5"], locked["size"]), \
-        "data/sample.zip differs from dvc.lock: if the generator changed on purpose, run `dvc repro` and commit dvc.lock"
+    built_hash = (hashlib.md5(built.read_bytes()).hexdigest(), built.stat().st_size)
+    assert built_hash == (locked["md5"], locked["size"]), \
+        "data/sample.zip differs from dvc.lock: if the generator changed on purpose, `dvc repro` and commit dvc.lock"

@@ -1,10 +1,12 @@
-"""Stage `check-data`: data.root is checked by the project before DVC hashes it.
+"""Stage `check-data`: the params file and data.root are checked before any stage does work.
 
-The data stages depend on ``${data.root}``, so a missing path would otherwise stop `dvc repro` with
-DVC's bare ``[Errno 2]`` before any script could explain it. This stage has no dep on that path and
-runs first (fuse-masks depends on its output), so the project's message comes first. The built-in
-sample is the `sample` stage's output: it may not exist yet, and DVC builds it before fuse-masks.
-Writes data/check.json (the root as given, and its image count once it exists).
+The first stage of the pipeline (every other one depends on its output, the sample included), and it
+depends on the whole of params.yaml: a wrong value in any section, even one no stage depends on
+(``runtime:``, ``tracking:``), stops `dvc repro` here, in seconds, naming the key. ``stage.run`` loads
+and validates the file; this checks data.root, which the data stages depend on, so a missing path
+would otherwise stop `dvc repro` with DVC's bare ``[Errno 2]`` before any script could explain it. The
+built-in sample is not looked into: the `sample` stage (re)builds it after this one.
+Writes data/check.json (the root as given, and its image count unless it is the sample).
 """
 
 from pathlib import Path
@@ -19,7 +21,7 @@ OUT = "data/check.json"
 
 def main(params: Params) -> None:
     root = params.data.root
-    if Path(root) == Path(SAMPLE) and not Path(root).exists():
+    if Path(root) == Path(SAMPLE):
         atomic.write_json(OUT, {"root": root, "images": None})
         print(f"data.root: {root}, the built-in sample (stage `sample` builds it)")
         return

@@ -1,6 +1,12 @@
-"""Stage `sample`: generate the built-in synthetic sample (a CelebAMask-HQ-layout zip)."""
+"""Stage `sample`: generate the built-in synthetic sample (a CelebAMask-HQ-layout zip).
 
-from eyelip import stage
+Built only when data.root is the sample: DVC runs every stage of dvc.yaml, and its output must exist
+afterwards, so for other data this writes an empty data/sample.zip (no stage reads it) in a second.
+"""
+
+from pathlib import Path
+
+from eyelip import atomic, stage
 from eyelip.params import Params
 from eyelip.data.synthetic import generate_sample
 
@@ -8,7 +14,11 @@ OUT = "data/sample.zip"
 
 
 def main(params: Params) -> None:
-    sample = params.sample
+    root, sample = params.data.root, params.sample
+    if Path(root) != Path(OUT):
+        atomic.write_text(OUT, "")
+        print(f"data.root is {root}: the built-in sample is not needed, {OUT} left empty")
+        return
     generate_sample(OUT, n=sample.n, seed=sample.seed, image_size=sample.image_size, mask_size=sample.mask_size,
                     n_jobs=params.runtime.n_jobs)
     print(f"wrote {OUT}")

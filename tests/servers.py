@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import pwd
+import re
 import shutil
 import signal
 import socket
@@ -27,6 +28,16 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def ui_url(proc: subprocess.Popen, log: Path) -> str:
+    """The URL `eyelip ui` prints on its stdout: first a "starting..." line at once, the URL only once the
+    server answers (the lines between are the server's own log)."""
+    assert proc.stdout.readline().startswith("starting the MLflow UI on ")
+    for line in proc.stdout:
+        if found := re.match(r"MLflow UI on \S+: (http://\S+:\d+)", line):
+            return found.group(1)
+    raise AssertionError(f"eyelip ui exited without a URL:\n{log.read_text()[-3000:]}")
 
 
 def wait_until_answers(url: str, proc: subprocess.Popen, log: Path, timeout: float = 240) -> None:

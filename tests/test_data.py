@@ -201,7 +201,8 @@ def damaged(synthetic: Path, tmp_path: Path) -> Path:
 
 
 def test_bad_samples_fail_with_the_file_named(damaged: Path, tmp_path: Path) -> None:
-    with pytest.raises(DataError, match=r"00004_u_lip.png: not a readable image"):
+    with pytest.raises(DataError, match=r"00004_u_lip.png: not a readable image .*\(sample 4\); replace or restore "
+                                        r"the file, or set data.on_error: skip"):
         fuse_dataset(Source(damaged), tmp_path / "fused", EYES_LIPS, n_jobs=1)
     assert not (tmp_path / "fused").exists(), "a failed stage must leave no output"
 
@@ -210,6 +211,7 @@ def test_bad_samples_are_skipped_and_listed(damaged: Path, tmp_path: Path) -> No
     summary = fuse_dataset(Source(damaged), tmp_path / "fused", EYES_LIPS, on_error="skip", n_jobs=2)
     skipped = (tmp_path / "fused" / "skipped.json").read_text()
     assert summary["skipped"] == 2 and "00004_u_lip.png" in skipped and "256x256" in skipped
+    assert "00004_u_lip.png: not a readable image" in skipped and "replace" not in skipped  # no advice in the list
     with pytest.raises(DataError, match=r"2.jpg: corrupt or truncated image"):
         resize_dataset(Source(damaged), tmp_path / "fused", tmp_path / "resized", 64, n_jobs=1)
     assert not (tmp_path / "resized").exists()

@@ -1,8 +1,10 @@
-"""data.root through the real `dvc` CLI: a missing root is named by the project before DVC hashes it,
-and a run on data other than the built-in sample leaves no image of its faces where git would take it."""
+"""data.root and params through the real `dvc` CLI: check-data, the first stage, names a missing root or a bad
+param before any stage works (the sample is not built, DVC hashes nothing); the sample is built only when
+data.root is the sample; and a run on other data leaves no image of its faces where git would take it."""
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -10,6 +12,7 @@ import pytest
 from conftest import REPO
 
 from eyelip.cli import main
+from eyelip.data.source import Source
 from eyelip.data.synthetic import generate_sample
 
 # Images that show no face (curves, histograms): they may change with every run.
@@ -20,25 +23,65 @@ TINY = {"resize": {"size": 32}, "split": {"train": 0.5, "val": 0.25, "test": 0.2
         "runtime": {"threads": 1, "n_jobs": 1}}
 
 
-@pytest.mark.parametrize("target", ["fuse-masks", "split"])
-def test_a_missing_root_is_named_before_dvc_hashes_it(project, tmp_path: Path, target: str) -> None:
+def ran(output: str) -> list[str]:
+    """The stages `dvc repro` started, in order."""
+    return re.findall(r"Running stage '([\w-]+)'", output)
+
+
+@pytest.mark.parametrize("target", [None, "split"])
+def test_a_missing_root_stops_the_pipeline_first(project, tmp_path: Path, target: str | None) -> None:
+    """Before the sample is built (DVC runs every stage on a plain `dvc repro`) and before DVC hashes the path."""
     missing = tmp_path / "nowhere" / "CelebAMask-HQ.zip"
     project.set_params(data={"root": str(missing)})
-    proc = project.dvc("repro", target, check=False)
+    proc = project.dvc("repro", *([target] if target else []), check=False)
     output = proc.stdout + proc.stderr
     assert proc.returncode != 0
     assert f"eyelip check-data: error: data.root: {missing} does not exist" in output, output
-    assert "Errno 2" not in output and "Running stage 'fuse-masks'" not in output
-
-
-def test_the_built_in_sample_passes_the_check_before_it_exists(project) -> None:
-    project.set_params(sample={"n": 4, "image_size": 64, "mask_size": 64}, runtime={"n_jobs": 1})
-    # Alone first: DVC may order the two root stages, sample and check-data, either way.
-    proc = project.dvc("repro", "check-data")
-    assert "data.root: data/sample.zip, the built-in sample" in proc.stdout
+    assert ran(output) == ["check-data"] and "Errno 2" not in output
     assert not (project.root / "data" / "sample.zip").exists()
-    project.dvc("repro", "fuse-masks")
+
+
+def test_the_built_in_sample_is_checked_then_built(project) -> None:
+    project.set_params(sample={"n": 4, "image_size": 64, "mask_size": 64}, runtime={"n_jobs": 1})
+    proc = project.dvc("repro", "fuse-masks")
+    assert ran(proc.stdout + proc.stderr) == ["check-data", "sample", "fuse-masks"]
+    assert "data.root: data/sample.zip, the built-in sample" in proc.stdout
     assert (project.root / "data" / "fused" / "masks.npy").is_file()
+
+
+def test_other_data_does_not_build_the_sample(project, synthetic: Path) -> None:
+    project.set_params(data={"root": str(synthetic)}, sample={"n": 4, "image_size": 64, "mask_size": 64},
+                       runtime={"n_jobs": 1})
+    proc = project.dvc("repro", "sample")
+    assert ran(proc.stdout + proc.stderr) == ["check-data", "sample"]
+    assert "the built-in sample is not needed" in proc.stdout and "synthetic" not in proc.stderr
+    assert (project.root / "data" / "sample.zip").stat().st_size == 0
+    project.set_params(data={"root": "data/sample.zip"})  # back to the sample: now it is built
+    project.dvc("repro", "sample")
+    assert len(Source(project.root / "data" / "sample.zip").ids()) == 4
+
+
+def test_a_param_no_stage_reads_yet_stops_the_pipeline_first(project) -> None:
+    """check-data depends on the whole of params.yaml: after the data stages ran, a bad key stops `dvc repro` at
+    check-data, not at the first stage that reads it (train here)."""
+    project.set_params(sample={"n": 8, "image_size": 64, "mask_size": 64}, **TINY)
+    project.dvc("repro", "split")
+    project.set_params(train={"threads": 1})  # moved to runtime.threads
+    proc = project.dvc("repro", check=False)
+    output = proc.stdout + proc.stderr
+    assert "eyelip check-data: error: train.threads: moved to runtime.threads" in output, output
+    assert ran(output) == ["check-data"]
+
+
+@pytest.mark.parametrize("section, values, key", [("split", {"val": -0.1}, "split.val"),
+                                                  ("runtime", {"n_jobz": 1}, "runtime.n_jobz")])
+def test_a_bad_param_anywhere_stops_the_pipeline_first(project, section: str, values: dict, key: str) -> None:
+    project.set_params(**{section: values})
+    proc = project.dvc("repro", check=False)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0, output
+    assert re.search(rf"eyelip check-data: error: (params.yaml: )?{re.escape(key)}", output), output
+    assert ran(output) == ["check-data"]
 
 
 def test_profile_refuses_a_missing_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

@@ -145,8 +145,7 @@ def test_runtime_and_tracking_params_change_no_stage(repo_copy: Path) -> None:
         data["runtime"].update(threads=1, n_jobs=1, device="cpu", compile=True)
         data["tracking"]["experiment"] = "renamed"
         params.write_text(yaml.safe_dump(data))
-        # Only check-data, which validates the whole file on any edit; its output stays the same, so no
-        # stage after it re-runs.
+        # check-data validates the whole file (seconds); its output holds only data.root, so nothing after it re-runs
         assert stages_with_changed_code_or_params(repo_copy) == {"check-data"}
         data["train"]["lr"] = 0.1234  # a result-changing param does change the training
         params.write_text(yaml.safe_dump(data))

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import copy_samples
 
 from eyelip.cli import main as cli_main
 from eyelip.data.layout import mirror_pairs
@@ -270,3 +271,20 @@ def test_cli_errors_are_clear(synthetic: Path, subset, tiny_model: Path, tmp_pat
     assert cli_main(["evaluate", "--model", str(tiny_model), "--data", str(synthetic), "--ids", str(bad_ids)]) == 1
     err = capsys.readouterr().err
     assert "1 ids have no image" in err and "[99999999]" in err
+
+
+def test_cli_errors_name_its_flag_and_the_file(synthetic: Path, tiny_model: Path, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture) -> None:
+    """`eyelip evaluate` reads no params.yaml: its errors name --data and what its user can do."""
+    missing = tmp_path / "nowhere"
+    assert cli_main(["evaluate", "--model", str(tiny_model), "--data", str(missing)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"eyelip evaluate: error: --data: {missing} does not exist; pass a CelebAMask-HQ folder")
+    assert "data.root" not in err and "params.yaml" not in err
+    root = copy_samples(synthetic, tmp_path / "data", [0, 1])
+    photo = root / "CelebA-HQ-img" / "1.jpg"
+    photo.write_bytes(photo.read_bytes()[: photo.stat().st_size // 2])
+    assert cli_main(["evaluate", "--model", str(tiny_model), "--data", str(root)]) == 1
+    err = capsys.readouterr().err
+    assert f"error: {photo}: corrupt or truncated image (" in err and "pass --ids with the ids to score" in err
+    assert "data.on_error" not in err

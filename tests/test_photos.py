@@ -191,10 +191,26 @@ def test_one_unreadable_photo_does_not_stop_the_others(model: Path, tmp_path: Pa
         "a_good_mask.png", "a_good_overlay.png", "d_good_mask.png", "d_good_overlay.png"]
     assert "predicted 2 images" in proc.stdout
     lines = proc.stderr.splitlines()
-    for name in ("b_text.jpg", "c_truncated.jpg"):  # each reported with its reason
-        assert any(f"{name}: not a readable image (" in line for line in lines), proc.stderr
+    for reason in ("b_text.jpg: not a readable image (Pillow recognises no image format in it",
+                   "c_truncated.jpg: corrupt or truncated image (image file is truncated"):  # each with its reason
+        assert any(f"skipped {photos / reason}" in line for line in lines), proc.stderr
+    assert "BytesIO" not in proc.stderr and "pass only image files" not in proc.stderr
     assert lines[-1] == (f"eyelip predict: error: 2 of 4 photos could not be read (each reported above with its "
                          f"reason); the masks of the other 2 are in {tmp_path / 'out'}")
+
+
+def test_no_photo_read_leaves_no_output_folder(model: Path, tmp_path: Path) -> None:
+    (tmp_path / "notes.jpg").write_text("this is not a photo")
+    out = tmp_path / "new" / "out"
+    proc = eyelip_predict(str(tmp_path / "notes.jpg"), "--model", str(model), "--out", str(out))
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines()[-1] == ("eyelip predict: error: 1 of 1 photos could not be read (each reported "
+                                            "above with its reason); nothing was written")
+    assert not (tmp_path / "new").exists()
+    existing = tmp_path / "kept"  # a folder the user made stays, empty or not
+    existing.mkdir()
+    assert eyelip_predict(str(tmp_path / "notes.jpg"), "--model", str(model), "--out", str(existing)).returncode == 1
+    assert existing.is_dir()
 
 
 @pytest.mark.parametrize("case", ["a_file", "under_a_file", "read_only"])
@@ -235,7 +251,7 @@ def test_a_prior_model_without_mediapipe_stops_at_once_naming_the_extra(tmp_path
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert proc.stderr == (f"eyelip predict: error: {prior_model}: the face-mesh prior 'facemesh' needs mediapipe, "
                            f"which is not installed; pip install 'eyelip[prior]' (Python 3.11 or 3.12)\n")
-    assert not list((tmp_path / "out").iterdir())
+    assert not (tmp_path / "out").exists()  # nothing written: no empty folder left
     # ... while a model without a prior predicts as before
     plain = onnx_model(tmp_path / "plain.onnx")
     proc = eyelip_predict(str(photo), "--model", str(plain), "--out", str(tmp_path / "out"), prelude=NO_MEDIAPIPE)

@@ -56,7 +56,7 @@ def test_data_stages_on_the_built_in_sample(project) -> None:
     project.set_params(sample={"n": 40, "image_size": 256, "mask_size": 128}, resize={"size": 64},
                        data={"targets": {"eyes": ["l_eye", "r_eye"], "lips": ["u_lip", "l_lip"]}})
     out = project.dvc("repro", "split")
-    assert stages_run(out.stdout) == ["sample", "check-data", "fuse-masks", "resize", "split"]
+    assert stages_run(out.stdout) == ["check-data", "sample", "fuse-masks", "resize", "split"]
     with zipfile.ZipFile(project.root / "data" / "sample.zip") as zf:
         assert "CelebAMask-HQ/CelebA-HQ-img/0.jpg" in zf.namelist()
     masks = np.load(project.root / "data" / "resized" / "masks.npy", mmap_mode="r")

@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 import zipfile
 from pathlib import Path
@@ -21,6 +22,7 @@ import pandas as pd
 import pytest
 import torch
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 from PIL import Image
 from servers import free_port, wait_until_answers
 
@@ -111,8 +113,14 @@ def masks_from_response(body: str | bytes) -> np.ndarray:
     return np.stack([decoded(base64.b64decode(row[c])) for c in ("mask_eyes", "mask_lips")])
 
 
+# A request's bad images: what the client sent, and what the answer says is wrong with it.
+BAD_IMAGES = [(lambda photo: photo[: len(photo) // 2], "corrupt or truncated image ("),
+              (lambda photo: b"plain text, not a photo", "not a readable image (Pillow recognises no image format")]
+
+
 def test_the_serving_json_protocol(served: dict) -> None:
-    """The scoring server's own request handler: base64 image in, base64 PNG masks out."""
+    """The scoring server's own request handler: base64 image in, base64 PNG masks out; a bad image is the
+    client's error (HTTP 400) and its message says what is wrong with that image."""
     from mlflow.pyfunc.scoring_server import invocations
 
     model = mlflow.pyfunc.load_model(f"models:/{NAME}@champion")
@@ -120,6 +128,11 @@ def test_the_serving_json_protocol(served: dict) -> None:
     response = invocations(serving_request(photo), "application/json", model, model.metadata.get_input_schema())
     assert response.status == 200, response.response
     np.testing.assert_array_equal(masks_from_response(response.response), expected_masks(served["onnx"], photo))
+    for bad, reason in BAD_IMAGES:
+        with pytest.raises(MlflowException) as caught:
+            invocations(serving_request(bad(photo)), "application/json", model, model.metadata.get_input_schema())
+        assert caught.value.get_http_status_code() == 400
+        assert f"image[0]: {reason}" in caught.value.message and "on_error" not in caught.value.message
 
 
 @pytest.mark.slow
@@ -138,6 +151,14 @@ def test_mlflow_models_serve_answers_a_photo(served: dict, tmp_path: Path) -> No
         with urllib.request.urlopen(request, timeout=30) as response:
             masks = masks_from_response(response.read())
         np.testing.assert_array_equal(masks, expected_masks(served["onnx"], photo))
+        bad, reason = BAD_IMAGES[0]
+        request = urllib.request.Request(request.full_url, data=serving_request(bad(photo)).encode(),
+                                         headers={"Content-Type": "application/json"})
+        with pytest.raises(urllib.error.HTTPError) as caught:
+            urllib.request.urlopen(request, timeout=30)
+        body = json.loads(caught.value.read())
+        assert caught.value.code == 400 and body["error_code"] == "INVALID_PARAMETER_VALUE"
+        assert f"image[0]: {reason}" in body["message"], body
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 from conftest import BIN
 from mlflow.tracking import MlflowClient
-from servers import free_port, wait_until_answers
+from servers import free_port, ui_url
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 # The built-in synthetic sample, tiny: the browser test is about the UI, not the data.
@@ -60,11 +60,9 @@ def eyelip_ui(root: Path, env: dict[str, str], log: Path) -> Iterator[str]:
         proc = subprocess.Popen([str(BIN / "eyelip"), "ui", "--port", str(port)], cwd=root, env=env, text=True,
                                 stdout=subprocess.PIPE, stderr=sink, start_new_session=True)
         try:
-            line = proc.stdout.readline()
-            match = re.search(r"http://127\.0\.0\.1:\d+", line)
-            assert match and match.group() == f"http://127.0.0.1:{port}", line
-            wait_until_answers(f"{match.group()}/health", proc, log, timeout=180)
-            yield match.group()
+            url = ui_url(proc, log)  # printed once the server answers
+            assert url == f"http://127.0.0.1:{port}"
+            yield url
         finally:
             os.killpg(proc.pid, signal.SIGINT)  # what Ctrl+C sends
             try:

@@ -1,18 +1,19 @@
-"""`eyelip ui` stopped by its PID (SIGTERM) or Ctrl+C (SIGINT) takes the MLflow server down with it."""
+"""`eyelip ui` prints its URL only once the server answers, and stopped by its PID (SIGTERM) or Ctrl+C
+(SIGINT) takes the MLflow server down with it."""
 
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
+import urllib.request
 from pathlib import Path
 
 import psutil
 import pytest
 from conftest import BIN
 from mlflow import MlflowClient
-from servers import free_port, wait_until_answers
+from servers import free_port, ui_url
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +32,10 @@ def test_a_signal_to_eyelip_ui_stops_the_server(store: Path, tmp_path: Path, sig
         proc = subprocess.Popen([str(BIN / "eyelip"), "ui", "--port", str(port)], cwd=store, env=env, text=True,
                                 stdout=subprocess.PIPE, stderr=log)
     try:
-        assert re.search(rf"http://127\.0\.0\.1:{port}", proc.stdout.readline())
-        wait_until_answers(f"http://127.0.0.1:{port}/health", proc, tmp_path / "ui.log")
+        url = ui_url(proc, tmp_path / "ui.log")
+        assert url == f"http://127.0.0.1:{port}"
+        with urllib.request.urlopen(f"{url}/health", timeout=5) as response:  # answers at once: no waiting
+            assert response.status == 200
         server = psutil.Process(proc.pid).children(recursive=True)
         assert server, "no mlflow server process under eyelip ui"
         os.kill(proc.pid, signum)  # to eyelip alone, as `kill PID` does

@@ -12,6 +12,8 @@ import signal
 import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -81,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     ui = commands.add_parser(
         "ui", help="start the MLflow UI on this project's runs",
         description="Start the MLflow UI (`mlflow server`) on the project's store (the SQLite file "
-                    "mlflow.db at the project root, or $MLFLOW_TRACKING_URI) and print its URL. Runs until "
+                    "mlflow.db at the project root, or $MLFLOW_TRACKING_URI) and print its URL once it answers. Runs until "
                     "Ctrl+C. With MLFLOW_TRACKING_URI pointing at a server, prints that URL instead.")
     ui.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: %(default)s, this "
                                                         "machine only)")
@@ -138,19 +140,32 @@ def run_ui(host: str, port: int) -> None:
             probe.bind((host, port))
         except OSError as exc:
             raise EyelipError(f"{host}:{port}: cannot listen there ({exc.strerror}); pick another --port") from exc
-    print(f"MLflow UI on {uri}: http://{host}:{port}  (Ctrl+C stops it)", flush=True)
+    # The URL only once the server answers (a first start takes seconds to a minute on busy cores).
+    print(f"starting the MLflow UI on {uri}...", flush=True)
     cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host", host,
            "--port", str(port), "--workers", "1"]
-    code, stopped = serve_until_stopped(cmd)
+    local = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)  # where "every interface" answers from here
+    health = f"http://{f'[{local}]' if ':' in local else local}:{port}/health"
+    code, stopped = serve_until_stopped(cmd, health, f"MLflow UI on {uri}: http://{host}:{port}  (Ctrl+C stops it)")
     if code != 0 and not stopped:
         raise EyelipError(f"mlflow server exited with status {code}")
 
 
-def serve_until_stopped(cmd: list[str]) -> tuple[int, bool]:
-    """Run ``cmd`` in its own process group until it exits; SIGINT or SIGTERM sent to this process
-    (Ctrl+C, ``kill PID``) goes to the whole group (mlflow server and its uvicorn worker), and this
-    process waits for the server to exit, so stopping `eyelip ui` by its PID leaves nothing running.
-    Returns the server's exit status and whether it was stopped by such a signal."""
+def answers(url: str) -> bool:
+    """Whether a local ``url`` answers 200 (straight, never through an http_proxy of the environment)."""
+    try:
+        with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def serve_until_stopped(cmd: list[str], health: str, banner: str) -> tuple[int, bool]:
+    """Run ``cmd`` in its own process group until it exits, printing ``banner`` once ``health`` answers
+    (polled while the server starts); SIGINT or SIGTERM sent to this process (Ctrl+C, ``kill PID``)
+    goes to the whole group (mlflow server and its uvicorn worker), and this process waits for the
+    server to exit, so stopping `eyelip ui` by its PID leaves nothing running. Returns the server's exit
+    status and whether it was stopped by such a signal."""
     child = subprocess.Popen(cmd, start_new_session=True)
     stopped: list[int] = []
 
@@ -163,6 +178,11 @@ def serve_until_stopped(cmd: list[str]) -> tuple[int, bool]:
 
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
+        while child.poll() is None and not stopped:
+            if answers(health):
+                print(banner, flush=True)
+                break
+            time.sleep(0.5)
         return child.wait(), bool(stopped)
     finally:
         for sig, handler in previous.items():

@@ -34,7 +34,7 @@ from eyelip.data.arrays import (
     unpack_masks,
 )
 from eyelip.data.layout import PARTS, mask_relpath
-from eyelip.data.parallel import map_samples
+from eyelip.data.parallel import SKIP_REMEDY, map_samples
 from eyelip.data.preprocess import decode_mask
 from eyelip.data.source import Source
 from eyelip.errors import DataError, ParamError
@@ -119,7 +119,7 @@ class FuseSample:
             others = [p for p in PARTS if p not in wanted and self.source.exists(mask_relpath(sample_id, p))]
             if not others:
                 raise DataError(f"{self.source.describe(self.source.mask_folder(sample_id))}/: no part masks for "
-                                f"sample {sample_id} ({sample_id:05d}_*.png); restore them or set data.on_error: skip")
+                                f"sample {sample_id} ({sample_id:05d}_*.png)")
             ref = load_parts(self.source, sample_id, (others[0],))[others[0]]
             shape = ref.shape
         else:
@@ -148,15 +148,16 @@ def fuse_dataset(source: Source, out_dir: str | Path, targets: Mapping[str, list
         mask_shape: tuple[int, int] | None = None
         job = FuseSample(source, channels, rule)
         for sample_id, (shape, packed) in map_samples(job, ids, on_error=on_error, skipped=skipped,
-                                                      n_jobs=n_jobs, backend=backend, desc="fuse-masks"):
+                                                      n_jobs=n_jobs, backend=backend, desc="fuse-masks",
+                                                      remedy=SKIP_REMEDY):
             if mask_shape is None:
                 mask_shape = shape
                 writer = NpyRowWriter(tmp / "masks.npy", packed.shape, np.uint8)
             elif shape != mask_shape:
                 error = (f"{source.describe(mask_relpath(sample_id, '*'))}: masks are {shape[1]}x{shape[0]}, "
-                         f"but the dataset's are {mask_shape[1]}x{mask_shape[0]}; resize them or set data.on_error: skip")
+                         f"but the dataset's are {mask_shape[1]}x{mask_shape[0]}")
                 if on_error == "fail":
-                    raise DataError(error)
+                    raise DataError(f"{error}; resize them, or set data.on_error: skip to leave the sample out")
                 skipped[sample_id] = error
                 continue
             writer.append(packed[None])

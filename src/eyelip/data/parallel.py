@@ -20,6 +20,8 @@ ON_ERROR = ("fail", "skip")
 BACKENDS = ("loky", "threading", "sequential")
 # Samples per task: large enough to amortise joblib's per-task overhead, small enough to balance.
 CHUNK = 32
+# What the data stages' reader can do about a bad sample (the per-sample errors say only what is wrong).
+SKIP_REMEDY = "replace or restore the file, or set data.on_error: skip to leave the sample out"
 
 
 def _run_chunk(fn: Callable[[int], T], ids: Sequence[int]) -> list[tuple[int, T | DataError]]:
@@ -33,9 +35,10 @@ def _run_chunk(fn: Callable[[int], T], ids: Sequence[int]) -> list[tuple[int, T 
 
 
 def map_samples(fn: Callable[[int], T], ids: Sequence[int], *, on_error: str, skipped: dict[int, str],
-                n_jobs: int = -1, backend: str = "loky", desc: str = "") -> Iterator[tuple[int, T]]:
+                n_jobs: int = -1, backend: str = "loky", desc: str = "", remedy: str = "") -> Iterator[tuple[int, T]]:
     """Yield ``(id, fn(id))`` in id order. A sample whose ``fn`` raises DataError stops the run
-    (``on_error="fail"``) or is recorded in ``skipped`` and left out (``"skip"``)."""
+    (``on_error="fail"``; the error then ends with ``remedy``, what the caller's user can do) or is
+    recorded in ``skipped`` and left out (``"skip"``)."""
     chunks = [ids[i:i + CHUNK] for i in range(0, len(ids), CHUNK)]
     if backend == "sequential" or n_jobs == 1 or len(chunks) <= 1:
         results: Any = (_run_chunk(fn, chunk) for chunk in chunks)
@@ -47,7 +50,7 @@ def map_samples(fn: Callable[[int], T], ids: Sequence[int], *, on_error: str, sk
             for sample_id, result in chunk_results:
                 if isinstance(result, DataError):
                     if on_error == "fail":
-                        raise DataError(f"{result} (sample {sample_id})")
+                        raise DataError(f"{result} (sample {sample_id})" + (f"; {remedy}" if remedy else ""))
                     skipped[sample_id] = str(result)
                     bar.write(f"skipped sample {sample_id}: {result}")
                 else:

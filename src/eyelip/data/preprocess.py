@@ -21,10 +21,13 @@ import io
 import warnings
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from eyelip.data import prior as priors
 from eyelip.errors import DataError
+
+# Messages say what is wrong with which file (``where``), never what to do: that depends on who reads
+# them (a pipeline stage, `eyelip predict`, an API client), and each front end adds its own remedy.
 
 # 16-bit greyscale modes (a 16-bit PNG opens as one of these): 0-65535, which a plain convert clips to white
 _WIDE_GREY = ("I", "I;16", "I;16B", "I;16L", "I;16N")
@@ -35,9 +38,11 @@ def _open(data: bytes, where: str) -> Image.Image:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             return Image.open(io.BytesIO(data))
+    except UnidentifiedImageError as exc:  # its message holds the repr of the buffer, not the reason
+        raise DataError(f"{where}: not a readable image (Pillow recognises no image format in it: not an image, "
+                        f"or corrupt from its first bytes)") from exc
     except Exception as exc:  # PIL raises several types for undecodable input
-        raise DataError(f"{where}: not a readable image ({exc}); replace the file or set "
-                        f"data.on_error: skip") from exc
+        raise DataError(f"{where}: not a readable image ({exc})") from exc
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -62,8 +67,7 @@ def decode_image(data: bytes, size: int | None, where: str) -> np.ndarray:
             image = image.resize((size, size), Image.Resampling.BILINEAR)
         return np.asarray(image, dtype=np.uint8)
     except (OSError, SyntaxError, ValueError) as exc:  # truncated or corrupt data surfaces here
-        raise DataError(f"{where}: corrupt or truncated image ({exc}); replace the file or set "
-                        f"data.on_error: skip") from exc
+        raise DataError(f"{where}: corrupt or truncated image ({exc})") from exc
 
 
 def decode_input(data: bytes, size: int, where: str, prior: str = "none") -> np.ndarray:
@@ -85,8 +89,7 @@ def decode_mask(data: bytes, where: str) -> np.ndarray:
             image = image.convert("L")  # palette indices are not intensities
         array = np.asarray(image)
     except (OSError, SyntaxError, ValueError) as exc:
-        raise DataError(f"{where}: corrupt or truncated mask ({exc}); replace the file or set "
-                        f"data.on_error: skip") from exc
+        raise DataError(f"{where}: corrupt or truncated mask ({exc})") from exc
     return array.any(axis=2) if array.ndim == 3 else array > 0
 
 

@@ -24,7 +24,7 @@ from eyelip import atomic
 from eyelip.data.arrays import NpyRowWriter, ids_text
 from eyelip.data.fuse import FusedMasks
 from eyelip.data.layout import image_relpath
-from eyelip.data.parallel import map_samples
+from eyelip.data.parallel import SKIP_REMEDY, map_samples
 from eyelip.data.preprocess import decode_input, resize_mask
 from eyelip.data.prior import require as require_prior
 from eyelip.data.source import Source
@@ -100,7 +100,8 @@ def resize_dataset(source: Source, fused_dir: str | Path, out_dir: str | Path, s
                 NpyRowWriter(tmp / "train_masks.npy", (channels, train_size, train_size), np.uint8))
             job = ResizeSample(source, Path(fused_dir), size, input_size, prior, train_size)
             for sample_id, (image, mask, fine) in map_samples(job, fused.ids, on_error=on_error, skipped=skipped,
-                                                              n_jobs=n_jobs, backend=backend, desc="resize"):
+                                                              n_jobs=n_jobs, backend=backend, desc="resize",
+                                                              remedy=SKIP_REMEDY):
                 images.append(image[None])
                 no_face += in_channels > 3 and not image[..., 3:].any()
                 masks.append(mask[None])

@@ -15,30 +15,34 @@ from eyelip.data.layout import IMAGE_DIR, MASK_DIR, MASKS_PER_FOLDER, image_relp
 from eyelip.errors import DataError
 
 _IMAGE_NAME = re.compile(rf"(?:^|/){IMAGE_DIR}/(\d+)\.jpg$")
-_HINT = ("set data.root in params.yaml to a CelebAMask-HQ folder or CelebAMask-HQ.zip "
-         "(or data/sample.zip, the built-in sample)")
+# What to do about a wrong root, for the pipeline's reader; `eyelip evaluate --data` passes its own.
+_PARAMS_HINT = ("set data.root in params.yaml to a CelebAMask-HQ folder or CelebAMask-HQ.zip "
+               "(or data/sample.zip, the built-in sample)")
 
 
 class Source:
-    """Files of one dataset copy, addressed by their path relative to the dataset root."""
+    """Files of one dataset copy, addressed by their path relative to the dataset root. Errors about the
+    root start with ``name``, what the reader called it (a params key or a command-line flag), and end
+    with ``hint``, what they can do."""
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+    def __init__(self, root: str | os.PathLike[str], name: str = "data.root", hint: str = _PARAMS_HINT) -> None:
         self.root = Path(root)
+        self.name, self.hint = name, hint
         if not self.root.exists():
-            raise DataError(f"data.root: {self.root} does not exist; {_HINT}")
+            raise DataError(f"{name}: {self.root} does not exist; {hint}")
         self._zip: zipfile.ZipFile | None = None
         self._names: set[str] = set()
         self._dirs: set[str] = set()  # every folder of the zip, for O(1) has_dir
         self.prefix = ""  # folder inside the zip that holds the layout, e.g. "CelebAMask-HQ/"
         if self.root.is_file():
             if not zipfile.is_zipfile(self.root):
-                raise DataError(f"data.root: {self.root} is neither a folder nor a zip file; {_HINT}")
+                raise DataError(f"{name}: {self.root} is neither a folder nor a zip file; {hint}")
             self.prefix = self._find_prefix()
         elif not (self.root / IMAGE_DIR).is_dir():
-            raise DataError(f"data.root: {self.root} is not CelebAMask-HQ-shaped: {IMAGE_DIR}/ "
-                            f"not found in it; {_HINT}")
+            raise DataError(f"{name}: {self.root} is not CelebAMask-HQ-shaped: {IMAGE_DIR}/ "
+                            f"not found in it; {hint}")
         if not self.has_dir(MASK_DIR):
-            raise DataError(f"data.root: {self.root} has no {MASK_DIR}/ folder next to {IMAGE_DIR}/; "
+            raise DataError(f"{name}: {self.root} has no {MASK_DIR}/ folder next to {IMAGE_DIR}/; "
                             f"the part masks are needed to build targets")
 
     # Pickling drops the open zip handle; each worker process re-opens it on first use.
@@ -63,8 +67,8 @@ class Source:
             head, sep, _ = name.partition(f"{IMAGE_DIR}/")
             if sep and (head == "" or head.endswith("/")):
                 return head
-        raise DataError(f"data.root: {self.root} is not CelebAMask-HQ-shaped: no {IMAGE_DIR}/ "
-                        f"folder inside the zip; {_HINT}")
+        raise DataError(f"{self.name}: {self.root} is not CelebAMask-HQ-shaped: no {IMAGE_DIR}/ "
+                        f"folder inside the zip; {self.hint}")
 
     def describe(self, relpath: str) -> str:
         """Where a file lives, for messages: a path, or ``archive.zip:member``."""
@@ -99,7 +103,7 @@ class Source:
         else:
             ids = sorted(int(p.stem) for p in (self.root / IMAGE_DIR).glob("*.jpg") if p.stem.isdigit())
         if not ids:
-            raise DataError(f"data.root: {self.describe(IMAGE_DIR)} holds no {{id}}.jpg images; {_HINT}")
+            raise DataError(f"{self.name}: {self.describe(IMAGE_DIR)} holds no {{id}}.jpg images; {self.hint}")
         return ids
 
     def mask_folder(self, sample_id: int) -> str:
@@ -110,4 +114,4 @@ class Source:
         folder = self.mask_folder(sample_id)
         if not self.has_dir(folder):
             raise DataError(f"{self.describe(image_relpath(sample_id))}: its mask folder "
-                            f"{self.describe(folder)}/ is missing; restore it or set data.on_error: skip")
+                            f"{self.describe(folder)}/ is missing")

@@ -152,9 +152,19 @@ def _mix(a: np.ndarray, b: np.ndarray, t: float) -> np.ndarray:
     return (1 - t) * a + t * b
 
 
+# Per-pixel fields use only operations IEEE rounds exactly (+ - * / sqrt) or go through _sin: NumPy picks
+# its SIMD loop for float32 ``**`` and ``sin`` by CPU, and an AVX-512 loop differs from the AVX2 one in
+# the last bit, which flipped 3 pixel values of one JPEG and so the sample's md5 (tests/test_sample_bytes.py).
 def _soft(u: np.ndarray, v: np.ndarray, cu: float, cv: float, ru: float, rv: float) -> np.ndarray:
     """Smooth elliptical falloff, 1 at the centre and 0 outside: for blush, shadow, highlights."""
-    return np.clip(1 - ((u - cu) / ru) ** 2 - ((v - cv) / rv) ** 2, 0, 1) ** 1.5
+    d = np.clip(1 - ((u - cu) / ru) ** 2 - ((v - cv) / rv) ** 2, 0, 1)
+    return d * np.sqrt(d)  # d ** 1.5
+
+
+def _sin(x: np.ndarray) -> np.ndarray:
+    """sin of a float32 field, the same on every CPU: computed in float64, whose last-bit differences
+    between CPUs vanish when rounded back to float32."""
+    return np.sin(x.astype(np.float64)).astype(np.float32)
 
 
 def _background(c: _Canvas) -> None:
@@ -232,7 +242,7 @@ def render_face(rng: np.random.Generator, image_size: int, mask_size: int
         reg = c.raster((np.concatenate([top, right, left]), 1))
         if reg is not None:
             u, v = c.coords(reg)
-            strands = 1 + 0.12 * np.sin(rng.uniform(25, 60) * (u + 0.15 * np.sin(3 * v)))
+            strands = 1 + 0.12 * _sin(rng.uniform(25, 60) * (u + 0.15 * _sin(3 * v)))
             c.paint(reg, hair_col * 0.8, shade=strands, grain=6)
             c.label("hair", reg)
 
@@ -255,9 +265,9 @@ def render_face(rng: np.random.Generator, image_size: int, mask_size: int
     if reg is not None:
         col = rng.uniform(10, 245, 3)
         u, v = c.coords(reg)
-        shade = 1 + 0.1 * np.sin(rng.uniform(2, 5) * u)
+        shade = 1 + 0.1 * _sin(rng.uniform(2, 5) * u)
         if rng.random() < 0.3:  # striped or patterned cloth
-            shade = shade + 0.25 * (np.sin(rng.uniform(8, 30) * (v if rng.random() < 0.5 else u)) > 0)
+            shade = shade + 0.25 * (_sin(rng.uniform(8, 30) * (v if rng.random() < 0.5 else u)) > 0)
         c.paint(reg, col, shade=shade, grain=5)
         c.label("cloth", reg, cuts="all")
 
@@ -486,7 +496,7 @@ def render_face(rng: np.random.Generator, image_size: int, mask_size: int
         reg = c.raster((poly, 1))
         if reg is not None:
             u, v = c.coords(reg)
-            strands = 1 + 0.15 * np.sin(rng.uniform(30, 70) * (u + 0.2 * np.sin(2 * v)))
+            strands = 1 + 0.15 * _sin(rng.uniform(30, 70) * (u + 0.2 * _sin(2 * v)))
             c.paint(reg, hair_col, shade=strands * (1 + 0.15 * _soft(u, v, 0.2, -1.1, 0.6, 0.3)), grain=6)
             c.label("hair", reg, cuts="all")
         if rng.random() < 0.045:  # a lock of hair over one eye: that eye is (mostly) not visible
@@ -499,7 +509,7 @@ def render_face(rng: np.random.Generator, image_size: int, mask_size: int
             reg = c.raster((lock, 1))
             if reg is not None:
                 u, v = c.coords(reg)
-                c.paint(reg, hair_col, shade=1 + 0.15 * np.sin(40 * (u + 0.3 * v)), grain=6)
+                c.paint(reg, hair_col, shade=1 + 0.15 * _sin(40 * (u + 0.3 * v)), grain=6)
                 c.label("hair", reg, cuts="all")
 
     if rng.random() < 0.07:
@@ -546,11 +556,15 @@ def _encode_sample(sample_id: int, *, seed: int, image_size: int, mask_size: int
     rng = np.random.default_rng([seed, sample_id])
     img, masks = render_face(rng, image_size, mask_size)
     buf = io.BytesIO()
-    Image.fromarray(img).save(buf, "JPEG", quality=int(rng.integers(75, 91)))
+    # Every encoder setting spelled out (Pillow's defaults), so a Pillow release that changes a default
+    # cannot change the bytes; the encoders themselves (libjpeg-turbo 3.1.2 in Pillow 12.0.0, 3.2.0 in
+    # 13.0.0; the system's zlib) gave identical bytes.
+    Image.fromarray(img).save(buf, "JPEG", quality=int(rng.integers(75, 91)), subsampling="4:2:0",
+                              optimize=False, progressive=False)
     pngs = []
     for part, m in masks.items():
         pbuf = io.BytesIO()
-        Image.fromarray(m.astype(np.uint8) * 255, "L").save(pbuf, "PNG")
+        Image.fromarray(m.astype(np.uint8) * 255, "L").save(pbuf, "PNG", compress_level=6, optimize=False)
         pngs.append((part, pbuf.getvalue()))
     return buf.getvalue(), pngs
 

@@ -274,6 +274,10 @@ class EvaluateSample:
         return image, masks, (shape, packed)
 
 
+# What `eyelip evaluate`'s reader can do about a bad sample of its --data.
+_REMEDY = "replace or restore the file, or pass --ids with the ids to score to leave the sample out"
+
+
 def source_batches(source: Source, ids: Sequence[int], predictor: Predictor, batch_size: int,
                    n_jobs: int = -1) -> Iterator[Batch]:
     """Batches prepared from a dataset copy exactly as the fuse-masks and resize stages do."""
@@ -282,7 +286,7 @@ def source_batches(source: Source, ids: Sequence[int], predictor: Predictor, bat
                          predictor.prior)
     samples = ((i, (image, masks, unpack_masks(packed, shape[1])))
                for i, (image, masks, (shape, packed)) in map_samples(job, ids, on_error="fail", skipped={},
-                                                                     n_jobs=n_jobs, desc="evaluate"))
+                                                                     n_jobs=n_jobs, desc="evaluate", remedy=_REMEDY))
     return batched(samples, batch_size)
 
 
@@ -338,7 +342,7 @@ def run_evaluate_cli(models: Sequence[str], data: str, ids_file: str | None = No
     require(predictor.prior, paths[0])  # a prior model without mediapipe: stop before the first photo
     if flip_average:
         predictor = FlipAveraged(predictor, mirror_pairs(predictor.target_parts))
-    source = Source(data)
+    source = Source(data, name="--data", hint="pass a CelebAMask-HQ folder or CelebAMask-HQ.zip")
     available = source.ids()
     ids = read_ids_file(ids_file, available, source.describe("CelebA-HQ-img")) if ids_file else available
     result = evaluate_source(predictor, source, ids, batch_size)

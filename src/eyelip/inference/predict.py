@@ -27,7 +27,7 @@ from tqdm import tqdm
 from eyelip import atomic
 from eyelip.data.preprocess import decode_image, decode_input
 from eyelip.data.prior import NoFaceWarning, require
-from eyelip.errors import DataError, EyelipError
+from eyelip.errors import EyelipError
 from eyelip.inference.predictors import Predictor, load_predictor
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
@@ -60,15 +60,12 @@ def collect_inputs(inputs: list[str]) -> list[Path]:
 
 def read_photo(path: Path, size: int, prior: str = "none") -> tuple[np.ndarray, Image.Image]:
     """The model input (size, size, 3 + prior channels) and the upright photo at full resolution,
-    from one read of the file."""
+    from one read of the file; a DataError names the file and what is wrong with it."""
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise EyelipError(f"{path}: cannot read ({exc.strerror})") from exc
-    try:
-        return decode_photo(data, size, prior, str(path))
-    except DataError as exc:
-        raise EyelipError(f"{path}: not a readable image ({exc.__cause__}); pass only image files") from exc
+    return decode_photo(data, size, prior, str(path))
 
 
 def decode_photo(data: bytes, size: int, prior: str, where: str) -> tuple[np.ndarray, Image.Image]:
@@ -105,8 +102,10 @@ def save_png(image: Image.Image, path: Path) -> None:
         raise EyelipError(f"{path}: cannot write ({exc.strerror or exc}); pass a writable --out folder") from exc
 
 
-def prepare_out(out: Path) -> None:
-    """Create ``out`` and check that files can be written in it, before any model is loaded."""
+def prepare_out(out: Path) -> list[Path]:
+    """Create ``out`` and check that files can be written in it, before any model is loaded; returns the
+    folders it created, deepest first."""
+    created = [folder for folder in (out, *out.parents) if not folder.exists()]
     try:
         out.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=out):
@@ -114,6 +113,7 @@ def prepare_out(out: Path) -> None:
     except OSError as exc:
         raise EyelipError(f"{out}: cannot write the output folder there ({exc.strerror or exc}); "
                           f"pass a writable --out folder") from exc
+    return created
 
 
 def write_outputs(path: Path, photo: Image.Image, probs: np.ndarray, targets: list[str], threshold: float,
@@ -189,10 +189,15 @@ def run_predict(inputs: Sequence[str], model: str, out: str | Path, threshold: f
         raise EyelipError(f"--batch-size must be at least 1, got {batch_size}")
     paths = collect_inputs(inputs)
     out = Path(out)
-    prepare_out(out)
-    predictor = load_predictor(model)
-    require(predictor.prior, model)  # a prior model without mediapipe: stop before the first photo
-    outcome = predict_files(predictor, paths, out, threshold, batch_size)
+    created = prepare_out(out)
+    try:
+        predictor = load_predictor(model)
+        require(predictor.prior, model)  # a prior model without mediapipe: stop before the first photo
+        outcome = predict_files(predictor, paths, out, threshold, batch_size)
+    finally:
+        if not any(out.iterdir()):  # nothing written (an error, every photo unreadable): leave no empty folder
+            for folder in created:
+                folder.rmdir()
     written = len(outcome.written)
     outputs = "mask" if len(predictor.targets) == 1 else f"{len(predictor.targets)} masks"
     coverage = f"; mean foreground {np.mean(outcome.coverage):.2%}" if written else ""
@@ -202,5 +207,6 @@ def run_predict(inputs: Sequence[str], model: str, out: str | Path, threshold: f
         print(f"no face found in {len(outcome.no_face)} of {written} photo{'s' * (written != 1)}"
               + (" (each warned about above): their masks come from the pixels alone" if outcome.no_face else ""))
     if outcome.failed:
+        kept = f"the masks of the other {written} are in {out}" if written else "nothing was written"
         raise EyelipError(f"{len(outcome.failed)} of {len(paths)} photos could not be read (each reported above with "
-                          f"its reason); the masks of the other {written} are in {out}")
+                          f"its reason); {kept}")

@@ -20,7 +20,9 @@ from typing import Any
 import mlflow
 import numpy as np
 import pandas as pd
+from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 from PIL import Image
 
@@ -55,6 +57,15 @@ class EyelipModel(mlflow.pyfunc.PythonModel):
         self.predictor = OnnxPredictor(context.artifacts["onnx"])
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        """Masks for each row; a bad request (an unreadable image, a wrong column or threshold) raises an
+        MlflowException that `mlflow models serve` answers with HTTP 400 and a message naming the row and
+        what is wrong with it (any other exception would be a generic 400 with the reason in a traceback)."""
+        try:
+            return self._masks(model_input, params)
+        except EyelipError as exc:
+            raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from exc
+
+    def _masks(self, model_input: pd.DataFrame, params: dict[str, Any] | None) -> pd.DataFrame:
         threshold = float((params or {}).get("threshold", THRESHOLD))
         if not 0.0 < threshold < 1.0:
             raise EyelipError(f"threshold must be between 0 and 1 (exclusive), got {threshold}")
@@ -62,7 +73,7 @@ class EyelipModel(mlflow.pyfunc.PythonModel):
             raise EyelipError(f"expected a column {INPUT!r} of image bytes, got columns {list(model_input.columns)}")
         predictor, rows = self.predictor, []
         for index, data in enumerate(model_input[INPUT]):
-            where = f"{INPUT}[{index}]"
+            where = f"{INPUT}[{index}]"  # the request's row: the client knows its images by position
             model_input, photo = decode_photo(bytes(data), predictor.input_size, predictor.prior, where)
             masks = resize_probabilities(predictor(model_input[None])[0], *photo.size) >= threshold
             rows.append([png(mask) for mask in masks])

@@ -69,6 +69,7 @@ def train_fold(job: dict[str, Any], model_dir: Path) -> tuple[dict[str, Any], di
     minutes it took."""
     from eyelip.data.split import fold_split
     from eyelip.data.dataset import ResizedArrays
+    from eyelip import params as P
     from eyelip.training.loop import TrainConfig, fit
 
     params = copy.deepcopy(job["params"])

@@ -9,8 +9,15 @@ from eyelip.params import Params
 
 def main(params: Params) -> None:
     data = params.data
-    summary = fuse_dataset(Source(data.root), "data/fused", data.targets, rule=data.rule, on_error=data.on_error,
-                           aux_targets=data.aux_targets, **stage.workers(params.runtime))
+    summary = fuse_dataset(
+        Source(data.root),
+        "data/fused",
+        data.targets,
+        rule=data.rule,
+        on_error=data.on_error,
+        aux_targets=data.aux_targets,
+        **stage.workers(params.runtime),
+    )
     atomic.write_json("metrics/fuse-masks.json", summary)
     print(f"fused {summary['samples']} samples ({summary['skipped']} skipped) into data/fused/")
 

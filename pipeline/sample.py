@@ -7,8 +7,8 @@ afterwards, so for other data this writes an empty data/sample.zip (no stage rea
 from pathlib import Path
 
 from eyelip import atomic, stage
-from eyelip.params import Params
 from eyelip.data.synthetic import generate_sample
+from eyelip.params import Params
 
 OUT = "data/sample.zip"
 
@@ -19,8 +19,14 @@ def main(params: Params) -> None:
         atomic.write_text(OUT, "")
         print(f"data.root is {root}: the built-in sample is not needed, {OUT} left empty")
         return
-    generate_sample(OUT, n=sample.n, seed=sample.seed, image_size=sample.image_size, mask_size=sample.mask_size,
-                    n_jobs=params.runtime.n_jobs)
+    generate_sample(
+        OUT,
+        n=sample.n,
+        seed=sample.seed,
+        image_size=sample.image_size,
+        mask_size=sample.mask_size,
+        n_jobs=params.runtime.n_jobs,
+    )
     print(f"wrote {OUT}")
 
 

@@ -37,9 +37,14 @@ SCHEMA_FILE = "params.schema.json"
 # ignores them, and `eyelip results` groups runs across them.
 RUNTIME = "runtime"
 # Where those settings used to live: an old params file gets an error naming the new key.
-MOVED = {"preprocess.n_jobs": "runtime.n_jobs", "preprocess.backend": "runtime.backend",
-         "train.threads": "runtime.threads", "train.device": "runtime.device",
-         "train.distributed": "runtime.distributed", "train.compile": "runtime.compile"}
+MOVED = {
+    "preprocess.n_jobs": "runtime.n_jobs",
+    "preprocess.backend": "runtime.backend",
+    "train.threads": "runtime.threads",
+    "train.device": "runtime.device",
+    "train.distributed": "runtime.distributed",
+    "train.compile": "runtime.compile",
+}
 
 Part = Literal[PARTS]  # type: ignore[valid-type]  # CelebAMask-HQ's part names (eyelip.data.layout)
 Targets = dict[str, Annotated[list[Part], Field(min_length=1)]]
@@ -95,9 +100,11 @@ class ResizeParams(Section):
     @model_validator(mode="after")
     def _train_scale_divides(self) -> ResizeParams:
         if self.input_scale % self.train_scale:
-            raise ParamError(f"resize.train_scale: {self.train_scale} must divide resize.input_scale "
-                             f"({self.input_scale}): the network predicts at the training size from photos at "
-                             f"least that large")
+            raise ParamError(
+                f"resize.train_scale: {self.train_scale} must divide resize.input_scale "
+                f"({self.input_scale}): the network predicts at the training size from photos at "
+                f"least that large"
+            )
         return self
 
 
@@ -113,10 +120,15 @@ class SplitParams(Section):
     @field_validator("train", "val", "test", mode="before")
     @classmethod
     def _count_or_fraction(cls, value: Any, info: Any) -> Any:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or (
-                isinstance(value, float) and value > 1):
-            raise ParamError(f"split.{info.field_name}: expected a count (e.g. 8100) or a fraction (e.g. 0.8), "
-                             f"got {value!r}")
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or value < 0
+            or (isinstance(value, float) and value > 1)
+        ):
+            raise ParamError(
+                f"split.{info.field_name}: expected a count (e.g. 8100) or a fraction (e.g. 0.8), got {value!r}"
+            )
         return value
 
     @model_validator(mode="after")
@@ -129,8 +141,9 @@ class SplitParams(Section):
             return self  # train and test are unused; val is a count or a share of the rest
         sizes = (self.train, self.val, self.test)
         if len({type(v) for v in sizes}) > 1:
-            raise ParamError("split: give train, val and test all as counts (8100) or all as fractions (0.8), "
-                             "not mixed")
+            raise ParamError(
+                "split: give train, val and test all as counts (8100) or all as fractions (0.8), not mixed"
+            )
         if isinstance(self.train, float) and sum(sizes) > 1 + 1e-9:
             raise ParamError(f"split: fractions train+val+test = {sum(sizes):g} > 1")
         return self
@@ -194,7 +207,9 @@ class TrainParams(Section):
 
 
 class ExportParams(Section):
-    registered_model: str = Field("eyelip", pattern=r"^[^/:@']*[^/:@'\s][^/:@']*$")  # a quote would break registry searches
+    registered_model: str = Field(
+        "eyelip", pattern=r"^[^/:@']*[^/:@'\s][^/:@']*$"
+    )  # a quote would break registry searches
     latency_repeats: int = Field(10, ge=1)
 
 
@@ -236,18 +251,23 @@ class Params(Section):
     def _across_sections(self) -> Params:
         levels = 2**self.model.depth  # the U-Net halves its input this many times
         if self.resize.size * self.resize.train_scale % levels:
-            raise ParamError(f"resize.size: {self.resize.size} px (x resize.train_scale {self.resize.train_scale}) "
-                             f"does not halve evenly through the U-Net's {self.model.depth} levels (model.depth); "
-                             f"use a multiple of {levels // math.gcd(levels, self.resize.train_scale)}")
+            raise ParamError(
+                f"resize.size: {self.resize.size} px (x resize.train_scale {self.resize.train_scale}) "
+                f"does not halve evenly through the U-Net's {self.model.depth} levels (model.depth); "
+                f"use a multiple of {levels // math.gcd(levels, self.resize.train_scale)}"
+            )
         if self.train.augment.crop % levels:
-            raise ParamError(f"train.augment.crop: {self.train.augment.crop} px windows do not halve evenly through "
-                             f"the U-Net's {self.model.depth} levels (model.depth); use a multiple of {levels}, or 0")
+            raise ParamError(
+                f"train.augment.crop: {self.train.augment.crop} px windows do not halve evenly through "
+                f"the U-Net's {self.model.depth} levels (model.depth); use a multiple of {levels}, or 0"
+            )
         if self.model.prior_gate and self.resize.prior == "none":
-            raise ParamError("model.prior_gate: needs prior channels after R, G, B; set resize.prior "
-                             "(e.g. facemesh) or model.prior_gate: 0")
+            raise ParamError(
+                "model.prior_gate: needs prior channels after R, G, B; set resize.prior "
+                "(e.g. facemesh) or model.prior_gate: 0"
+            )
         if self.train.patience and self.split.val == 0:
-            raise ParamError("train.patience: early stopping needs validation faces; set split.val > 0 or "
-                             "patience: 0")
+            raise ParamError("train.patience: early stopping needs validation faces; set split.val > 0 or patience: 0")
         return self
 
     def flat(self) -> dict[str, Any]:
@@ -275,8 +295,10 @@ def parse(data: Any, source: str | os.PathLike[str] = PARAMS_FILE) -> Params:
     for old, new in MOVED.items():
         section, key = old.split(".")
         if isinstance(data.get(section), Mapping) and key in data[section]:
-            raise ParamError(f"{old}: moved to {new} in {source} (settings that never change results live in "
-                             f"`{RUNTIME}:`, which no stage depends on); move the key there")
+            raise ParamError(
+                f"{old}: moved to {new} in {source} (settings that never change results live in "
+                f"`{RUNTIME}:`, which no stage depends on); move the key there"
+            )
     try:
         params = Params.model_validate(data)
         params._written = flatten(data)
@@ -302,11 +324,22 @@ def keys(data: Mapping[str, Any], prefix: str = "") -> list[str]:
 
 
 # What pydantic's error types mean, in the words of params.yaml's comments.
-_EXPECTED = {"int_type": "an integer", "float_type": "a number", "bool_type": "true or false",
-             "string_type": "a string", "dict_type": "a mapping", "model_type": "a mapping",
-             "list_type": "a list", "none_required": "nothing (null)"}
-_BOUNDS = {"greater_than_equal": (">=", "ge"), "greater_than": (">", "gt"), "less_than_equal": ("<=", "le"),
-           "less_than": ("<", "lt")}
+_EXPECTED = {
+    "int_type": "an integer",
+    "float_type": "a number",
+    "bool_type": "true or false",
+    "string_type": "a string",
+    "dict_type": "a mapping",
+    "model_type": "a mapping",
+    "list_type": "a list",
+    "none_required": "nothing (null)",
+}
+_BOUNDS = {
+    "greater_than_equal": (">=", "ge"),
+    "greater_than": (">", "gt"),
+    "less_than_equal": ("<=", "le"),
+    "less_than": ("<", "lt"),
+}
 
 
 def _message(exc: ValidationError, data: Mapping[str, Any]) -> str:
@@ -320,8 +353,11 @@ def _message(exc: ValidationError, data: Mapping[str, Any]) -> str:
         fields = _fields_at(parent)
         near = difflib.get_close_matches(name, fields, n=1, cutoff=0.5)
         where = ".".join(parent)
-        hint = (f"did you mean {'.'.join([*parent, near[0]])}?" if near
-                else f"expected one of {', '.join(fields)}" + (f" in {where}" if where else ""))
+        hint = (
+            f"did you mean {'.'.join([*parent, near[0]])}?"
+            if near
+            else f"expected one of {', '.join(fields)}" + (f" in {where}" if where else "")
+        )
         return f"{key}: unknown key; {hint}"
     if kind == "missing":
         return f"{key}: missing; add it"
@@ -341,8 +377,9 @@ def _expected(error: Mapping[str, Any]) -> str:
         sign, name = _BOUNDS[kind]
         return f"a value {sign} {ctx[name]:g}"
     if kind == "too_short":
-        return "a non-empty " + ("mapping" if error.get("input") is not None and isinstance(error["input"], Mapping)
-                                 else "list")
+        return "a non-empty " + (
+            "mapping" if error.get("input") is not None and isinstance(error["input"], Mapping) else "list"
+        )
     if kind == "string_pattern_mismatch":
         return "a non-blank string" + (" without '/', ':', '@' or a quote" if "/:@" in ctx.get("pattern", "") else "")
     return error["msg"].lower()

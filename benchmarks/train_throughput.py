@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from eyelip import params as P
+from eyelip.params import whole as P
 from eyelip.data.arrays import ids_text
 from eyelip.model.losses import build_loss
 from eyelip.model.unet import build_model

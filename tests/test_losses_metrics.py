@@ -4,7 +4,8 @@ import torch
 import torch.nn.functional as F
 
 from eyelip.errors import ParamError
-from eyelip.params import LossParams, parse
+from eyelip.params.train import LossParams
+from eyelip.params.whole import parse
 from eyelip.model.losses import (
     DiceLoss,
     JaccardLoss,

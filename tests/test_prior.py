@@ -27,7 +27,7 @@ from eyelip.data.spec import DataSpec
 from eyelip.model.checkpoint import load_model, save_model
 from eyelip.model.spec import ModelSpec
 from eyelip.model.unet import build_model
-from eyelip.params import AugmentParams
+from eyelip.params.train import AugmentParams
 from eyelip.evaluation.evaluate import source_batches
 from eyelip.release.export import export_onnx
 from eyelip.inference.predictors import OnnxPredictor, TorchPredictor

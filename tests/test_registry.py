@@ -14,7 +14,7 @@ import torch
 from mlflow import MlflowClient
 from PIL import Image
 
-from eyelip import params as P
+from eyelip.params import whole as P
 from eyelip.data.fuse import FusedMasks, fuse_dataset
 from eyelip.data.resize import resize_dataset
 from eyelip.data.source import Source

@@ -22,7 +22,7 @@ import pytest
 from conftest import BIN, REPO, Project
 from mlflow import MlflowClient
 
-from eyelip import params as P
+from eyelip.params import whole as P
 from servers import BUCKETS, TeamStack, start_logged, stop, team_stack, team_stack_missing
 from test_queue import TINY as QUEUE_TINY
 from test_queue import run_queue, wait_for_queue

@@ -31,8 +31,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--crop", type=int, default=64, help="window size in training-mask pixels")
-    parser.add_argument("--width", type=int, default=None,
-                        help="base width with the crop (default: twice params', or params' with --train-scale > 1)")
+    parser.add_argument(
+        "--width",
+        type=int,
+        default=None,
+        help="base width with the crop (default: twice params', or params' with --train-scale > 1)",
+    )
     parser.add_argument("--train-scale", type=int, default=1, help="photos and training masks at this x the size")
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
@@ -40,16 +44,23 @@ def main() -> None:
     whole = TrainConfig.from_params(params)
     whole = whole.model_copy(update={"augment": whole.augment.model_copy(update={"crop": 0})})
     base = whole.model.base_width
-    cropped = whole.model_copy(update={
-        "augment": whole.augment.model_copy(update={"crop": args.crop}),
-        "model": whole.model.model_copy(update={"base_width": args.width or (base if args.train_scale > 1 else 2 * base)})})
+    cropped = whole.model_copy(
+        update={
+            "augment": whole.augment.model_copy(update={"crop": args.crop}),
+            "model": whole.model.model_copy(
+                update={"base_width": args.width or (base if args.train_scale > 1 else 2 * base)}
+            ),
+        }
+    )
     size = params.resize.size
     n = whole.batch_size * (args.steps + 2)
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "whole").mkdir()
         (Path(tmp) / "crop").mkdir()
-        arrays = {"whole": random_arrays(Path(tmp) / "whole", n, size),
-                  "crop": random_arrays(Path(tmp) / "crop", n, size, args.train_scale, args.train_scale)}
+        arrays = {
+            "whole": random_arrays(Path(tmp) / "whole", n, size),
+            "crop": random_arrays(Path(tmp) / "crop", n, size, args.train_scale, args.train_scale),
+        }
         warm, rows = np.arange(whole.batch_size * 2), np.arange(whole.batch_size * 2, n)
         configs = {"whole": whole, "crop": cropped}
         for name, cfg in configs.items():
@@ -62,8 +73,7 @@ def main() -> None:
     fine = size * args.train_scale
     print(f"{size} px faces, batch {whole.batch_size}, {args.steps} steps, best of {args.rounds}")
     print(f"whole {size} px faces, base width {base}: {speed['whole']:6.1f} img/s")
-    print(f"{args.crop} px crops of {fine} px faces, base width {cropped.model.base_width}: "
-          f"{speed['crop']:6.1f} img/s")
+    print(f"{args.crop} px crops of {fine} px faces, base width {cropped.model.base_width}: {speed['crop']:6.1f} img/s")
     print(f"speed with crops / whole faces: {speed['crop'] / speed['whole']:.2f}x")
 
 

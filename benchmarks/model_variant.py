@@ -19,8 +19,8 @@ import numpy as np
 import yaml
 from train_throughput import eyelip, random_arrays
 
-from eyelip.params import whole as P
 from eyelip.model.unet import build_model
+from eyelip.params import whole as P
 from eyelip.params.model import ModelParams
 from eyelip.training.loop import TrainConfig
 
@@ -38,8 +38,13 @@ def variant(cfg: TrainConfig, changes: list[str]) -> TrainConfig:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--set", nargs="+", default=["model.block=depthwise", "model.base_width=24"],
-                        metavar="model.KEY=VALUE", help="changes to params.yaml's model section")
+    parser.add_argument(
+        "--set",
+        nargs="+",
+        default=["model.block=depthwise", "model.base_width=24"],
+        metavar="model.KEY=VALUE",
+        help="changes to params.yaml's model section",
+    )
     args = parser.parse_args()
     params = P.load()
     base = TrainConfig.from_params(params)

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
+from eyelip.data.dataset import ResizedArrays
 from eyelip.data.fuse import fuse_dataset
 from eyelip.data.resize import resize_dataset
 from eyelip.data.source import Source
-from eyelip.data.dataset import ResizedArrays
 
 TARGETS = {"eyes": ["l_eye", "r_eye"], "lips": ["u_lip", "l_lip"]}
 
@@ -52,12 +52,16 @@ def main() -> None:
             outlines = np.asarray(arrays.images[..., 3:]).transpose(0, 3, 1, 2) >= 128
             truth = np.asarray(arrays.masks) > 0
             found = outlines.reshape(len(outlines), -1).any(1).mean()
-            print(f"resize stage, {n} faces: photo only {seconds['none']:.1f} s, with {prior} {seconds[prior]:.1f} s "
-                  f"({seconds[prior] / seconds['none']:.1f}x; {1000 * (seconds[prior] - seconds['none']) / n:.1f} "
-                  f"ms per face)")
-            print(f"  face found in {found:.1%} of photos; outlines alone vs ground truth: "
-                  + ", ".join(f"{name} IoU {iou(outlines[:, c], truth[:, c]):.3f}" for c, name in enumerate(TARGETS))
-                  + f", one mask {iou(outlines.any(1), truth.any(1)):.3f}")
+            print(
+                f"resize stage, {n} faces: photo only {seconds['none']:.1f} s, with {prior} {seconds[prior]:.1f} s "
+                f"({seconds[prior] / seconds['none']:.1f}x; {1000 * (seconds[prior] - seconds['none']) / n:.1f} "
+                f"ms per face)"
+            )
+            print(
+                f"  face found in {found:.1%} of photos; outlines alone vs ground truth: "
+                + ", ".join(f"{name} IoU {iou(outlines[:, c], truth[:, c]):.3f}" for c, name in enumerate(TARGETS))
+                + f", one mask {iou(outlines.any(1), truth.any(1)):.3f}"
+            )
 
 
 if __name__ == "__main__":

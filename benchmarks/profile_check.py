@@ -22,9 +22,9 @@ from pathlib import Path
 import torch
 import yaml
 
+from eyelip.data.dataset import ResizedArrays, split_rows
 from eyelip.params import whole as P
 from eyelip.profiles import apply_profile
-from eyelip.data.dataset import ResizedArrays, split_rows
 from eyelip.training.loop import TrainConfig, autocast_dtype, fit, pick_device
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,16 +66,21 @@ def main() -> None:
         arrays = ResizedArrays(work / "data" / "resized")
         train_rows, val_rows = (split_rows(arrays, work / "data" / "split", s) for s in ("train", "val"))
         device = pick_device(cfg.device)
-        print(f"{args.profile}: model {cfg.model}, {len(train_rows)} train / {len(val_rows)} val faces, "
-              f"batch {cfg.batch_size}, {device} ({torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}), "
-              f"autocast {autocast_dtype(cfg.precision, device) or 'off (fp32)'}", flush=True)
+        print(
+            f"{args.profile}: model {cfg.model}, {len(train_rows)} train / {len(val_rows)} val faces, "
+            f"batch {cfg.batch_size}, {device} ({torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}), "
+            f"autocast {autocast_dtype(cfg.precision, device) or 'off (fp32)'}",
+            flush=True,
+        )
         summary = fit(cfg, arrays, train_rows, val_rows, work / "model.pt", work / "resume.pt", "check")
         rows = train_rows[: cfg.batch_size * 100]  # 100 steps of each loop, after a warm-up of each
         baseline(cfg, arrays, rows[: cfg.batch_size * 5]), eyelip(cfg, arrays, rows[: cfg.batch_size * 5])
         base, ours = baseline(cfg, arrays, rows), eyelip(cfg, arrays, rows)
-    print(f"fit: {summary['train_images_per_second']} img/s over {args.epochs} epochs (augmentation included), "
-          f"{summary['train_minutes']} min; val IoU by epoch: "
-          + ", ".join(f"{r['val_iou']:.3f}" for r in summary["history"]))
+    print(
+        f"fit: {summary['train_images_per_second']} img/s over {args.epochs} epochs (augmentation included), "
+        f"{summary['train_minutes']} min; val IoU by epoch: "
+        + ", ".join(f"{r['val_iou']:.3f}" for r in summary["history"])
+    )
     print(f"plain eager fp32 loop: {base:7.1f} img/s")
     print(f"eyelip Trainer:        {ours:7.1f} img/s")
     print(f"speed-up: {ours / base:.2f}x")

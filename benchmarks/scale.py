@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 from conftest import BIN, copy_project  # noqa: E402  (the tests' copy of the project, reused)
 
-MiB = 2 ** 20
+MiB = 2**20
 
 
 def memory(proc: psutil.Process) -> tuple[int, int]:
@@ -88,8 +88,9 @@ def main() -> None:
         work.mkdir(parents=True, exist_ok=True)
         data = work / "CelebAMask-HQ.zip"  # outside the project, like a shared copy of the official zip
         tic = time.perf_counter()
-        generate_sample(data, n=args.n, seed=0, image_size=args.image_size, mask_size=args.mask_size,
-                        n_jobs=args.n_jobs)
+        generate_sample(
+            data, n=args.n, seed=0, image_size=args.image_size, mask_size=args.mask_size, n_jobs=args.n_jobs
+        )
         generated = time.perf_counter() - tic
         zip_mib = data.stat().st_size / MiB
 
@@ -108,22 +109,27 @@ def main() -> None:
         shutil.copy2(REPO / ".dvc" / "config", root / ".dvc" / "config")
 
         log = work / "stages.log"
-        stages = {stage: measured([dvc, "repro", "--single-item", stage], root, env, log)
-                  for stage in ("fuse-masks", "resize")}
+        stages = {
+            stage: measured([dvc, "repro", "--single-item", stage], root, env, log)
+            for stage in ("fuse-masks", "resize")
+        }
         status_s, status_out = timed([dvc, "status", "resize"], root, env)
         repro_s, repro_out = timed([dvc, "repro", "resize"], root, env)
         assert "up to date" in status_out and "Running stage" not in repro_out, (status_out, repro_out)
-        sizes = {p.relative_to(root).as_posix(): p.stat().st_size / MiB
-                 for p in sorted((root / "data").rglob("*.npy"))}
+        sizes = {p.relative_to(root).as_posix(): p.stat().st_size / MiB for p in sorted((root / "data").rglob("*.npy"))}
 
-    print(f"\n{args.n} synthetic samples ({args.image_size} px images, {args.mask_size} px masks; "
-          f"zip {zip_mib:.0f} MiB), resize.size {args.size}, "
-          f"n_jobs {args.n_jobs}, {psutil.cpu_count()} CPUs")
+    print(
+        f"\n{args.n} synthetic samples ({args.image_size} px images, {args.mask_size} px masks; "
+        f"zip {zip_mib:.0f} MiB), resize.size {args.size}, "
+        f"n_jobs {args.n_jobs}, {psutil.cpu_count()} CPUs"
+    )
     print(f"  generate (not a stage): {args.n / generated:7.1f} samples/s")
     for stage, m in stages.items():
-        print(f"  {stage:<11} {args.n / m['seconds']:7.1f} samples/s  ({m['seconds']:.1f} s)  "
-              f"peak RSS (largest process) {m['peak_rss_mib']:.0f} MiB  "
-              f"peak anonymous memory (process tree) {m['peak_anon_tree_mib']:.0f} MiB")
+        print(
+            f"  {stage:<11} {args.n / m['seconds']:7.1f} samples/s  ({m['seconds']:.1f} s)  "
+            f"peak RSS (largest process) {m['peak_rss_mib']:.0f} MiB  "
+            f"peak anonymous memory (process tree) {m['peak_anon_tree_mib']:.0f} MiB"
+        )
     print(f"  no-op `dvc status resize` {status_s:.1f} s, no-op `dvc repro resize` {repro_s:.1f} s (target < 10 s)")
     print("  arrays: " + ", ".join(f"{name} {mib:.0f} MiB" for name, mib in sizes.items()))
 

@@ -29,8 +29,9 @@ import os
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
@@ -67,8 +68,8 @@ def train_fold(job: dict[str, Any], model_dir: Path) -> tuple[dict[str, Any], di
     """Trains ``job["params"]`` on fold ``job["fold"]`` of ``job["data"]`` into ``model_dir/model.pt``,
     silently (no DVC, no MLflow); returns fit's summary, the fold's ids by split, the arrays and the
     minutes it took."""
-    from eyelip.data.split import fold_split
     from eyelip.data.dataset import ResizedArrays
+    from eyelip.data.split import fold_split
     from eyelip.training.loop import TrainConfig, fit
 
     params = copy.deepcopy(job["params"])
@@ -82,8 +83,15 @@ def train_fold(job: dict[str, Any], model_dir: Path) -> tuple[dict[str, Any], di
         raise ValueError("no validation faces: add --set split.val=0.1")
     tic = time.perf_counter()
     with open(os.devnull, "w") as null, contextlib.redirect_stdout(null), contextlib.redirect_stderr(null):
-        summary = fit(cfg, arrays, arrays.rows(ids["train"]), arrays.rows(ids["val"]),
-                      model_dir / "model.pt", model_dir / "resume.pt", "screen")
+        summary = fit(
+            cfg,
+            arrays,
+            arrays.rows(ids["train"]),
+            arrays.rows(ids["val"]),
+            model_dir / "model.pt",
+            model_dir / "resume.pt",
+            "screen",
+        )
     return summary, ids, arrays, (time.perf_counter() - tic) / 60
 
 
@@ -96,17 +104,29 @@ def train_one(job: dict[str, Any]) -> dict[str, Any]:
         with tempfile.TemporaryDirectory() as tmp:
             summary, _, _, minutes = train_fold(job, Path(tmp))
         curve = [row["val_iou"] for row in summary["history"]]
-        return {"recipe": job["recipe"], "fold": job["fold"], "score": statistics.mean(curve[-TAIL:]),
-                "best_val_iou": max(curve), "best_epoch": curve.index(max(curve)) + 1,
-                "img_s": summary["train_images_per_second"], "minutes": round(minutes, 2),
-                "device": pick_device(job["device"]).type,
-                "val_iou": [round(v, 4) for v in curve]}
+        return {
+            "recipe": job["recipe"],
+            "fold": job["fold"],
+            "score": statistics.mean(curve[-TAIL:]),
+            "best_val_iou": max(curve),
+            "best_epoch": curve.index(max(curve)) + 1,
+            "img_s": summary["train_images_per_second"],
+            "minutes": round(minutes, 2),
+            "device": pick_device(job["device"]).type,
+            "val_iou": [round(v, 4) for v in curve],
+        }
     except Exception as exc:  # noqa: BLE001 - reported per run
         return {"recipe": job["recipe"], "fold": job["fold"], "error": repr(exc)}
 
 
-def run_jobs(fn: Callable[[dict[str, Any]], dict[str, Any]], jobs: list[dict[str, Any]], workers: int,
-             deadline: float | None, out: Path, describe: Callable[[dict[str, Any]], str]) -> list[dict[str, Any]]:
+def run_jobs(
+    fn: Callable[[dict[str, Any]], dict[str, Any]],
+    jobs: list[dict[str, Any]],
+    workers: int,
+    deadline: float | None,
+    out: Path,
+    describe: Callable[[dict[str, Any]], str],
+) -> list[dict[str, Any]]:
     """``fn`` on each job, ``workers`` at a time in spawned processes (CUDA-safe); each result is
     appended to ``out`` as one JSON line as soon as it is in, so a run stopped at ``deadline``
     seconds (the runs still going are ended) keeps what finished."""
@@ -138,11 +158,16 @@ def report(results: list[dict[str, Any]], names: list[str]) -> None:
     for name in names:
         row = [scores.get((name, f)) for f in folds]
         done = [f for f in folds if (name, f) in scores and ("base", f) in scores]
-        delta = statistics.mean(scores[(name, f)] - scores[("base", f)] for f in done) if done and name != "base" else None
+        delta = (
+            statistics.mean(scores[(name, f)] - scores[("base", f)] for f in done) if done and name != "base" else None
+        )
         mean = statistics.mean(v for v in row if v is not None) if any(v is not None for v in row) else None
-        print(f"{name:12s} " + " ".join(f"{v:8.4f}" if v is not None else "       –" for v in row)
-              + (f"  {mean:.4f}" if mean is not None else "       –")
-              + (f"  {delta:+.4f}" if delta is not None else ""))
+        print(
+            f"{name:12s} "
+            + " ".join(f"{v:8.4f}" if v is not None else "       –" for v in row)
+            + (f"  {mean:.4f}" if mean is not None else "       –")
+            + (f"  {delta:+.4f}" if delta is not None else "")
+        )
 
 
 def main() -> None:
@@ -166,13 +191,35 @@ def main() -> None:
             raise SystemExit(f"--variant: expected NAME:KEY=VALUE[,KEY=VALUE] (NAME not 'base'), got {spec!r}")
         recipes[name] = recipe_params({**base, **parse_sets(sets.split(","))})
     # Fold-major: a screen stopped early still compares every recipe on the folds it finished.
-    jobs = [{"recipe": name, "fold": fold, "params": params, "data": str(args.data), "device": args.device,
-             "threads": args.threads} for fold in map(int, args.folds.split(",")) for name, params in recipes.items()]
+    jobs = [
+        {
+            "recipe": name,
+            "fold": fold,
+            "params": params,
+            "data": str(args.data),
+            "device": args.device,
+            "threads": args.threads,
+        }
+        for fold in map(int, args.folds.split(","))
+        for name, params in recipes.items()
+    ]
     print(f"{len(recipes)} recipes x {len(jobs) // len(recipes)} folds, {args.workers} at a time", flush=True)
-    results = run_jobs(train_one, jobs, args.workers, args.deadline, args.out, lambda r: (
-        f"{r['recipe']:12s} fold {r['fold']}: " + (f"ERROR {r['error']}" if "error" in r else
-        f"score {r['score']:.4f}, best {r['best_val_iou']:.4f} at epoch {r['best_epoch']} "
-        f"({r['img_s']} img/s on {r['device']})")))
+    results = run_jobs(
+        train_one,
+        jobs,
+        args.workers,
+        args.deadline,
+        args.out,
+        lambda r: (
+            f"{r['recipe']:12s} fold {r['fold']}: "
+            + (
+                f"ERROR {r['error']}"
+                if "error" in r
+                else f"score {r['score']:.4f}, best {r['best_val_iou']:.4f} at epoch {r['best_epoch']} "
+                f"({r['img_s']} img/s on {r['device']})"
+            )
+        ),
+    )
     report(results, list(recipes))
 
 

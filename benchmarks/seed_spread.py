@@ -45,10 +45,13 @@ def train_and_test(job: dict[str, Any]) -> dict[str, Any]:
             test = TestSplit(arrays, FusedMasks(job["fused"]), arrays.rows(ids["test"]))
             metrics = evaluate(TorchPredictor(Path(tmp) / "model.pt"), test.batches(32)).metrics
         curve = [row["val_iou"] for row in summary["history"]]
-        return key | {"test_iou": metrics.get("iou_combined", metrics["iou"]),
-                      "test_iou_by_target": {t: metrics[f"iou_{t}"] for t in job["params"]["data"]["targets"]},
-                      "best_val_iou": max(curve), "minutes": round(minutes, 2),
-                      "img_s": summary["train_images_per_second"]}
+        return key | {
+            "test_iou": metrics.get("iou_combined", metrics["iou"]),
+            "test_iou_by_target": {t: metrics[f"iou_{t}"] for t in job["params"]["data"]["targets"]},
+            "best_val_iou": max(curve),
+            "minutes": round(minutes, 2),
+            "img_s": summary["train_images_per_second"],
+        }
     except Exception as exc:  # noqa: BLE001 - reported per run
         return key | {"error": repr(exc)}
 
@@ -56,8 +59,10 @@ def train_and_test(job: dict[str, Any]) -> dict[str, Any]:
 def report(results: list[dict[str, Any]], folders: list[str]) -> None:
     scores = {(r["data"], r["seed"], r["fold"]): r["test_iou"] for r in results if "test_iou" in r}
     seeds, folds = sorted({s for _, s, _ in scores}), sorted({f for _, _, f in scores})
-    print("\ntest IoU (eyes and lips as one mask): each folder's mean over the folds, per seed; "
-          "Δ = folder - baseline, fold by fold at the same seed")
+    print(
+        "\ntest IoU (eyes and lips as one mask): each folder's mean over the folds, per seed; "
+        "Δ = folder - baseline, fold by fold at the same seed"
+    )
     for data in folders:
         for seed in seeds:
             row = [scores.get((data, seed, f)) for f in folds]
@@ -74,9 +79,16 @@ def report(results: list[dict[str, Any]], folders: list[str]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, action="append", required=True,
-                        help="a resized folder (stage resize); repeat it, the first is the baseline")
-    parser.add_argument("--fused", type=Path, default=ROOT / "data" / "fused", help="the fused folder (stage fuse-masks)")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        action="append",
+        required=True,
+        help="a resized folder (stage resize); repeat it, the first is the baseline",
+    )
+    parser.add_argument(
+        "--fused", type=Path, default=ROOT / "data" / "fused", help="the fused folder (stage fuse-masks)"
+    )
     parser.add_argument("--seeds", default="0,1,2", help="training seeds (train.seed)")
     parser.add_argument("--folds", default="0,1,2,3,4")
     parser.add_argument("--workers", type=int, default=1, help="parallel runs (16 share one H200 at base width 16)")
@@ -92,12 +104,34 @@ def main() -> None:
         for data in args.data:
             params = recipe_params({"train.seed": seed} | ({"train.epochs": args.epochs} if args.epochs else {}))
             assign(params, "resize.prior", DataSpec.read(data).prior)
-            jobs += [{"data": str(data), "seed": seed, "fold": fold, "params": params, "fused": str(args.fused),
-                      "device": args.device, "threads": args.threads} for fold in map(int, args.folds.split(","))]
+            jobs += [
+                {
+                    "data": str(data),
+                    "seed": seed,
+                    "fold": fold,
+                    "params": params,
+                    "fused": str(args.fused),
+                    "device": args.device,
+                    "threads": args.threads,
+                }
+                for fold in map(int, args.folds.split(","))
+            ]
     print(f"{len(jobs)} runs, {args.workers} at a time", flush=True)
-    results = run_jobs(train_and_test, jobs, args.workers, args.deadline, args.out, lambda r: (
-        f"{r['data']} seed {r['seed']} fold {r['fold']}: " + (f"ERROR {r['error']}" if "error" in r else
-        f"test IoU {r['test_iou']:.4f}, best val {r['best_val_iou']:.4f} ({r['minutes']} min, {r['img_s']} img/s)")))
+    results = run_jobs(
+        train_and_test,
+        jobs,
+        args.workers,
+        args.deadline,
+        args.out,
+        lambda r: (
+            f"{r['data']} seed {r['seed']} fold {r['fold']}: "
+            + (
+                f"ERROR {r['error']}"
+                if "error" in r
+                else f"test IoU {r['test_iou']:.4f}, best val {r['best_val_iou']:.4f} ({r['minutes']} min, {r['img_s']} img/s)"
+            )
+        ),
+    )
     report(results, [str(d) for d in args.data])
 
 

@@ -35,8 +35,9 @@ def log_epochs(uri: str, experiment_id: str, epochs: int, metrics: int) -> tuple
     start = time.perf_counter()
     for epoch in range(1, epochs + 1):
         now = int(time.time() * 1000)
-        client.log_batch(run.info.run_id, metrics=[Metric(f"m{i}", 0.5 + epoch * 1e-3, now, epoch)
-                                                   for i in range(metrics)])
+        client.log_batch(
+            run.info.run_id, metrics=[Metric(f"m{i}", 0.5 + epoch * 1e-3, now, epoch) for i in range(metrics)]
+        )
     seconds = (time.perf_counter() - start) / epochs
     client.set_terminated(run.info.run_id)
     return run.info.run_id, seconds

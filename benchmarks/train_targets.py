@@ -38,23 +38,32 @@ def main() -> None:
     names = list(fused.targets)
     counts = {kind: np.zeros((len(names), 3), np.int64) for kind in ("rule", "coverage")}  # tp, fp, fn
     for row in tqdm(range(len(fused)), desc="faces", unit="face"):
-        for c, mask in enumerate(fused[row][:len(names)]):
+        for c, mask in enumerate(fused[row][: len(names)]):
             truth = resize_mask(mask, args.size)
             coverage = mask_coverage(mask, fine).astype(np.float64) / 255
             # "rule": the 0/1 masks the resize stage trains on (train_masks.npy), by the same function
             for kind, target in (("rule", resize_mask(mask, fine)), ("coverage", coverage)):
                 pred = target.reshape(args.size, t, args.size, t).mean((1, 3)) >= 0.5
                 counts[kind][c] += [(pred & truth).sum(), (pred & ~truth).sum(), (~pred & truth).sum()]
-    print(f"{len(fused)} faces from {args.fused}: a perfect fit of the {fine} px training targets, "
-          f"{t}x{t}-averaged and kept >= 0.5, against the {args.size} px masks")
+    print(
+        f"{len(fused)} faces from {args.fused}: a perfect fit of the {fine} px training targets, "
+        f"{t}x{t}-averaged and kept >= 0.5, against the {args.size} px masks"
+    )
     ious = {}
     for kind, table in counts.items():
         tp, fp, fn = table.T.astype(np.float64)
         ious[kind] = tp / (tp + fp + fn)
-        print(f"  {kind:9s} " + "  ".join(f"{n}: IoU {i:.4f} (precision {p:.4f}, recall {r:.4f})" for n, i, p, r in
-                                           zip(names, ious[kind], tp / (tp + fp), tp / (tp + fn))))
-    print("ratio coverage / rule (IoU ceiling): " + "  ".join(
-        f"{n} {c / r:.3f}x" for n, c, r in zip(names, ious["coverage"], ious["rule"])))
+        print(
+            f"  {kind:9s} "
+            + "  ".join(
+                f"{n}: IoU {i:.4f} (precision {p:.4f}, recall {r:.4f})"
+                for n, i, p, r in zip(names, ious[kind], tp / (tp + fp), tp / (tp + fn))
+            )
+        )
+    print(
+        "ratio coverage / rule (IoU ceiling): "
+        + "  ".join(f"{n} {c / r:.3f}x" for n, c, r in zip(names, ious["coverage"], ious["rule"]))
+    )
 
 
 if __name__ == "__main__":

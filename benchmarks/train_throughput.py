@@ -18,12 +18,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from eyelip.params import whole as P
 from eyelip.data.arrays import ids_text
-from eyelip.model.losses import build_loss
-from eyelip.model.unet import build_model
 from eyelip.data.dataset import ResizedArrays
 from eyelip.data.spec import DataSpec
+from eyelip.model.losses import build_loss
+from eyelip.model.unet import build_model
+from eyelip.params import whole as P
 from eyelip.training.loop import TrainConfig, Trainer, autocast_dtype, pick_device
 
 
@@ -38,8 +38,9 @@ def random_arrays(directory: Path, n: int, size: int, input_scale: int = 1, trai
         fine = size * train_scale
         np.save(directory / "train_masks.npy", (rng.random((n, 1, fine, fine)) < 0.016).astype(np.uint8))
     (directory / "ids.txt").write_text(ids_text(list(range(n))))
-    DataSpec({"eyes_lips": ["l_eye", "r_eye", "u_lip", "l_lip"]}, size, input_scale=input_scale,
-             train_scale=train_scale).write(directory)
+    DataSpec(
+        {"eyes_lips": ["l_eye", "r_eye", "u_lip", "l_lip"]}, size, input_scale=input_scale, train_scale=train_scale
+    ).write(directory)
     return ResizedArrays(directory)
 
 
@@ -85,8 +86,10 @@ def main() -> None:
         baseline(cfg, arrays, warm), eyelip(cfg, arrays, warm)  # warm-up: allocator, oneDNN kernel choice
         base, ours = baseline(cfg, arrays, rows), eyelip(cfg, arrays, rows)
     dtype = autocast_dtype(cfg.precision, pick_device(cfg.device))
-    print(f"model {cfg.model}, {size} px, batch {cfg.batch_size}, {args.steps} steps, "
-          f"{torch.get_num_threads()} threads, autocast {dtype or 'off (fp32)'}")
+    print(
+        f"model {cfg.model}, {size} px, batch {cfg.batch_size}, {args.steps} steps, "
+        f"{torch.get_num_threads()} threads, autocast {dtype or 'off (fp32)'}"
+    )
     print(f"plain eager fp32 loop: {base:6.1f} img/s")
     print(f"eyelip Trainer:        {ours:6.1f} img/s")
     print(f"speed-up: {ours / base:.2f}x")

@@ -13,13 +13,13 @@ from pathlib import Path
 from eyelip import atomic, stage
 from eyelip.errors import DataError, EyelipError
 from eyelip.evaluation.evaluate import TestSplit
-from eyelip.model.checkpoint import load_model
-from eyelip.release.export import export_checked
 from eyelip.inference.predictors import TorchPredictor
+from eyelip.model.checkpoint import load_model
 from eyelip.params.core import View
 from eyelip.params.export import ExportParams
 from eyelip.params.runtime import RuntimeParams
 from eyelip.params.tracking import TrackingParams
+from eyelip.release.export import export_checked
 from eyelip.release.registry import Lineage, publish
 from eyelip.tracking.store import RUN_FILE, data_version, read_run_id
 
@@ -58,13 +58,16 @@ def main(params: Params) -> None:
         raise DataError("data/split/test.txt: empty; parity needs test images (raise split.test)")
     # With the model's contract (its spec), where it came from.
     meta = {"epoch": file.epoch, "val_iou": file.val_iou, "mlflow_run_id": run_id, "data_version": data_version()}
-    summary = export_checked(model, TorchPredictor(MODEL), test.inputs(PARITY_IMAGES), ONNX, TORCHSCRIPT, file.spec,
-                             meta, repeats)
+    summary = export_checked(
+        model, TorchPredictor(MODEL), test.inputs(PARITY_IMAGES), ONNX, TORCHSCRIPT, file.spec, meta, repeats
+    )
     summary.update(onnx_bytes=ONNX.stat().st_size, torchscript_bytes=TORCHSCRIPT.stat().st_size)
     atomic.write_json(METRICS, summary)
     for fmt, result in summary["parity"].items():
-        print(f"parity {fmt}: max |prob diff| {result['max_abs_prob_diff']:.2e}, identical mask pixels "
-              f"{result['identical_mask_fraction']:.6f} on {result['images']} test images")
+        print(
+            f"parity {fmt}: max |prob diff| {result['max_abs_prob_diff']:.2e}, identical mask pixels "
+            f"{result['identical_mask_fraction']:.6f} on {result['images']} test images"
+        )
     for fmt, ms in summary["latency_ms"].items():
         print(f"latency {fmt}: " + ", ".join(f"batch {k[1:]} {v:.1f} ms" for k, v in ms.items()))
 

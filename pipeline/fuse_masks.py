@@ -18,8 +18,15 @@ class Params(View):
 
 def main(params: Params) -> None:
     data = params.data
-    summary = fuse_dataset(Source(data.root), "data/fused", data.targets, rule=data.rule, on_error=data.on_error,
-                           aux_targets=data.aux_targets, **params.runtime.workers())
+    summary = fuse_dataset(
+        Source(data.root),
+        "data/fused",
+        data.targets,
+        rule=data.rule,
+        on_error=data.on_error,
+        aux_targets=data.aux_targets,
+        **params.runtime.workers(),
+    )
     atomic.write_json("metrics/fuse-masks.json", summary)
     print(f"fused {summary['samples']} samples ({summary['skipped']} skipped) into data/fused/")
 

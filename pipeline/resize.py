@@ -21,9 +21,17 @@ class Params(View):
 
 def main(params: Params) -> None:
     resize = params.resize
-    summary = resize_dataset(Source(params.data.root), "data/fused", "data/resized", size=resize.size,
-                             input_scale=resize.input_scale, prior=resize.prior, train_scale=resize.train_scale,
-                             on_error=params.data.on_error, **params.runtime.workers())
+    summary = resize_dataset(
+        Source(params.data.root),
+        "data/fused",
+        "data/resized",
+        size=resize.size,
+        input_scale=resize.input_scale,
+        prior=resize.prior,
+        train_scale=resize.train_scale,
+        on_error=params.data.on_error,
+        **params.runtime.workers(),
+    )
     atomic.write_json("metrics/resize.json", summary)
     faces = f"; no face found in {summary['no_face']} (prior channels empty)" if "no_face" in summary else ""
     print(f"resized {summary['samples']} samples ({summary['skipped']} skipped{faces}) into data/resized/")

@@ -7,11 +7,11 @@ afterwards, so for other data this writes an empty data/sample.zip (no stage rea
 from pathlib import Path
 
 from eyelip import atomic, stage
+from eyelip.data.synthetic import generate_sample
 from eyelip.params.core import View
-from eyelip.params.sample import SampleParams
 from eyelip.params.data import DataParams
 from eyelip.params.runtime import RuntimeParams
-from eyelip.data.synthetic import generate_sample
+from eyelip.params.sample import SampleParams
 
 OUT = "data/sample.zip"
 
@@ -30,8 +30,14 @@ def main(params: Params) -> None:
         atomic.write_text(OUT, "")
         print(f"data.root is {root}: the built-in sample is not needed, {OUT} left empty")
         return
-    generate_sample(OUT, n=sample.n, seed=sample.seed, image_size=sample.image_size, mask_size=sample.mask_size,
-                    n_jobs=params.runtime.n_jobs)
+    generate_sample(
+        OUT,
+        n=sample.n,
+        seed=sample.seed,
+        image_size=sample.image_size,
+        mask_size=sample.mask_size,
+        n_jobs=params.runtime.n_jobs,
+    )
     print(f"wrote {OUT}")
 
 

@@ -14,16 +14,16 @@ import sys
 from pathlib import Path
 
 from eyelip import atomic, stage
+from eyelip.data.dataset import ResizedArrays, split_rows, to_input
 from eyelip.model.checkpoint import load_model
 from eyelip.params.core import View
 from eyelip.params.model import ModelParams
-from eyelip.params.train import TrainParams
 from eyelip.params.runtime import RuntimeParams
 from eyelip.params.tracking import TrackingParams
+from eyelip.params.train import TrainParams
 from eyelip.tracking.plots import rows_csv, training_curves
 from eyelip.tracking.store import TrackedRun
 from eyelip.training import distributed
-from eyelip.data.dataset import ResizedArrays, split_rows, to_input
 from eyelip.training.loop import TrainConfig, fit
 
 MODEL, RESUME = Path("models/model.pt"), Path("models/resume.pt")
@@ -51,15 +51,27 @@ def main(params: Params) -> None:
     data = arrays.spec
     train_rows, val_rows = split_rows(arrays, "data/split", "train"), split_rows(arrays, "data/split", "val")
     if dist.main:
-        print(f"training on {len(train_rows)} images, validating on {len(val_rows)} "
-              f"({data.input_size} px in, {data.size} px out, targets: {', '.join(data.targets)}"
-              + (f", auxiliary: {', '.join(data.aux_targets)}" if data.aux_targets else "")
-              + f", {dist.world} process(es))")
+        print(
+            f"training on {len(train_rows)} images, validating on {len(val_rows)} "
+            f"({data.input_size} px in, {data.size} px out, targets: {', '.join(data.targets)}"
+            + (f", auxiliary: {', '.join(data.aux_targets)}" if data.aux_targets else "")
+            + f", {dist.world} process(es))"
+        )
         if OLD_RESUME.exists():
             print(f"{OLD_RESUME}: an older eyelip's resume state, not read (it is {RESUME} now); delete it")
     run = TrackedRun(params)
-    summary = fit(cfg, arrays, train_rows, val_rows, MODEL, RESUME, cfg.fingerprint(run.data_version, dist.world),
-                  on_epoch=run.log_epoch, on_start=run.start, dist=dist)
+    summary = fit(
+        cfg,
+        arrays,
+        train_rows,
+        val_rows,
+        MODEL,
+        RESUME,
+        cfg.fingerprint(run.data_version, dist.world),
+        on_epoch=run.log_epoch,
+        on_start=run.start,
+        dist=dist,
+    )
     dist.close()
     if not dist.main:
         return

@@ -30,11 +30,11 @@ import pytest
 import yaml
 
 from eyelip.data.arrays import ids_text
+from eyelip.data.dataset import ResizedArrays
 from eyelip.data.layout import PARTS, image_relpath, mask_relpath
 from eyelip.data.source import Source
-from eyelip.data.synthetic import generate_sample
-from eyelip.data.dataset import ResizedArrays
 from eyelip.data.spec import DataSpec
+from eyelip.data.synthetic import generate_sample
 
 REPO = Path(__file__).resolve().parents[1]
 MINI = Path(os.environ.get("EYELIP_MINI", REPO.parent / "shared" / "celebamask-hq-mini")).resolve()
@@ -64,8 +64,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def mini() -> Path:
     """The 504 real CelebAMask-HQ samples; never copied into the repository."""
     if not (MINI / "CelebA-HQ-img").is_dir():
-        pytest.skip(f"real_data: needs real faces (licensed, not in a public clone); the mini set is not at "
-                    f"{MINI} (set EYELIP_MINI)")
+        pytest.skip(
+            f"real_data: needs real faces (licensed, not in a public clone); the mini set is not at "
+            f"{MINI} (set EYELIP_MINI)"
+        )
     return MINI
 
 
@@ -90,8 +92,10 @@ def synthetic(tmp_path_factory: pytest.TempPathFactory) -> Path:
         generate_sample(archive, n, seed, image_size=size, mask_size=SYNTHETIC_MASK)
         source = Source(archive)
         for i in source.ids():
-            pairs = [(image_relpath(i), image_relpath(first + i)),
-                     *((mask_relpath(i, part), mask_relpath(first + i, part)) for part in PARTS)]
+            pairs = [
+                (image_relpath(i), image_relpath(first + i)),
+                *((mask_relpath(i, part), mask_relpath(first + i, part)) for part in PARTS),
+            ]
             for name, renamed in pairs:
                 if source.exists(name):
                     (faces / renamed).parent.mkdir(parents=True, exist_ok=True)
@@ -114,8 +118,10 @@ def tiny_arrays(tmp_path: Path) -> ResizedArrays:
 def copy_samples(root: Path, dest: Path, ids: list[int]) -> Path:
     """A folder with some samples of a dataset folder (a temporary working copy, deleted with tmp_path)."""
     for sample_id in ids:
-        for src in [root / "CelebA-HQ-img" / f"{sample_id}.jpg",
-                    *(root / "CelebAMask-HQ-mask-anno" / str(sample_id // 2000)).glob(f"{sample_id:05d}_*.png")]:
+        for src in [
+            root / "CelebA-HQ-img" / f"{sample_id}.jpg",
+            *(root / "CelebAMask-HQ-mask-anno" / str(sample_id // 2000)).glob(f"{sample_id:05d}_*.png"),
+        ]:
             target = dest / src.relative_to(root)
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, target)

@@ -59,8 +59,11 @@ def wait_until_answers(url: str, proc: subprocess.Popen, log: Path, timeout: flo
 # The team stack (docs/scaling.md): PostgreSQL, an S3 endpoint (moto) and `mlflow server` on both.
 # Plain functions, so benchmarks/team_store.py starts the same stack as tests/test_team.py.
 
-S3_KEYS = {"AWS_ACCESS_KEY_ID": "eyelip-test", "AWS_SECRET_ACCESS_KEY": "eyelip-test",
-           "AWS_DEFAULT_REGION": "us-east-1"}
+S3_KEYS = {
+    "AWS_ACCESS_KEY_ID": "eyelip-test",
+    "AWS_SECRET_ACCESS_KEY": "eyelip-test",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
 BUCKETS = ("mlflow", "dvc")  # the server's artifacts and the DVC remote
 
 
@@ -75,8 +78,12 @@ def postgres_bin() -> Path | None:
 
 def team_stack_missing() -> str | None:
     """Why the team stack cannot start here (None when it can): `.ci/run` installs what it needs."""
-    for module, package in (("psycopg", "psycopg[binary]"), ("boto3", "boto3"), ("moto", "moto[server]"),
-                            ("dvc_s3", "dvc-s3")):
+    for module, package in (
+        ("psycopg", "psycopg[binary]"),
+        ("boto3", "boto3"),
+        ("moto", "moto[server]"),
+        ("dvc_s3", "dvc-s3"),
+    ):
         if importlib.util.find_spec(module) is None:
             return f"{package} is not installed: pip install -e '.[server]'"
     if postgres_bin() is None:
@@ -140,19 +147,38 @@ def team_stack(root: Path, workers: int = 1) -> Iterator[TeamStack]:
             shutil.chown(data, "postgres", "postgres")
         log = root / "postgres.log"
         with open(log, "ab") as out:
-            subprocess.run([str(bin_dir / "initdb"), "-D", str(data / "db"), "-U", "eyelip", "--auth=trust",
-                            "--no-locale", "-E", "UTF8"], check=True, stdout=out, stderr=subprocess.STDOUT,
-                           timeout=120, **as_user)
+            subprocess.run(
+                [
+                    str(bin_dir / "initdb"),
+                    "-D",
+                    str(data / "db"),
+                    "-U",
+                    "eyelip",
+                    "--auth=trust",
+                    "--no-locale",
+                    "-E",
+                    "UTF8",
+                ],
+                check=True,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                timeout=120,
+                **as_user,
+            )
         pg_port = free_port()
-        pg = start_logged([str(bin_dir / "postgres"), "-D", str(data / "db"), "-p", str(pg_port),
-                           "-h", "127.0.0.1", "-k", str(data)], log, **as_user)
+        pg = start_logged(
+            [str(bin_dir / "postgres"), "-D", str(data / "db"), "-p", str(pg_port), "-h", "127.0.0.1", "-k", str(data)],
+            log,
+            **as_user,
+        )
         cleanup.callback(stop, pg, signal.SIGINT)  # SIGINT: PostgreSQL's fast shutdown
         deadline = time.monotonic() + 60
         while True:
             assert pg.poll() is None, f"PostgreSQL exited:\n{log.read_text()[-3000:]}"
             try:
-                conn = psycopg.connect(host="127.0.0.1", port=pg_port, user="eyelip", dbname="postgres",
-                                       connect_timeout=5, autocommit=True)  # CREATE DATABASE: no transaction
+                conn = psycopg.connect(
+                    host="127.0.0.1", port=pg_port, user="eyelip", dbname="postgres", connect_timeout=5, autocommit=True
+                )  # CREATE DATABASE: no transaction
                 break
             except psycopg.OperationalError:
                 assert time.monotonic() < deadline, f"PostgreSQL not ready in 60 s:\n{log.read_text()[-3000:]}"
@@ -165,21 +191,42 @@ def team_stack(root: Path, workers: int = 1) -> Iterator[TeamStack]:
         cleanup.callback(stop, s3)
         s3_endpoint = f"http://127.0.0.1:{s3_port}"
         wait_until_answers(f"{s3_endpoint}/moto-api/", s3, root / "s3.log")
-        client = boto3.client("s3", endpoint_url=s3_endpoint, **{k.lower(): v for k, v in S3_KEYS.items()
-                                                                   if k != "AWS_DEFAULT_REGION"})
+        client = boto3.client(
+            "s3", endpoint_url=s3_endpoint, **{k.lower(): v for k, v in S3_KEYS.items() if k != "AWS_DEFAULT_REGION"}
+        )
         for bucket in BUCKETS:
             client.create_bucket(Bucket=bucket)
 
-        stack = TeamStack(f"http://127.0.0.1:{free_port()}", s3_endpoint,
-                          f"postgresql://eyelip@127.0.0.1:{pg_port}/mlflow")
+        stack = TeamStack(
+            f"http://127.0.0.1:{free_port()}", s3_endpoint, f"postgresql://eyelip@127.0.0.1:{pg_port}/mlflow"
+        )
         # Without the job runner and its six task consumers (GenAI jobs, unused by eyelip): seven processes fewer.
-        env = {**os.environ, **S3_KEYS, "MLFLOW_S3_ENDPOINT_URL": s3_endpoint,
-               "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+        env = {
+            **os.environ,
+            **S3_KEYS,
+            "MLFLOW_S3_ENDPOINT_URL": s3_endpoint,
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+        }
         port = stack.tracking_uri.rsplit(":", 1)[1]
-        server = start_logged([str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", port,
-                               "--backend-store-uri", stack.database_uri,
-                               "--artifacts-destination", f"s3://{BUCKETS[0]}/artifacts", "--serve-artifacts",
-                               "--workers", str(workers)], root / "mlflow.log", env=env)
+        server = start_logged(
+            [
+                str(BIN / "mlflow"),
+                "server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                port,
+                "--backend-store-uri",
+                stack.database_uri,
+                "--artifacts-destination",
+                f"s3://{BUCKETS[0]}/artifacts",
+                "--serve-artifacts",
+                "--workers",
+                str(workers),
+            ],
+            root / "mlflow.log",
+            env=env,
+        )
         cleanup.callback(stop, server)
         # The first start creates and migrates the schema in PostgreSQL: longer than SQLite's on busy cores.
         wait_until_answers(f"{stack.tracking_uri}/health", server, root / "mlflow.log", timeout=180)

@@ -2,11 +2,11 @@ import numpy as np
 import pytest
 import torch
 
+from eyelip.data.dataset import ResizedArrays
 from eyelip.errors import ParamError
 from eyelip.params.train import AugmentParams
 from eyelip.params.whole import parse
 from eyelip.training.augment import Augment
-from eyelip.data.dataset import ResizedArrays
 from eyelip.training.loop import TrainConfig, Trainer
 
 FULL = {"hflip": 0.5, "brightness": 0.2, "contrast": 0.2, "saturation": 0.2, "hue": 0.05,
@@ -132,7 +132,7 @@ def test_crop_is_centred_on_the_targets_and_keeps_them_whole():
     assert (tops, lefts) == ([1, 0, 8], [16, 0, 8])
     for i, (top, left) in enumerate(zip(tops, lefts)):
         top, left = int(top), int(left)
-        assert torch.equal(out_masks[i], masks[i, :, top:top + 16, left:left + 16])
+        assert torch.equal(out_masks[i], masks[i, :, top : top + 16, left : left + 16])
 
 
 def test_crop_jitter_moves_the_window_within_its_bound_and_photos_follow_masks():
@@ -147,8 +147,8 @@ def test_crop_jitter_moves_the_window_within_its_bound_and_photos_follow_masks()
     assert len(set(tops.tolist())) > 3 and not torch.equal(tops, lefts)  # drawn per sample and axis
     for i in range(n):
         top, left = int(tops[i]), int(lefts[i])
-        assert torch.equal(out_masks[i], masks[i, :, top:top + 16, left:left + 16])
-        assert torch.equal(out_images[i], images[i, :, 2 * top:2 * top + 32, 2 * left:2 * left + 32])
+        assert torch.equal(out_masks[i], masks[i, :, top : top + 16, left : left + 16])
+        assert torch.equal(out_images[i], images[i, :, 2 * top : 2 * top + 32, 2 * left : 2 * left + 32])
 
 
 def test_colour_jitter_leaves_masks_alone_and_gray_stays_gray():
@@ -174,6 +174,7 @@ def test_contrast_keeps_mean_luma_and_scales_deviations():
     images = images * 0.5 + 0.25  # keep clear of the clamp: factors are within 1 +- 0.2
     out_images, _ = run({"contrast": 0.2}, images, masks)
     luma = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+
     def mean_luma(x: torch.Tensor) -> torch.Tensor:
         return (x * luma).sum(1, keepdim=True).mean((2, 3), keepdim=True)
 
@@ -201,7 +202,9 @@ def test_bad_params_are_rejected_with_their_key(cfg, message):
 
 def test_a_crop_larger_than_the_masks_is_named():
     images, masks = batch(size=16)
-    with pytest.raises(ValueError, match=r"train\.augment\.crop: a 32 px window does not fit 16x16 masks; use at most 16"):
+    with pytest.raises(
+        ValueError, match=r"train\.augment\.crop: a 32 px window does not fit 16x16 masks; use at most 16"
+    ):
         run({"crop": 32}, images, masks)
 
 
@@ -224,9 +227,13 @@ def test_mirror_pairs_follow_the_targets_parts() -> None:
 
 
 def test_training_crops_while_validation_sees_whole_faces(tiny_arrays: ResizedArrays) -> None:
-    params = {"model": {"base_width": 4, "depth": 2},
-              "train": {"epochs": 1, "batch_size": 8, "lr": 0.01, "seed": 0, "augment": {"crop": 16, "crop_jitter": 2}}}
-    trainer = Trainer(TrainConfig.from_params(parse(params)), tiny_arrays, np.arange(8), np.arange(8, 16), ["eyes_lips"])
+    params = {
+        "model": {"base_width": 4, "depth": 2},
+        "train": {"epochs": 1, "batch_size": 8, "lr": 0.01, "seed": 0, "augment": {"crop": 16, "crop_jitter": 2}},
+    }
+    trainer = Trainer(
+        TrainConfig.from_params(parse(params)), tiny_arrays, np.arange(8), np.arange(8, 16), ["eyes_lips"]
+    )
     shapes = []
     trainer.model.register_forward_pre_hook(lambda _, args: shapes.append((trainer.model.training, args[0].shape[2:])))
     trainer.train_epoch(1)
@@ -234,5 +241,7 @@ def test_training_crops_while_validation_sees_whole_faces(tiny_arrays: ResizedAr
     assert set(shapes) == {(True, (16, 16)), (False, (32, 32))}
 
     params["train"]["augment"]["crop"] = 18  # depth 2 halves twice: windows must be a multiple of 4
-    with pytest.raises(ParamError, match=r"train\.augment\.crop: 18 px windows do not halve evenly .* multiple of 4, or 0"):
+    with pytest.raises(
+        ParamError, match=r"train\.augment\.crop: 18 px windows do not halve evenly .* multiple of 4, or 0"
+    ):
         parse(params)

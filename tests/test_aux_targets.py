@@ -9,17 +9,17 @@ import pytest
 import torch
 
 from eyelip.data.arrays import ids_text
+from eyelip.data.dataset import ResizedArrays, to_input
 from eyelip.data.fuse import FusedMasks, check_aux_targets, fuse_dataset
 from eyelip.data.resize import resize_dataset
 from eyelip.data.source import Source
+from eyelip.data.spec import DataSpec
 from eyelip.data.synthetic import generate_sample
 from eyelip.errors import DataError, ParamError
+from eyelip.evaluation.evaluate import TestSplit
 from eyelip.model.checkpoint import Resume, load_model
 from eyelip.model.metrics import confusion, iou
 from eyelip.model.unet import build_model
-from eyelip.evaluation.evaluate import TestSplit
-from eyelip.data.dataset import ResizedArrays, to_input
-from eyelip.data.spec import DataSpec
 from eyelip.training.loop import TrainConfig, fit
 
 TWO = {"eyes": ["l_eye", "r_eye"], "lips": ["u_lip", "l_lip"]}
@@ -64,8 +64,9 @@ def arrays(tmp_path: Path) -> ResizedArrays:
     return ResizedArrays(tmp_path)
 
 
-def test_training_learns_aux_targets_but_saves_and_scores_only_the_targets(arrays: ResizedArrays,
-                                                                            tmp_path: Path) -> None:
+def test_training_learns_aux_targets_but_saves_and_scores_only_the_targets(
+    arrays: ResizedArrays, tmp_path: Path
+) -> None:
     cfg = TrainConfig(model={"base_width": 4, "depth": 2}, epochs=1, batch_size=8, loss={"jaccard": 1.0, "bce": 0.5})
     rows = np.arange(16)
     summary = fit(cfg, arrays, rows[:8], rows[8:], tmp_path / "model.pt", tmp_path / "resume.pt", "job")
@@ -83,14 +84,17 @@ def test_training_learns_aux_targets_but_saves_and_scores_only_the_targets(array
     assert torch.allclose(saved_logits, full_logits[:, :1], atol=1e-5)
     # val_iou is the target's IoU alone, not an average over the auxiliary channels too.
     y = torch.from_numpy(arrays.masks[8:].astype(np.float32))
-    assert row["val_iou"] == pytest.approx(iou(confusion(torch.sigmoid(full_logits[:, :1]), y[:, :1]).sum(0)).item(),
-                                           abs=1e-3)
-    assert row["val_iou"] != pytest.approx(iou(confusion(torch.sigmoid(full_logits), y).sum(0)).mean().item(),
-                                           abs=1e-3)
+    assert row["val_iou"] == pytest.approx(
+        iou(confusion(torch.sigmoid(full_logits[:, :1]), y[:, :1]).sum(0)).item(), abs=1e-3
+    )
+    assert row["val_iou"] != pytest.approx(iou(confusion(torch.sigmoid(full_logits), y).sum(0)).mean().item(), abs=1e-3)
 
 
 def test_arrays_without_the_aux_channels_are_refused(arrays: ResizedArrays, tmp_path: Path) -> None:
     DataSpec({"eyes_lips": ["l_eye"]}, 32).write(tmp_path)  # a layout that leaves out the auxiliary targets
-    with pytest.raises(DataError, match=r"masks.npy: rows of shape \(3, 32, 32\), but .*meta.json makes them "
-                                        r"\(1, 32, 32\) \(channels \['eyes_lips'\].*re-run `dvc repro resize`"):
+    with pytest.raises(
+        DataError,
+        match=r"masks.npy: rows of shape \(3, 32, 32\), but .*meta.json makes them "
+        r"\(1, 32, 32\) \(channels \['eyes_lips'\].*re-run `dvc repro resize`",
+    ):
         ResizedArrays(tmp_path)

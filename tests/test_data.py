@@ -15,14 +15,14 @@ from PIL import Image
 
 from eyelip import atomic
 from eyelip.data.arrays import NpyRowWriter, read_ids
+from eyelip.data.dataset import ResizedArrays
 from eyelip.data.fuse import FusedMasks, check_targets, fuse, fuse_dataset
 from eyelip.data.layout import mask_relpath
 from eyelip.data.preprocess import decode_image, mask_coverage, resize_mask
 from eyelip.data.resize import resize_dataset
 from eyelip.data.source import Source
-from eyelip.errors import DataError, ParamError
-from eyelip.data.dataset import ResizedArrays
 from eyelip.data.spec import DataSpec
+from eyelip.errors import DataError, ParamError
 
 EYES_LIPS = {"eyes_lips": ["l_eye", "r_eye", "u_lip", "l_lip"]}
 TWO = {"eyes": ["l_eye", "r_eye"], "lips": ["u_lip", "l_lip"]}
@@ -56,8 +56,9 @@ def test_fused_masks_equal_independent_union(synthetic: Path, tmp_path: Path, ta
         masks = fused[fused.ids.index(sample_id)]
         assert masks.shape == (len(targets), SYNTHETIC_MASK, SYNTHETIC_MASK)
         for channel, parts in enumerate(targets.values()):
-            np.testing.assert_array_equal(masks[channel], naive_union(synthetic, sample_id, parts),
-                                          err_msg=f"id {sample_id}")
+            np.testing.assert_array_equal(
+                masks[channel], naive_union(synthetic, sample_id, parts), err_msg=f"id {sample_id}"
+            )
 
 
 def test_fusing_is_identical_for_any_n_jobs(synthetic: Path, tmp_path: Path) -> None:
@@ -120,8 +121,9 @@ def test_input_scale_stores_images_larger_than_masks(synthetic: Path, tmp_path: 
     assert (two.spec.size, two.spec.input_size, two.spec.input_scale) == (64, 128, 2)
     assert two.images.shape == (2, 128, 128, 3)
     np.testing.assert_array_equal(one.masks, two.masks)  # the targets do not change, only the photo's detail
-    np.testing.assert_array_equal(two.images[1], decode_image((subset / "CelebA-HQ-img" / "2001.jpg").read_bytes(),
-                                                              128, "2001.jpg"))
+    np.testing.assert_array_equal(
+        two.images[1], decode_image((subset / "CelebA-HQ-img" / "2001.jpg").read_bytes(), 128, "2001.jpg")
+    )
 
 
 def test_resized_data_carries_its_layout(synthetic: Path, tmp_path: Path) -> None:
@@ -136,16 +138,20 @@ def test_resized_data_carries_its_layout(synthetic: Path, tmp_path: Path) -> Non
     assert (meta["size"], meta["input_scale"], meta["train_scale"], meta["input_channels"]) == (64, 2, 1, 3)
     assert ResizedArrays(tmp_path / "r").spec == DataSpec(TWO, 64, "label_map", {"skin": ["skin"]}, 2, 1, "none")
     (tmp_path / "r" / "meta.json").write_text('{"prior": "none"}')  # as resize wrote it before the layout
-    with pytest.raises(DataError, match=r"r/meta.json: no target_parts, size, rule, aux_targets, input_scale, "
-                                        r"train_scale \(written by an older eyelip\); re-run `dvc repro resize`"):
+    with pytest.raises(
+        DataError,
+        match=r"r/meta.json: no target_parts, size, rule, aux_targets, input_scale, "
+        r"train_scale \(written by an older eyelip\); re-run `dvc repro resize`",
+    ):
         ResizedArrays(tmp_path / "r")
 
 
 def test_train_scale_stores_training_masks_by_the_same_rule_at_a_finer_size(synthetic: Path, tmp_path: Path) -> None:
     subset = copy_samples(synthetic, tmp_path / "data", list(SYNTHETIC_PHOTO))
     fuse_dataset(Source(subset), tmp_path / "fused", TWO, n_jobs=1)
-    summary = resize_dataset(Source(subset), tmp_path / "fused", tmp_path / "r", 64, input_scale=2, train_scale=2,
-                             n_jobs=1)
+    summary = resize_dataset(
+        Source(subset), tmp_path / "fused", tmp_path / "r", 64, input_scale=2, train_scale=2, n_jobs=1
+    )
     arrays, fused = ResizedArrays(tmp_path / "r"), FusedMasks(tmp_path / "fused")
     assert summary["train_size"] == 128
     assert (arrays.spec.size, arrays.spec.train_size, arrays.spec.train_scale) == (64, 128, 2)
@@ -162,13 +168,14 @@ def test_train_scale_stores_training_masks_by_the_same_rule_at_a_finer_size(synt
 
 def test_resize_mask_keeps_half_covered_pixels() -> None:
     mask = np.zeros((4, 4), bool)
-    mask[0, 0:2] = True   # 2 of 4 pixels in the top-left 2x2 block: kept
-    mask[2, 2] = True     # 1 of 4: dropped
+    mask[0, 0:2] = True  # 2 of 4 pixels in the top-left 2x2 block: kept
+    mask[2, 2] = True  # 1 of 4: dropped
     np.testing.assert_array_equal(resize_mask(mask, 2), [[True, False], [False, False]])
     np.testing.assert_array_equal(mask_coverage(mask, 2), [[128, 0], [0, 64]])  # 2/4 and 1/4 of 255, rounded
 
 
 # --- bad input: one clear message naming the file or key ---------------------------------------
+
 
 def test_missing_or_wrong_root_is_named(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"data.root: .*nowhere does not exist"):
@@ -201,8 +208,11 @@ def damaged(synthetic: Path, tmp_path: Path) -> Path:
 
 
 def test_bad_samples_fail_with_the_file_named(damaged: Path, tmp_path: Path) -> None:
-    with pytest.raises(DataError, match=r"00004_u_lip.png: not a readable image .*\(sample 4\); replace or restore "
-                                        r"the file, or set data.on_error: skip"):
+    with pytest.raises(
+        DataError,
+        match=r"00004_u_lip.png: not a readable image .*\(sample 4\); replace or restore "
+        r"the file, or set data.on_error: skip",
+    ):
         fuse_dataset(Source(damaged), tmp_path / "fused", EYES_LIPS, n_jobs=1)
     assert not (tmp_path / "fused").exists(), "a failed stage must leave no output"
 
@@ -235,6 +245,7 @@ def test_decode_image_rejects_non_images() -> None:
 
 
 # --- output mechanics ---------------------------------------------------------------------------
+
 
 def test_interrupted_output_leaves_nothing(tmp_path: Path) -> None:
     (tmp_path / "out").mkdir()

@@ -18,9 +18,13 @@ from eyelip.data.synthetic import generate_sample
 # Images that show no face (curves, histograms): they may change with every run.
 PLOTS = {"metrics/train_curves.png", "metrics/evaluate_thresholds.png", "metrics/evaluate_histogram.png"}
 FACES = "metrics/evaluate_overlays.png"
-TINY = {"resize": {"size": 32}, "split": {"train": 0.5, "val": 0.25, "test": 0.25},
-        "model": {"base_width": 4, "depth": 2}, "train": {"epochs": 1, "batch_size": 8},
-        "runtime": {"threads": 1, "n_jobs": 1}}
+TINY = {
+    "resize": {"size": 32},
+    "split": {"train": 0.5, "val": 0.25, "test": 0.25},
+    "model": {"base_width": 4, "depth": 2},
+    "train": {"epochs": 1, "batch_size": 8},
+    "runtime": {"threads": 1, "n_jobs": 1},
+}
 
 
 def ran(output: str) -> list[str]:
@@ -50,8 +54,9 @@ def test_the_built_in_sample_is_checked_then_built(project) -> None:
 
 
 def test_other_data_does_not_build_the_sample(project, synthetic: Path) -> None:
-    project.set_params(data={"root": str(synthetic)}, sample={"n": 4, "image_size": 64, "mask_size": 64},
-                       runtime={"n_jobs": 1})
+    project.set_params(
+        data={"root": str(synthetic)}, sample={"n": 4, "image_size": 64, "mask_size": 64}, runtime={"n_jobs": 1}
+    )
     proc = project.dvc("repro", "sample")
     assert ran(proc.stdout + proc.stderr) == ["check-data", "sample"]
     assert "the built-in sample is not needed" in proc.stdout and "synthetic" not in proc.stderr
@@ -73,8 +78,9 @@ def test_a_param_no_stage_reads_yet_stops_the_pipeline_first(project) -> None:
     assert ran(output) == ["check-data"]
 
 
-@pytest.mark.parametrize("section, values, key", [("split", {"val": -0.1}, "split.val"),
-                                                  ("runtime", {"n_jobz": 1}, "runtime.n_jobz")])
+@pytest.mark.parametrize(
+    "section, values, key", [("split", {"val": -0.1}, "split.val"), ("runtime", {"n_jobz": 1}, "runtime.n_jobz")]
+)
 def test_a_bad_param_anywhere_stops_the_pipeline_first(project, section: str, values: dict, key: str) -> None:
     project.set_params(**{section: values})
     proc = project.dvc("repro", check=False)
@@ -84,8 +90,9 @@ def test_a_bad_param_anywhere_stops_the_pipeline_first(project, section: str, va
     assert ran(output) == ["check-data"]
 
 
-def test_profile_refuses_a_missing_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_profile_refuses_a_missing_root(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     shutil.copytree(REPO / "profiles", tmp_path / "profiles")
     shutil.copy2(REPO / "params.yaml", tmp_path / "params.yaml")
     monkeypatch.chdir(tmp_path)
@@ -111,11 +118,13 @@ def test_faces_of_other_data_never_reach_git(project, tmp_path: Path) -> None:
     assert (project.root / FACES).is_file()  # written, so the checks below can fail
     project.dvc("plots", "show")
     project.run("git", "add", "-A")
-    images = {p for p in project.run("git", "ls-files").stdout.split()
-              if p.lower().endswith((".png", ".jpg", ".jpeg", ".webp", ".html", ".zip", ".npy"))}
+    images = {
+        p
+        for p in project.run("git", "ls-files").stdout.split()
+        if p.lower().endswith((".png", ".jpg", ".jpeg", ".webp", ".html", ".zip", ".npy"))
+    }
     assert images <= PLOTS, f"git would take files derived from the faces: {sorted(images - PLOTS)}"
     for path in (FACES, "dvc_plots/index.html"):
         assert project.run("git", "check-ignore", "-q", path, check=False).returncode == 0, f"{path} not ignored"
     cached = project.dvc("ls", ".", "metrics", "--dvc-only").stdout.split()
     assert "evaluate_overlays.png" in cached
-

@@ -39,7 +39,9 @@ def test_stage_deps_are_exactly_the_code_it_imports(stage: str) -> None:
     assert script in deps, f"stage {stage}: its script {script} is not in its deps"
     used = stage_imports(stage)
     declared = set().union(*(covered_by(d) for d in deps))
-    missing = [f"{p.relative_to(ROOT)} (imported via {chain})" for p, chain in sorted(used.items()) if p not in declared]
+    missing = [
+        f"{p.relative_to(ROOT)} (imported via {chain})" for p, chain in sorted(used.items()) if p not in declared
+    ]
     assert not missing, f"stage {stage}: add to its deps in dvc.yaml: " + "; ".join(missing)
     # A dep on code the stage never runs would re-run it for nothing; a folder only when all of it is used.
     unused = [d for d in deps if d != script and not covered_by(d) <= set(used)]
@@ -70,7 +72,7 @@ def test_modules_import_each_other_without_a_circle() -> None:
         stack.append(node)
         for nxt in sorted(graph[node]):
             if state.get(nxt) == "open":
-                pytest.fail("import circle: " + " -> ".join(stack[stack.index(nxt):] + [nxt]))
+                pytest.fail("import circle: " + " -> ".join(stack[stack.index(nxt) :] + [nxt]))
             if nxt not in state:
                 visit(nxt)
         stack.pop()
@@ -84,7 +86,9 @@ def test_modules_import_each_other_without_a_circle() -> None:
 
 def test_using_a_model_never_imports_training() -> None:
     # Evaluating, running and shipping a trained model must work without the training code.
-    for path in sorted(p for pkg in ("evaluation", "inference", "release") for p in (SRC / "eyelip" / pkg).glob("*.py")):
+    for path in sorted(
+        p for pkg in ("evaluation", "inference", "release") for p in (SRC / "eyelip" / pkg).glob("*.py")
+    ):
         reached = closure(path)
         training = [chain for p, chain in reached.items() if "training" in p.relative_to(SRC).parts]
         assert not training, f"{path.relative_to(ROOT)} imports training code: {training}"
@@ -107,30 +111,37 @@ def repo_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The project's files (no data, no cache) in a fresh git repository, its dvc.lock brought up to date
     with the code and params (DVC hashes them itself), so that `dvc status` starts from "nothing changed"."""
     repo = tmp_path_factory.mktemp("repo")
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
-                           text=True, check=True).stdout.split()
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
     for name in files:
         if (ROOT / name).is_file():
             (repo / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, repo / name)
     subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
-    script = ("from dvc.repo import Repo\nrepo = Repo('.')\nwith repo.lock:\n    for stage in repo.index.stages:\n"
-              "        stage.save_deps(allow_missing=True)\n        stage.dump(update_pipeline=False)\n")
+    script = (
+        "from dvc.repo import Repo\nrepo = Repo('.')\nwith repo.lock:\n    for stage in repo.index.stages:\n"
+        "        stage.save_deps(allow_missing=True)\n        stage.dump(update_pipeline=False)\n"
+    )
     subprocess.run([sys.executable, "-c", script], cwd=repo, check=True, capture_output=True)
     assert stages_with_changed_code_or_params(repo) == set()
     return repo
 
 
-@pytest.mark.parametrize("module, stages", [
-    ("src/eyelip/model/unet.py", {"train", "evaluate", "export"}),
-    ("src/eyelip/data/preprocess.py", {"fuse-masks", "resize", "train", "evaluate", "export"}),
-    ("src/eyelip/data/split.py", {"split"}),
-    # A section's schema: the stages that read that section, and check-data, which validates the whole file.
-    ("src/eyelip/params/train.py", {"check-data", "train"}),
-    ("src/eyelip/params/resize.py", {"check-data", "resize"}),
-])
-def test_editing_a_module_changes_exactly_the_stages_that_import_it(repo_copy: Path, module: str,
-                                                                    stages: set[str]) -> None:
+@pytest.mark.parametrize(
+    "module, stages",
+    [
+        ("src/eyelip/model/unet.py", {"train", "evaluate", "export"}),
+        ("src/eyelip/data/preprocess.py", {"fuse-masks", "resize", "train", "evaluate", "export"}),
+        ("src/eyelip/data/split.py", {"split"}),
+        # A section's schema: the stages that read that section, and check-data, which validates the whole file.
+        ("src/eyelip/params/train.py", {"check-data", "train"}),
+        ("src/eyelip/params/resize.py", {"check-data", "resize"}),
+    ],
+)
+def test_editing_a_module_changes_exactly_the_stages_that_import_it(
+    repo_copy: Path, module: str, stages: set[str]
+) -> None:
     assert {s for s in STAGES if ROOT / module in stage_imports(s)} == stages  # what the source says
     original = (repo_copy / module).read_text()
     try:

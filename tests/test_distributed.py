@@ -19,9 +19,14 @@ NO_AUGMENT = {k: 0 for k in ("hflip", "brightness", "contrast", "saturation", "h
 # Equal up to float rounding needs: no augmentation (each rank draws its own), GroupNorm (BatchNorm
 # statistics are per rank on CPU, where SyncBatchNorm does not run) and 384 = 6 x 64 training rows
 # (no padded last batch), of the built-in synthetic sample at 128 px.
-DDP = {"sample": {"n": 504, "image_size": 128, "mask_size": 128}, "resize": {"size": 64}, "model": {"base_width": 8, "depth": 3, "norm": "group"},
-       "split": {"train": 384, "val": 60, "test": 60},
-       "train": {"epochs": 2, "batch_size": 32, "nproc": 2, "augment": NO_AUGMENT}, "runtime": {"threads": 1}}
+DDP = {
+    "sample": {"n": 504, "image_size": 128, "mask_size": 128},
+    "resize": {"size": 64},
+    "model": {"base_width": 8, "depth": 3, "norm": "group"},
+    "split": {"train": 384, "val": 60, "test": 60},
+    "train": {"epochs": 2, "batch_size": 32, "nproc": 2, "augment": NO_AUGMENT},
+    "runtime": {"threads": 1},
+}
 COMPARED = ("train_iou", "val_iou", "train_jaccard_loss", "val_jaccard_loss", "train_loss", "val_loss")
 
 
@@ -30,7 +35,9 @@ def test_rank_shards_interleave_into_the_single_process_batches() -> None:
     whole = SINGLE.shard(rows, torch.Generator().manual_seed(0))
     shards = [Dist(rank, 2).shard(rows, torch.Generator().manual_seed(0)) for rank in range(2)]
     for k in range(2):  # global batch k of 2 x 16 = single-process batch k of 32
-        assert sorted(np.concatenate([s[16 * k:16 * (k + 1)] for s in shards])) == sorted(whole[32 * k:32 * (k + 1)])
+        assert sorted(np.concatenate([s[16 * k : 16 * (k + 1)] for s in shards])) == sorted(
+            whole[32 * k : 32 * (k + 1)]
+        )
     odd = [Dist(rank, 2).shard(rows[:5], torch.Generator().manual_seed(0)) for rank in range(2)]
     assert [len(s) for s in odd] == [3, 3], "padded so that both ranks run the same number of steps"
 
@@ -46,8 +53,15 @@ def test_two_gloo_processes_match_one_process(project, tmp_path: Path) -> None:
     rows = {name: split_rows(arrays, project.root / "data" / "split", name) for name in ("train", "val")}
     threads = torch.get_num_threads()
     try:
-        reference = fit(TrainConfig.from_params(parse(params)), arrays, rows["train"], rows["val"],
-                        tmp_path / "model.pt", tmp_path / "resume.pt", "reference")
+        reference = fit(
+            TrainConfig.from_params(parse(params)),
+            arrays,
+            rows["train"],
+            rows["val"],
+            tmp_path / "model.pt",
+            tmp_path / "resume.pt",
+            "reference",
+        )
     finally:
         torch.set_num_threads(threads)
 

@@ -25,8 +25,10 @@ def links(text: str) -> list[str]:
 
 def anchors(text: str) -> set[str]:
     """GitHub's heading anchors: lower case, punctuation dropped, spaces to hyphens."""
-    return {re.sub(r"[^\w\- ]", "", h.replace("`", "").strip().lower()).replace(" ", "-")
-            for h in HEADING.findall(FENCE.sub("", text))}
+    return {
+        re.sub(r"[^\w\- ]", "", h.replace("`", "").strip().lower()).replace(" ", "-")
+        for h in HEADING.findall(FENCE.sub("", text))
+    }
 
 
 def broken_links(page: Path) -> list[str]:
@@ -51,23 +53,32 @@ def test_every_relative_link_resolves(page: Path) -> None:
 
 def test_the_readme_links_its_pages() -> None:
     targets = links((REPO / "README.md").read_text())
-    for page in ("docs/pipeline.md", "docs/workflows.md", "docs/scaling.md", "docs/experiments.md",
-                 "benchmarks/README.md", "params.yaml"):
+    for page in (
+        "docs/pipeline.md",
+        "docs/workflows.md",
+        "docs/scaling.md",
+        "docs/experiments.md",
+        "benchmarks/README.md",
+        "params.yaml",
+    ):
         assert page in targets
 
 
 def test_the_checker_catches_a_broken_link_and_anchor(tmp_path: Path) -> None:
     (tmp_path / "a.md").write_text("# Title here\n\n## Use `it`, now?\n")
     page = tmp_path / "page.md"
-    page.write_text("[ok](a.md#use-it-now) [file](missing.md) [anchor](a.md#nope) [web](https://x.org/y)\n"
-                    "```\n[in code](also-missing.md)\n```\n`[span](missing-too.md)`\n")
+    page.write_text(
+        "[ok](a.md#use-it-now) [file](missing.md) [anchor](a.md#nope) [web](https://x.org/y)\n"
+        "```\n[in code](also-missing.md)\n```\n`[span](missing-too.md)`\n"
+    )
     assert [b.split(":")[0] for b in broken_links(page)] == ["missing.md", "a.md#nope"]
 
 
 def test_the_readme_is_a_short_guide() -> None:
     size = len((REPO / "README.md").read_text())
-    assert size <= README_LIMIT, (f"README.md has {size} characters (limit {README_LIMIT}): move detail to a "
-                                  "page in docs/ and link it")
+    assert size <= README_LIMIT, (
+        f"README.md has {size} characters (limit {README_LIMIT}): move detail to a page in docs/ and link it"
+    )
 
 
 def undocumented_keys(text: str) -> list[str]:
@@ -90,7 +101,8 @@ def undocumented_keys(text: str) -> list[str]:
 def test_every_key_in_params_yaml_has_a_comment() -> None:
     assert undocumented_keys("a:  # x\n  b: 1\n  targets:  # y\n    t: [1]\n") == ["a.b"]
     assert undocumented_keys((REPO / "params.yaml").read_text()) == [], (
-        "params.yaml's comments are the reference for each key: add one to each key listed")
+        "params.yaml's comments are the reference for each key: add one to each key listed"
+    )
 
 
 def test_the_package_map_names_every_module_and_package() -> None:
@@ -98,7 +110,9 @@ def test_the_package_map_names_every_module_and_package() -> None:
     section = text.split("## Package map", 1)[1].split("\n## ", 1)[0]
     listed = set(re.findall(r"^\| \[?`([a-z_]+)/?`", section, re.MULTILINE))
     src = REPO / "src" / "eyelip"
-    actual = {p.stem for p in src.glob("*.py") if p.stem != "__init__"} | {p.name for p in src.iterdir()
-                                                                           if (p / "__init__.py").is_file()}
-    assert listed == actual, f"README package map lists {sorted(listed - actual)} not in src/eyelip, " \
-                             f"misses {sorted(actual - listed)}"
+    actual = {p.stem for p in src.glob("*.py") if p.stem != "__init__"} | {
+        p.name for p in src.iterdir() if (p / "__init__.py").is_file()
+    }
+    assert listed == actual, (
+        f"README package map lists {sorted(listed - actual)} not in src/eyelip, misses {sorted(actual - listed)}"
+    )

@@ -9,11 +9,11 @@ import pytest
 import torch
 from torch import nn
 
+from eyelip.data.dataset import ResizedArrays
 from eyelip.errors import ParamError
 from eyelip.model.checkpoint import Resume
 from eyelip.params.whole import parse
 from eyelip.tracking.plots import training_curves
-from eyelip.data.dataset import ResizedArrays
 from eyelip.training.ema import WeightAverage
 from eyelip.training.loop import TrainConfig, Trainer, fit
 
@@ -58,9 +58,12 @@ def test_validating_the_raw_weights_changes_nothing_else(tiny_arrays: ResizedArr
     runs = {}
     for val_raw in (True, False):
         cfg = TrainConfig(model={"base_width": 4, "depth": 2}, epochs=2, batch_size=8, ema=0.9, val_raw=val_raw)
-        runs[val_raw] = fit(cfg, tiny_arrays, rows[:8], rows[8:], tmp_path / f"{val_raw}.pt",
-                            tmp_path / f"r{val_raw}.pt", "job")
-    assert [("val_iou_raw" in row) for row in runs[True]["history"] + runs[False]["history"]] == [True] * 2 + [False] * 2
+        runs[val_raw] = fit(
+            cfg, tiny_arrays, rows[:8], rows[8:], tmp_path / f"{val_raw}.pt", tmp_path / f"r{val_raw}.pt", "job"
+        )
+    assert [("val_iou_raw" in row) for row in runs[True]["history"] + runs[False]["history"]] == [True] * 2 + [
+        False
+    ] * 2
     for key in ("train_iou", "val_iou", "val_jaccard_loss"):
         assert [row[key] for row in runs[True]["history"]] == [row[key] for row in runs[False]["history"]], key
     with_raw, without = (torch.load(tmp_path / f"{v}.pt", weights_only=True)["state_dict"] for v in (True, False))
@@ -80,14 +83,27 @@ def test_without_validation_faces_the_last_epoch_is_kept(tiny_arrays: ResizedArr
     training_curves(summary["history"], tmp_path / "curves.png", summary["best_epoch"])  # train curves only
     assert (tmp_path / "curves.png").stat().st_size > 0
     with pytest.raises(ParamError, match="train.patience: early stopping needs validation faces"):
-        fit(TrainConfig(model=cfg.model, epochs=2, patience=3), tiny_arrays, rows, rows[:0],
-            tmp_path / "m.pt", tmp_path / "r.pt", "job")
+        fit(
+            TrainConfig(model=cfg.model, epochs=2, patience=3),
+            tiny_arrays,
+            rows,
+            rows[:0],
+            tmp_path / "m.pt",
+            tmp_path / "r.pt",
+            "job",
+        )
 
 
 def test_ema_params_are_checked() -> None:
     def config(**train: object) -> TrainConfig:
-        return TrainConfig.from_params(parse({"model": {"base_width": 4, "depth": 2},
-                                              "train": {"epochs": 1, "batch_size": 1, "lr": 0.1, "seed": 0, **train}}))
+        return TrainConfig.from_params(
+            parse(
+                {
+                    "model": {"base_width": 4, "depth": 2},
+                    "train": {"epochs": 1, "batch_size": 1, "lr": 0.1, "seed": 0, **train},
+                }
+            )
+        )
 
     with pytest.raises(ParamError, match=r"train.ema: expected a value <= 0.99999, got 1"):
         config(ema=1)

@@ -19,18 +19,11 @@ from eyelip.cli import main as cli_main
 from eyelip.data.layout import mirror_pairs
 from eyelip.data.source import Source
 from eyelip.errors import EyelipError
+from eyelip.evaluation.evaluate import THRESHOLDS, Batch, evaluate, evaluate_source, source_batches, write_reports
+from eyelip.inference.predictors import Averaged, FlipAveraged, load_predictor
 from eyelip.model.checkpoint import load_model, save_model
 from eyelip.model.spec import DEFAULT_TARGET_PARTS, ModelSpec
 from eyelip.model.unet import build_model
-from eyelip.evaluation.evaluate import (
-    THRESHOLDS,
-    Batch,
-    evaluate,
-    evaluate_source,
-    source_batches,
-    write_reports,
-)
-from eyelip.inference.predictors import Averaged, FlipAveraged, load_predictor
 
 SIZE = 128  # the pipeline's size, so the native ceiling below is the one the stage reports
 N_IDS = 20
@@ -141,8 +134,9 @@ def test_reports_are_written(batches: list[Batch], tmp_path: Path) -> None:
     predictor = FixedPredictor(batches, fill=0.6)  # everything foreground at thresholds <= 0.6
     result = evaluate(predictor, batches)
     paths = write_reports(result, tmp_path / "evaluate")
-    assert sorted(p.name for p in paths) == sorted(f"evaluate_{n}" for n in (
-        "thresholds.csv", "per_image.csv", "thresholds.png", "histogram.png", "overlays.png"))
+    assert sorted(p.name for p in paths) == sorted(
+        f"evaluate_{n}" for n in ("thresholds.csv", "per_image.csv", "thresholds.png", "histogram.png", "overlays.png")
+    )
     rows = (tmp_path / "evaluate_thresholds.csv").read_text().splitlines()
     assert rows[0] == "threshold,iou,iou_eyes_lips" and len(rows) == 1 + len(THRESHOLDS)
     assert rows[1].startswith("0.05,") and rows[-1].startswith("0.95,0.0,")
@@ -155,14 +149,39 @@ def test_reports_are_written(batches: list[Batch], tmp_path: Path) -> None:
 def test_cli_matches_the_library(synthetic: Path, subset, tiny_model: Path, tmp_path: Path) -> None:
     ids, ids_file = subset
     out = tmp_path / "metrics.json"
-    proc = subprocess.run([str(Path(sys.executable).parent / "eyelip"), "evaluate", "--model", str(tiny_model),
-                           "--data", str(synthetic), "--ids", str(ids_file), "--json", str(out), "--batch-size", "8"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "eyelip"),
+            "evaluate",
+            "--model",
+            str(tiny_model),
+            "--data",
+            str(synthetic),
+            "--ids",
+            str(ids_file),
+            "--json",
+            str(out),
+            "--batch-size",
+            "8",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "eyes_lips" in proc.stdout and "native 512x512" in proc.stdout and "background" in proc.stdout
     cli = json.loads(out.read_text())
-    for key in ("iou", "iou_native", "iou_eyes_lips", "iou_native_eyes_lips", "dice", "precision", "recall",
-                "accuracy", "background_accuracy"):
+    for key in (
+        "iou",
+        "iou_native",
+        "iou_eyes_lips",
+        "iou_native_eyes_lips",
+        "dice",
+        "precision",
+        "recall",
+        "accuracy",
+        "background_accuracy",
+    ):
         assert 0.0 <= cli[key] <= 1.0, key
     assert cli["images"] == N_IDS
     library = evaluate_source(load_predictor(tiny_model), Source(synthetic), ids, batch_size=8, n_jobs=1).metrics
@@ -207,15 +226,32 @@ def lopsided_model(tiny_model: Path, tmp_path: Path, positive: float = 0.5) -> P
     return lopsided
 
 
-def test_cli_flip_average_scores_the_averaged_predictor(synthetic: Path, subset, tiny_model: Path,
-                                                        tmp_path: Path) -> None:
+def test_cli_flip_average_scores_the_averaged_predictor(
+    synthetic: Path, subset, tiny_model: Path, tmp_path: Path
+) -> None:
     ids, ids_file = subset
     lopsided = lopsided_model(tiny_model, tmp_path)  # flip averaging must change its score
     out = tmp_path / "flip.json"
-    assert cli_main(["evaluate", "--model", str(lopsided), "--data", str(synthetic), "--ids", str(ids_file),
-                     "--json", str(out), "--flip-average"]) == 0
-    library = evaluate_source(FlipAveraged(load_predictor(lopsided)), Source(synthetic), ids, batch_size=32,
-                              n_jobs=1).metrics
+    assert (
+        cli_main(
+            [
+                "evaluate",
+                "--model",
+                str(lopsided),
+                "--data",
+                str(synthetic),
+                "--ids",
+                str(ids_file),
+                "--json",
+                str(out),
+                "--flip-average",
+            ]
+        )
+        == 0
+    )
+    library = evaluate_source(
+        FlipAveraged(load_predictor(lopsided)), Source(synthetic), ids, batch_size=32, n_jobs=1
+    ).metrics
     assert json.loads(out.read_text()) == pytest.approx(library, rel=1e-9)
     plain = evaluate_source(load_predictor(lopsided), Source(synthetic), ids, batch_size=32, n_jobs=1).metrics
     assert library["iou"] != pytest.approx(plain["iou"], abs=1e-4)
@@ -241,8 +277,24 @@ def test_cli_repeated_model_scores_their_ensemble(synthetic: Path, subset, tiny_
     ids, ids_file = subset
     half, fifth = lopsided_model(tiny_model, tmp_path, 0.5), lopsided_model(tiny_model, tmp_path, 0.2)
     out = tmp_path / "ensemble.json"
-    assert cli_main(["evaluate", "--model", str(half), "--model", str(fifth), "--data", str(synthetic),
-                     "--ids", str(ids_file), "--json", str(out)]) == 0
+    assert (
+        cli_main(
+            [
+                "evaluate",
+                "--model",
+                str(half),
+                "--model",
+                str(fifth),
+                "--data",
+                str(synthetic),
+                "--ids",
+                str(ids_file),
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     pair = [load_predictor(half), load_predictor(fifth)]
     library = evaluate_source(Averaged(pair, ["a", "b"]), Source(synthetic), ids, batch_size=32, n_jobs=1).metrics
     assert json.loads(out.read_text()) == pytest.approx(library, rel=1e-9)
@@ -250,8 +302,9 @@ def test_cli_repeated_model_scores_their_ensemble(synthetic: Path, subset, tiny_
     assert all(library["iou"] != pytest.approx(single, abs=1e-4) for single in singles)
 
 
-def test_cli_errors_are_clear(synthetic: Path, subset, tiny_model: Path, tmp_path: Path,
-                              capsys: pytest.CaptureFixture) -> None:
+def test_cli_errors_are_clear(
+    synthetic: Path, subset, tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     empty = tmp_path / "empty"
     (empty / "CelebA-HQ-img").mkdir(parents=True)
     (empty / "CelebAMask-HQ-mask-anno").mkdir()
@@ -273,8 +326,9 @@ def test_cli_errors_are_clear(synthetic: Path, subset, tiny_model: Path, tmp_pat
     assert "1 ids have no image" in err and "[99999999]" in err
 
 
-def test_cli_errors_name_its_flag_and_the_file(synthetic: Path, tiny_model: Path, tmp_path: Path,
-                                               capsys: pytest.CaptureFixture) -> None:
+def test_cli_errors_name_its_flag_and_the_file(
+    synthetic: Path, tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     """`eyelip evaluate` reads no params.yaml: its errors name --data and what its user can do."""
     missing = tmp_path / "nowhere"
     assert cli_main(["evaluate", "--model", str(tiny_model), "--data", str(missing)]) == 1

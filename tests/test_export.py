@@ -15,17 +15,11 @@ import pytest
 import torch
 
 from eyelip.data.preprocess import decode_image
+from eyelip.inference.predictors import OnnxPredictor, TorchPredictor
 from eyelip.model.checkpoint import save_model
 from eyelip.model.spec import ModelSpec
 from eyelip.model.unet import UNet, build_model
-from eyelip.release.export import (
-    TorchScriptPredictor,
-    export_onnx,
-    export_torchscript,
-    measure_latency,
-    parity,
-)
-from eyelip.inference.predictors import OnnxPredictor, TorchPredictor
+from eyelip.release.export import TorchScriptPredictor, export_onnx, export_torchscript, measure_latency, parity
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE, TARGETS, CFG = 64, ["eyes_lips"], {"base_width": 4, "depth": 2}
@@ -97,8 +91,11 @@ def test_onnx_runs_with_onnxruntime_only_and_carries_metadata(exported: dict[str
     assert meta["normalisation"] == "RGB and prior channels /255, NCHW" and float(meta["threshold"]) == 0.5
     assert "bilinear" in meta["mask_resize_rule"] and json.loads(meta["model"]) == CFG
     assert meta["epoch"] == "1" and meta["val_iou"] == "0.5"
-    assert result["shapes"] == {"(1, 3, 64, 64)": [1, 1, 64, 64], "(3, 3, 64, 64)": [3, 1, 64, 64],
-                                "(2, 3, 96, 128)": [2, 1, 96, 128]}
+    assert result["shapes"] == {
+        "(1, 3, 64, 64)": [1, 1, 64, 64],
+        "(3, 3, 64, 64)": [3, 1, 64, 64],
+        "(2, 3, 96, 128)": [2, 1, 96, 128],
+    }
 
 
 def test_onnx_dynamic_size_matches_pytorch(exported: dict[str, Path], synthetic: Path) -> None:
@@ -159,8 +156,9 @@ def stage_run(tmp_path_factory: pytest.TempPathFactory, synthetic: Path) -> tupl
     root = tmp_path_factory.mktemp("project")
     (root / "pipeline").mkdir()
     (root / "pipeline" / "export.py").write_text((REPO / "pipeline" / "export.py").read_text())
-    (root / "params.yaml").write_text("tracking:\n  experiment: eyelip-test\nexport:\n  registered_model: eyelip\n"
-                                       "  latency_repeats: 1\n")
+    (root / "params.yaml").write_text(
+        "tracking:\n  experiment: eyelip-test\nexport:\n  registered_model: eyelip\n  latency_repeats: 1\n"
+    )
     ids = list(range(8))
     (root / "data" / "resized").mkdir(parents=True)
     np.save(root / "data" / "resized" / "images.npy", faces(synthetic, tuple(ids)))
@@ -170,8 +168,9 @@ def stage_run(tmp_path_factory: pytest.TempPathFactory, synthetic: Path) -> tupl
     (root / "data" / "fused").mkdir()  # native masks, for re-scoring a champion on these test faces
     np.save(root / "data" / "fused" / "masks.npy", np.zeros((len(ids), 1, SIZE, SIZE // 8), np.uint8))
     (root / "data" / "fused" / "ids.txt").write_text("".join(f"{i}\n" for i in ids))
-    (root / "data" / "fused" / "meta.json").write_text(json.dumps({"targets": SPEC.target_parts, "rule": "union",
-                                                                   "mask_size": [SIZE, SIZE]}))
+    (root / "data" / "fused" / "meta.json").write_text(
+        json.dumps({"targets": SPEC.target_parts, "rule": "union", "mask_size": [SIZE, SIZE]})
+    )
     (root / "data" / "split").mkdir()
     (root / "data" / "split" / "test.txt").write_text("3\n5\n6\n")
     save_model(root / "models" / "model.pt", small_model(), SPEC, epoch=2, val_iou=0.6)
@@ -179,8 +178,9 @@ def stage_run(tmp_path_factory: pytest.TempPathFactory, synthetic: Path) -> tupl
     (root / "metrics" / "evaluate.json").write_text(json.dumps({"iou": 0.8}))
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}"}
     env.pop("DVC_ROOT", None)
-    proc = subprocess.run([sys.executable, "-c", STAGE_SCRIPT], cwd=root, env=env, capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", STAGE_SCRIPT], cwd=root, env=env, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return root, proc
 
@@ -200,7 +200,9 @@ def test_export_stage_writes_models_metrics_and_logs_to_the_training_run(stage_r
     result = result_of(proc)
     assert "export.json" in result["artifacts"]
     assert "export_onnxruntime_max_abs_prob_diff" in result["run"] and "latency_ms_onnxruntime_b32" in result["run"]
-    assert "registry 'eyelip': v1 promoted to champion (no champion before): test IoU 0.8000 on test split" in proc.stdout
+    assert (
+        "registry 'eyelip': v1 promoted to champion (no champion before): test IoU 0.8000 on test split" in proc.stdout
+    )
     assert result["aliases"] == {"champion": 1, "candidate": 1}
     tags = result["version_tags"]
     assert tags["targets"] == json.dumps(TARGETS) and tags["test_images"] == "3" and len(tags["test_split"]) == 12
@@ -209,7 +211,8 @@ def test_export_stage_writes_models_metrics_and_logs_to_the_training_run(stage_r
 
 def test_export_stage_needs_the_evaluate_metrics(tmp_path: Path) -> None:
     (tmp_path / "params.yaml").write_text("export:\n  registered_model: eyelip\n")
-    proc = subprocess.run([sys.executable, str(REPO / "pipeline" / "export.py")], cwd=tmp_path, capture_output=True,
-                          text=True)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "pipeline" / "export.py")], cwd=tmp_path, capture_output=True, text=True
+    )
     assert proc.returncode == 1
     assert "metrics/evaluate.json: not found" in proc.stderr and "dvc repro evaluate" in proc.stderr

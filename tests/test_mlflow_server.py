@@ -13,8 +13,13 @@ from conftest import BIN, Project
 from mlflow.tracking import MlflowClient
 from servers import free_port, wait_until_answers
 
-TINY = {"sample": {"n": 40, "image_size": 64, "mask_size": 64}, "resize": {"size": 64},
-        "model": {"base_width": 8, "depth": 3}, "train": {"epochs": 2, "batch_size": 32}, "runtime": {"threads": 2}}
+TINY = {
+    "sample": {"n": 40, "image_size": 64, "mask_size": 64},
+    "resize": {"size": 64},
+    "model": {"base_width": 8, "depth": 3},
+    "train": {"epochs": 2, "batch_size": 32},
+    "runtime": {"threads": 2},
+}
 
 
 @pytest.fixture
@@ -23,10 +28,26 @@ def mlflow_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     port, artifacts = free_port(), tmp_path / "server-artifacts"
     log = open(tmp_path / "server.log", "w")
     # Its own session, so teardown stops the server and the workers it forks, and nothing else.
-    proc = subprocess.Popen([str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-                             "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-                             "--artifacts-destination", str(artifacts), "--serve-artifacts", "--workers", "1"],
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            str(BIN / "mlflow"),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--backend-store-uri",
+            f"sqlite:///{tmp_path / 'server.db'}",
+            "--artifacts-destination",
+            str(artifacts),
+            "--serve-artifacts",
+            "--workers",
+            "1",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_answers(f"{url}/health", proc, tmp_path / "server.log")
@@ -41,8 +62,7 @@ def mlflow_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
         log.close()
 
 
-def test_training_logs_to_a_tracking_server(project: Project, mlflow_server: tuple[str, Path],
-                                            tmp_path: Path) -> None:
+def test_training_logs_to_a_tracking_server(project: Project, mlflow_server: tuple[str, Path], tmp_path: Path) -> None:
     url, artifacts = mlflow_server
     project.env["MLFLOW_TRACKING_URI"] = url
     project.set_params(**TINY)

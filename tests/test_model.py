@@ -150,22 +150,29 @@ def test_torch_export_with_dynamic_batch_and_size():
     model = UNet(base_width=4, depth=3).eval()
     k = torch.export.Dim("k", min=1, max=32)
     program = torch.export.export(
-        model,
-        (torch.rand(2, 3, 32, 32),),
-        dynamic_shapes=({0: torch.export.Dim("batch"), 2: 8 * k, 3: 8 * k},),
+        model, (torch.rand(2, 3, 32, 32),), dynamic_shapes=({0: torch.export.Dim("batch"), 2: 8 * k, 3: 8 * k},)
     )
     x = torch.rand(3, 3, 48, 48)
     torch.testing.assert_close(program.module()(x), model(x))
 
 
-@pytest.mark.parametrize(("block", "scale", "gate"), [("plain", 1, 0), ("depthwise", 1, 0), ("plain", 2, 0),
-                                                      ("plain", 2, 3)])
+@pytest.mark.parametrize(
+    ("block", "scale", "gate"), [("plain", 1, 0), ("depthwise", 1, 0), ("plain", 2, 0), ("plain", 2, 3)]
+)
 def test_legacy_onnx_export_runs_in_onnxruntime(tmp_path, block, scale, gate):
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
     channels = 4 if gate else 3
-    model = UNet(in_channels=channels, out_channels=2, base_width=4, depth=3, block=block, input_scale=scale,
-                 output_scale=scale, prior_gate=gate).eval()
+    model = UNet(
+        in_channels=channels,
+        out_channels=2,
+        base_width=4,
+        depth=3,
+        block=block,
+        input_scale=scale,
+        output_scale=scale,
+        prior_gate=gate,
+    ).eval()
     path = tmp_path / "unet.onnx"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter
@@ -184,9 +191,14 @@ def test_legacy_onnx_export_runs_in_onnxruntime(tmp_path, block, scale, gate):
 
 
 def test_residual_blocks_add_a_shortcut_where_the_width_changes():
-    plain, residual = build_model({"base_width": 8, "depth": 3}, 2), build_model({"base_width": 8, "depth": 3, "block": "residual"}, 2)
+    plain, residual = (
+        build_model({"base_width": 8, "depth": 3}, 2),
+        build_model({"base_width": 8, "depth": 3, "block": "residual"}, 2),
+    )
     # one 1x1 conv + norm per block whose width changes: 3 encoders, the bottleneck and 3 decoders (2w -> w)
-    shortcuts = [m for m in residual.modules() if hasattr(m, "shortcut") and not isinstance(m.shortcut, torch.nn.Identity)]
+    shortcuts = [
+        m for m in residual.modules() if hasattr(m, "shortcut") and not isinstance(m.shortcut, torch.nn.Identity)
+    ]
     assert len(shortcuts) == 7 and n_params(residual) > n_params(plain)
     x = torch.rand(2, 3, 32, 32)
     assert residual.eval()(x).shape == (2, 2, 32, 32)

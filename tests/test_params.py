@@ -28,7 +28,7 @@ def typo(key: str) -> str:
     """The dotted key with one letter of its last part changed (``resize.input_scale`` -> ``resize.input_xcale``)."""
     *parent, name = key.split(".")
     i = len(name) // 2
-    return ".".join([*parent, name[:i] + ("x" if name[i] != "x" else "z") + name[i + 1:]])
+    return ".".join([*parent, name[:i] + ("x" if name[i] != "x" else "z") + name[i + 1 :]])
 
 
 def wrong(value: Any) -> Any:
@@ -64,8 +64,9 @@ def cases(data: dict) -> list[tuple[str, dict]]:
     return out
 
 
-def stops_before_the_body(params_file: Path, monkeypatch: pytest.MonkeyPatch,
-                          capsys: pytest.CaptureFixture[str]) -> str:
+def stops_before_the_body(
+    params_file: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> str:
     """What ``stage.run`` prints when check-data, the first stage, which validates the whole file, refuses
     ``params_file``; fails if the body ran."""
     monkeypatch.chdir(params_file.parent)
@@ -85,7 +86,8 @@ def dataset(tmp_path: Path) -> Path:
 
 
 def test_every_key_of_params_yaml_and_the_profiles_is_checked_by_name_and_type(
-        tmp_path: Path, dataset: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, dataset: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     base = yaml.safe_load((REPO / "params.yaml").read_text())
     covered: dict[str, int] = {}
     # params.yaml as shipped and with each profile applied: every key, each stage's entry point.
@@ -112,7 +114,9 @@ def test_every_key_of_params_yaml_and_the_profiles_is_checked_by_name_and_type(
             (profiles_dir / f"{name}.yaml").write_text(yaml.safe_dump(broken, sort_keys=False))
             with pytest.raises(ParamError) as refused:
                 apply_profile(name, dataset, params_file, profiles_dir)
-            assert f"{name}.yaml merged into" in str(refused.value) and f" {key}:" in str(refused.value), str(refused.value)
+            assert f"{name}.yaml merged into" in str(refused.value) and f" {key}:" in str(refused.value), str(
+                refused.value
+            )
             assert params_file.read_text() == (REPO / "params.yaml").read_text(), "nothing written"
         covered[f"profiles/{name}.yaml"] = len(core.keys(profile))
     report = ", ".join(f"{label}: {n}" for label, n in covered.items())
@@ -121,33 +125,39 @@ def test_every_key_of_params_yaml_and_the_profiles_is_checked_by_name_and_type(
     assert set(core.keys(base)) == schema_keys, "params.yaml lists every key of the schema"
 
 
-@pytest.mark.parametrize("broken, message", [
-    ({"resize": {"input_scal": 2}}, "resize.input_scal: unknown key; did you mean resize.input_scale?"),
-    ({"trian": {}}, "trian: unknown key; did you mean train?"),
-    ({"train": {"loss": {"smooth": True}}}, "train.loss.smooth: expected a number, got True"),
-    ({"model": {"base_width": "wide"}}, "model.base_width: expected an integer, got 'wide'"),
-    ({"train": {"augment": {"rotate": "ten"}}}, "train.augment.rotate: expected a number, got 'ten'"),
-    ({"tracking": {"experiment": 42}}, "tracking.experiment: expected a string, got 42"),
-    ({"model": {"depth": -1}}, "model.depth: expected a value >= 1, got -1"),
-    ({"export": {"latency_repeat": 1}}, "export.latency_repeat: unknown key; did you mean export.latency_repeats?"),
-    ({"resize": {"prio": "facemesh"}}, "resize.prio: unknown key; did you mean resize.prior?"),
-    ({"data": {"targets": {"eyes": ["l_eyes"]}}}, "data.targets.eyes: expected one of 'skin', "),
-    ({"runtime": {"distributed": True}}, "runtime.distributed: expected one of 'auto', False, got True"),
-    ({"export": {"registered_model": "a/b"}}, "export.registered_model: expected a non-blank string without"),
-    # rules across keys
-    ({"resize": {"size": 100}}, "resize.size: 100 px (x resize.train_scale 1) does not halve evenly"),
-    ({"resize": {"input_scale": 3, "train_scale": 2}}, "resize.train_scale: 2 must divide resize.input_scale (3)"),
-    ({"split": {"train": 800, "val": 0.1}}, "split: give train, val and test all as counts"),
-    ({"split": {"train": 0.9, "val": 0.1, "test": 0.1}}, "split: fractions train+val+test = 1.1 > 1"),
-    ({"split": {"folds": 5, "fold": 5}}, "split.fold: expected a fold index 0..4, got 5"),
-    ({"split": {"val": 0.0}, "train": {"patience": 3}}, "train.patience: early stopping needs validation faces"),
-    ({"model": {"prior_gate": 8}}, "model.prior_gate: needs prior channels"),
-    ({"train": {"augment": {"crop": 20}}}, "train.augment.crop: 20 px windows do not halve evenly"),
-    ({"data": {"aux_targets": {"eyes_lips": ["skin"]}}}, "data.aux_targets: ['eyes_lips'] are already data.targets"),
-    ({"train": {"loss": {"jaccard": 0.0}}}, "train.loss: all weights (jaccard, bce, dice, lovasz) are 0"),
-    ({"runtime": {"n_jobs": 0}}, "runtime.n_jobs: 0 workers; use -1 for all cores or a positive count"),
-    ({"train": {"device": "cpu"}}, "train.device: moved to runtime.device in params.yaml"),
-])
+@pytest.mark.parametrize(
+    "broken, message",
+    [
+        ({"resize": {"input_scal": 2}}, "resize.input_scal: unknown key; did you mean resize.input_scale?"),
+        ({"trian": {}}, "trian: unknown key; did you mean train?"),
+        ({"train": {"loss": {"smooth": True}}}, "train.loss.smooth: expected a number, got True"),
+        ({"model": {"base_width": "wide"}}, "model.base_width: expected an integer, got 'wide'"),
+        ({"train": {"augment": {"rotate": "ten"}}}, "train.augment.rotate: expected a number, got 'ten'"),
+        ({"tracking": {"experiment": 42}}, "tracking.experiment: expected a string, got 42"),
+        ({"model": {"depth": -1}}, "model.depth: expected a value >= 1, got -1"),
+        ({"export": {"latency_repeat": 1}}, "export.latency_repeat: unknown key; did you mean export.latency_repeats?"),
+        ({"resize": {"prio": "facemesh"}}, "resize.prio: unknown key; did you mean resize.prior?"),
+        ({"data": {"targets": {"eyes": ["l_eyes"]}}}, "data.targets.eyes: expected one of 'skin', "),
+        ({"runtime": {"distributed": True}}, "runtime.distributed: expected one of 'auto', False, got True"),
+        ({"export": {"registered_model": "a/b"}}, "export.registered_model: expected a non-blank string without"),
+        # rules across keys
+        ({"resize": {"size": 100}}, "resize.size: 100 px (x resize.train_scale 1) does not halve evenly"),
+        ({"resize": {"input_scale": 3, "train_scale": 2}}, "resize.train_scale: 2 must divide resize.input_scale (3)"),
+        ({"split": {"train": 800, "val": 0.1}}, "split: give train, val and test all as counts"),
+        ({"split": {"train": 0.9, "val": 0.1, "test": 0.1}}, "split: fractions train+val+test = 1.1 > 1"),
+        ({"split": {"folds": 5, "fold": 5}}, "split.fold: expected a fold index 0..4, got 5"),
+        ({"split": {"val": 0.0}, "train": {"patience": 3}}, "train.patience: early stopping needs validation faces"),
+        ({"model": {"prior_gate": 8}}, "model.prior_gate: needs prior channels"),
+        ({"train": {"augment": {"crop": 20}}}, "train.augment.crop: 20 px windows do not halve evenly"),
+        (
+            {"data": {"aux_targets": {"eyes_lips": ["skin"]}}},
+            "data.aux_targets: ['eyes_lips'] are already data.targets",
+        ),
+        ({"train": {"loss": {"jaccard": 0.0}}}, "train.loss: all weights (jaccard, bce, dice, lovasz) are 0"),
+        ({"runtime": {"n_jobs": 0}}, "runtime.n_jobs: 0 workers; use -1 for all cores or a positive count"),
+        ({"train": {"device": "cpu"}}, "train.device: moved to runtime.device in params.yaml"),
+    ],
+)
 def test_each_error_is_one_line_naming_the_key(broken: dict, message: str) -> None:
     with pytest.raises(ParamError) as refused:
         P.parse(broken)
@@ -156,7 +166,9 @@ def test_each_error_is_one_line_naming_the_key(broken: dict, message: str) -> No
 
 def test_values_reach_the_code_as_written() -> None:
     params = P.load(REPO / "params.yaml")
-    assert params.split.train == 0.8 and isinstance(P.parse({"split": {"train": 8, "val": 1, "test": 1}}).split.train, int)
+    assert params.split.train == 0.8 and isinstance(
+        P.parse({"split": {"train": 8, "val": 1, "test": 1}}).split.train, int
+    )
     assert params.train.augment.rotate == 10.0 and params.flat()["train.augment.rotate"] == 10  # MLflow: as written
     assert "train.loss.pos_weight" not in params.flat()  # None is left out, as before the schema
     assert P.parse({}) == P.Params(), "every key has its default in the schema"
@@ -187,14 +199,16 @@ def test_params_check_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     bad = tmp_path / "params.yaml"
     bad.write_text((REPO / "params.yaml").read_text().replace("  experiment: eyelip", "  experimnt: eyelip"))
     assert main(["params", "check", "--file", str(bad)]) == 1
-    assert capsys.readouterr().err.strip() == (f"eyelip params: error: {bad}: tracking.experimnt: unknown key; "
-                                               f"did you mean tracking.experiment?")
+    assert capsys.readouterr().err.strip() == (
+        f"eyelip params: error: {bad}: tracking.experimnt: unknown key; did you mean tracking.experiment?"
+    )
 
 
 def test_the_committed_json_schema_is_generated_from_the_models() -> None:
     expected = P.schema_text((REPO / "params.yaml").read_text())
     assert (REPO / core.SCHEMA_FILE).read_text() == expected, (
-        f"{core.SCHEMA_FILE} is stale: regenerate it with `eyelip params schema > {core.SCHEMA_FILE}`")
+        f"{core.SCHEMA_FILE} is stale: regenerate it with `eyelip params schema > {core.SCHEMA_FILE}`"
+    )
 
 
 def test_each_key_is_described_by_its_params_yaml_comment() -> None:
@@ -223,16 +237,22 @@ def test_editors_find_the_schema_and_params_and_profiles_validate_against_it() -
         first = path.read_text().splitlines()[0]
         target = (path.parent / first.split("$schema=", 1)[1]).resolve()
         assert first.startswith("# yaml-language-server: $schema=") and target == REPO / core.SCHEMA_FILE, path
-    check = subprocess.run([str(BIN / "check-jsonschema"), "--schemafile", str(REPO / core.SCHEMA_FILE),
-                            *map(str, files)], capture_output=True, text=True)
+    check = subprocess.run(
+        [str(BIN / "check-jsonschema"), "--schemafile", str(REPO / core.SCHEMA_FILE), *map(str, files)],
+        capture_output=True,
+        text=True,
+    )
     assert check.returncode == 0, check.stdout + check.stderr
 
 
 def test_the_json_schema_flags_what_editors_should(tmp_path: Path) -> None:
     bad = tmp_path / "params.yaml"
     bad.write_text("train:\n  lr: fast\n  epoch: 3\n")
-    check = subprocess.run([str(BIN / "check-jsonschema"), "--schemafile", str(REPO / core.SCHEMA_FILE), str(bad)],
-                           capture_output=True, text=True)
+    check = subprocess.run(
+        [str(BIN / "check-jsonschema"), "--schemafile", str(REPO / core.SCHEMA_FILE), str(bad)],
+        capture_output=True,
+        text=True,
+    )
     assert check.returncode == 1 and "'fast' is not of type 'number'" in check.stdout + check.stderr
 
 
@@ -250,8 +270,15 @@ def test_library_allowed_values_agree_with_the_schema() -> None:
     from eyelip.params.resize import Prior
     from eyelip.params.runtime import Backend
 
-    pairs: list[tuple[Any, tuple]] = [(Rule, RULES), (Part, PARTS), (Backend, BACKENDS), (OnError, ON_ERROR),
-                                      (Prior, PRIORS), (Norm, unet._NORMS), (Block, unet._BLOCKS)]
+    pairs: list[tuple[Any, tuple]] = [
+        (Rule, RULES),
+        (Part, PARTS),
+        (Backend, BACKENDS),
+        (OnError, ON_ERROR),
+        (Prior, PRIORS),
+        (Norm, unet._NORMS),
+        (Block, unet._BLOCKS),
+    ]
     for literal, values in pairs:
         assert get_args(literal) == tuple(values), (literal, values)
 
@@ -263,17 +290,22 @@ def test_dvc_repro_checks_every_section_whichever_key_changed(project) -> None:
     project.dvc("repro", "sample", "check-data")
     sample = (project.root / "data" / "sample.zip").read_bytes()
     original = project.params
-    breaks = {"trian": lambda d: d.update(trian=d.pop("train")),
-              "runtime.n_jbs": lambda d: d["runtime"].update(n_jbs=d["runtime"].pop("n_jobs")),
-              "tracking.experimnt": lambda d: d["tracking"].update(experimnt=d["tracking"].pop("experiment")),
-              "runtime.threads": lambda d: d["runtime"].update(threads="all")}
+    breaks = {
+        "trian": lambda d: d.update(trian=d.pop("train")),
+        "runtime.n_jbs": lambda d: d["runtime"].update(n_jbs=d["runtime"].pop("n_jobs")),
+        "tracking.experimnt": lambda d: d["tracking"].update(experimnt=d["tracking"].pop("experiment")),
+        "runtime.threads": lambda d: d["runtime"].update(threads="all"),
+    }
     for key, edit in breaks.items():
         broken = yaml.safe_load(yaml.safe_dump(original))
         edit(broken)
         (project.root / "params.yaml").write_text(yaml.safe_dump(broken, sort_keys=False))
         proc = project.dvc("repro", check=False)
         assert proc.returncode != 0 and f"eyelip check-data: error: params.yaml: {key}:" in proc.stderr, (
-            key, proc.stdout, proc.stderr)
+            key,
+            proc.stdout,
+            proc.stderr,
+        )
         assert (project.root / "data" / "sample.zip").read_bytes() == sample
         assert not (project.root / "data" / "fused").exists()
     (project.root / "params.yaml").write_text(yaml.safe_dump(original, sort_keys=False))

@@ -23,27 +23,34 @@ from eyelip.data.resize import resize_dataset
 from eyelip.data.source import Source
 from eyelip.data.synthetic import generate_sample, render_face
 from eyelip.errors import EyelipError
-from eyelip.model.unet import build_model
-from eyelip.model.spec import ModelSpec
-from eyelip.release.export import export_onnx
 from eyelip.inference.predict import resize_probabilities, run_predict, save_png
 from eyelip.inference.predictors import OnnxPredictor
+from eyelip.model.spec import ModelSpec
+from eyelip.model.unet import build_model
+from eyelip.release.export import export_onnx
 
 EYELIP = Path(sys.executable).parent / "eyelip"
 SIZE = 64
 ORIENTATION = 0x0112
 # EXIF orientation -> how the stored pixels relate to the upright photo (numpy on (H, W, C) arrays):
 # a viewer applies the inverse of each to show the photo upright.
-STORED = {1: lambda a: a, 2: lambda a: a[:, ::-1], 3: lambda a: np.rot90(a, 2), 4: lambda a: a[::-1],
-          5: lambda a: np.rot90(a[:, ::-1], 1), 6: lambda a: np.rot90(a, 1), 7: lambda a: np.rot90(a[:, ::-1], -1),
-          8: lambda a: np.rot90(a, -1)}
+STORED = {
+    1: lambda a: a,
+    2: lambda a: a[:, ::-1],
+    3: lambda a: np.rot90(a, 2),
+    4: lambda a: a[::-1],
+    5: lambda a: np.rot90(a[:, ::-1], 1),
+    6: lambda a: np.rot90(a, 1),
+    7: lambda a: np.rot90(a[:, ::-1], -1),
+    8: lambda a: np.rot90(a, -1),
+}
 
 
 def face(size: int, seed: int = 0) -> np.ndarray:
     """A synthetic face (uint8 RGB), cropped to a portrait photo: 3/4 as wide as tall."""
     image, _ = render_face(np.random.default_rng([seed, 7]), size, size)
     margin = size // 8
-    return np.ascontiguousarray(image[:, margin:size - margin])
+    return np.ascontiguousarray(image[:, margin : size - margin])
 
 
 def encode(pixels: np.ndarray | Image.Image, fmt: str, orientation: int | None = None, **options) -> bytes:
@@ -135,8 +142,9 @@ def test_grey_palette_and_bilevel_images_become_rgb() -> None:
     grey = np.asarray(Image.fromarray(pixels).convert("L"))
     np.testing.assert_array_equal(decode_image(encode(grey, "PNG"), None, "g.png"), np.repeat(grey[..., None], 3, 2))
     palette = Image.fromarray(pixels).quantize(32)
-    np.testing.assert_array_equal(decode_image(encode(palette, "PNG"), None, "p.png"),
-                                  np.asarray(palette.convert("RGB")))
+    np.testing.assert_array_equal(
+        decode_image(encode(palette, "PNG"), None, "p.png"), np.asarray(palette.convert("RGB"))
+    )
     bilevel = Image.fromarray(grey).convert("1")
     assert set(np.unique(decode_image(encode(bilevel, "PNG"), None, "b.png"))) == {0, 255}
     grey_jpeg = decode_image(encode(grey, "JPEG", quality=95), 16, "g.jpg")  # a grey JPEG, draft-decoded
@@ -188,15 +196,23 @@ def test_one_unreadable_photo_does_not_stop_the_others(model: Path, tmp_path: Pa
     assert proc.returncode == 1, proc.stderr
     assert "Traceback" not in proc.stderr
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
-        "a_good_mask.png", "a_good_overlay.png", "d_good_mask.png", "d_good_overlay.png"]
+        "a_good_mask.png",
+        "a_good_overlay.png",
+        "d_good_mask.png",
+        "d_good_overlay.png",
+    ]
     assert "predicted 2 images" in proc.stdout
     lines = proc.stderr.splitlines()
-    for reason in ("b_text.jpg: not a readable image (Pillow recognises no image format in it",
-                   "c_truncated.jpg: corrupt or truncated image (image file is truncated"):  # each with its reason
+    for reason in (
+        "b_text.jpg: not a readable image (Pillow recognises no image format in it",
+        "c_truncated.jpg: corrupt or truncated image (image file is truncated",
+    ):  # each with its reason
         assert any(f"skipped {photos / reason}" in line for line in lines), proc.stderr
     assert "BytesIO" not in proc.stderr and "pass only image files" not in proc.stderr
-    assert lines[-1] == (f"eyelip predict: error: 2 of 4 photos could not be read (each reported above with its "
-                         f"reason); the masks of the other 2 are in {tmp_path / 'out'}")
+    assert lines[-1] == (
+        f"eyelip predict: error: 2 of 4 photos could not be read (each reported above with its "
+        f"reason); the masks of the other 2 are in {tmp_path / 'out'}"
+    )
 
 
 def test_no_photo_read_leaves_no_output_folder(model: Path, tmp_path: Path) -> None:
@@ -204,8 +220,10 @@ def test_no_photo_read_leaves_no_output_folder(model: Path, tmp_path: Path) -> N
     out = tmp_path / "new" / "out"
     proc = eyelip_predict(str(tmp_path / "notes.jpg"), "--model", str(model), "--out", str(out))
     assert proc.returncode == 1
-    assert proc.stderr.splitlines()[-1] == ("eyelip predict: error: 1 of 1 photos could not be read (each reported "
-                                            "above with its reason); nothing was written")
+    assert proc.stderr.splitlines()[-1] == (
+        "eyelip predict: error: 1 of 1 photos could not be read (each reported "
+        "above with its reason); nothing was written"
+    )
     assert not (tmp_path / "new").exists()
     existing = tmp_path / "kept"  # a folder the user made stays, empty or not
     existing.mkdir()
@@ -249,8 +267,10 @@ def test_a_prior_model_without_mediapipe_stops_at_once_naming_the_extra(tmp_path
     photo.write_bytes(encode(face(96), "JPEG"))
     proc = eyelip_predict(str(photo), "--model", str(prior_model), "--out", str(tmp_path / "out"), prelude=NO_MEDIAPIPE)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
-    assert proc.stderr == (f"eyelip predict: error: {prior_model}: the face-mesh prior 'facemesh' needs mediapipe, "
-                           f"which is not installed; pip install 'eyelip[prior]' (Python 3.11 or 3.12)\n")
+    assert proc.stderr == (
+        f"eyelip predict: error: {prior_model}: the face-mesh prior 'facemesh' needs mediapipe, "
+        f"which is not installed; pip install 'eyelip[prior]' (Python 3.11 or 3.12)\n"
+    )
     assert not (tmp_path / "out").exists()  # nothing written: no empty folder left
     # ... while a model without a prior predicts as before
     plain = onnx_model(tmp_path / "plain.onnx")
@@ -273,22 +293,29 @@ def sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_the_resize_stage_refuses_a_prior_without_mediapipe_at_once(
-        sample: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sample: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setitem(sys.modules, "mediapipe", None)
-    with pytest.raises(EyelipError, match=r"^resize\.prior: the face-mesh prior 'facemesh_flip' needs mediapipe.*"
-                                          r"pip install 'eyelip\[prior\]'"):
+    with pytest.raises(
+        EyelipError,
+        match=r"^resize\.prior: the face-mesh prior 'facemesh_flip' needs mediapipe.*"
+        r"pip install 'eyelip\[prior\]'",
+    ):
         # before anything is read: these fused masks do not even exist
         resize_dataset(Source(sample), tmp_path / "no-fused", tmp_path / "out", 32, prior="facemesh_flip")
 
 
 def test_evaluate_refuses_a_prior_model_without_mediapipe_at_once(
-        sample: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    sample: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     prior_model = onnx_model(tmp_path / "prior.onnx", "facemesh")
     monkeypatch.setitem(sys.modules, "mediapipe", None)
     assert main(["evaluate", "--model", str(prior_model), "--data", str(sample)]) == 1
-    assert capsys.readouterr().err == (f"eyelip evaluate: error: {prior_model}: the face-mesh prior 'facemesh' needs "
-                                       f"mediapipe, which is not installed; pip install 'eyelip[prior]' (Python 3.11 "
-                                       f"or 3.12)\n")
+    assert capsys.readouterr().err == (
+        f"eyelip evaluate: error: {prior_model}: the face-mesh prior 'facemesh' needs "
+        f"mediapipe, which is not installed; pip install 'eyelip[prior]' (Python 3.11 "
+        f"or 3.12)\n"
+    )
 
 
 @pytest.fixture
@@ -299,8 +326,11 @@ def mediapipe() -> None:
 @pytest.mark.usefixtures("mediapipe")
 def test_a_photo_without_a_face_is_named_in_a_warning() -> None:
     noise = np.random.default_rng(0).integers(0, 256, (128, 128, 3), dtype=np.uint8)
-    with pytest.warns(NoFaceWarning, match=r"^noise\.jpg: no face found by the face mesh; its prior channels are "
-                                           r"empty"):
+    with pytest.warns(
+        NoFaceWarning,
+        match=r"^noise\.jpg: no face found by the face mesh; its prior channels are "
+        r"empty",
+    ):
         model_input = decode_input(encode(noise, "JPEG"), SIZE, "noise.jpg", "facemesh")
     assert model_input.shape == (SIZE, SIZE, 5) and not model_input[..., 3:].any()
 
@@ -317,8 +347,10 @@ def test_predict_writes_a_mask_for_a_faceless_photo_and_counts_them(mini: Path, 
     assert {"3_mask.png", "noise_mask.png"} <= {p.name for p in (tmp_path / "out").iterdir()}
     warned = [line for line in proc.stderr.splitlines() if "no face found" in line]
     assert len(warned) == 1 and warned[0].startswith(f"eyelip predict: warning: {noise}: no face found"), proc.stderr
-    assert ("no face found in 1 of 2 photos (each warned about above): their masks come from the pixels alone"
-            in proc.stdout.splitlines())
+    assert (
+        "no face found in 1 of 2 photos (each warned about above): their masks come from the pixels alone"
+        in proc.stdout.splitlines()
+    )
 
 
 @pytest.mark.usefixtures("mediapipe")

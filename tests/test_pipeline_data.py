@@ -53,8 +53,11 @@ def test_missing_root_is_named(project, tmp_path: Path) -> None:
 
 
 def test_data_stages_on_the_built_in_sample(project) -> None:
-    project.set_params(sample={"n": 40, "image_size": 256, "mask_size": 128}, resize={"size": 64},
-                       data={"targets": {"eyes": ["l_eye", "r_eye"], "lips": ["u_lip", "l_lip"]}})
+    project.set_params(
+        sample={"n": 40, "image_size": 256, "mask_size": 128},
+        resize={"size": 64},
+        data={"targets": {"eyes": ["l_eye", "r_eye"], "lips": ["u_lip", "l_lip"]}},
+    )
     out = project.dvc("repro", "split")
     assert stages_run(out.stdout) == ["check-data", "sample", "fuse-masks", "resize", "split"]
     with zipfile.ZipFile(project.root / "data" / "sample.zip") as zf:

@@ -10,14 +10,33 @@ from conftest import SYNTHETIC_PHOTO
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-TINY = {"resize": {"size": 64}, "model": {"base_width": 8, "depth": 3},
-        "train": {"epochs": 2, "batch_size": 32}, "runtime": {"threads": 2}, "export": {"latency_repeats": 1}}
-OUTPUTS = ["data/sample.zip", "data/fused/masks.npy", "data/resized/images.npy", "data/split/test.txt",
-           "models/model.pt", "models/model.onnx", "models/model.ts", "models/run.json",
-           "metrics/train.json", "metrics/train_history.csv", "metrics/train_curves.png",
-           "metrics/evaluate.json", "metrics/evaluate_thresholds.csv", "metrics/evaluate_per_image.csv",
-           "metrics/evaluate_thresholds.png", "metrics/evaluate_histogram.png", "metrics/evaluate_overlays.png",
-           "metrics/export.json"]
+TINY = {
+    "resize": {"size": 64},
+    "model": {"base_width": 8, "depth": 3},
+    "train": {"epochs": 2, "batch_size": 32},
+    "runtime": {"threads": 2},
+    "export": {"latency_repeats": 1},
+}
+OUTPUTS = [
+    "data/sample.zip",
+    "data/fused/masks.npy",
+    "data/resized/images.npy",
+    "data/split/test.txt",
+    "models/model.pt",
+    "models/model.onnx",
+    "models/model.ts",
+    "models/run.json",
+    "metrics/train.json",
+    "metrics/train_history.csv",
+    "metrics/train_curves.png",
+    "metrics/evaluate.json",
+    "metrics/evaluate_thresholds.csv",
+    "metrics/evaluate_per_image.csv",
+    "metrics/evaluate_thresholds.png",
+    "metrics/evaluate_histogram.png",
+    "metrics/evaluate_overlays.png",
+    "metrics/export.json",
+]
 
 
 def test_full_pipeline_on_the_built_in_sample(project) -> None:
@@ -49,13 +68,25 @@ def test_cli_evaluate_agrees_with_the_stage(project, synthetic: Path, tmp_path: 
     # resize.input_scale 2: 64 px photos in, 32 px masks out, through every stage and both CLIs.
     # 30 epochs of batch 4 on 38 faces (seeded, 2 threads: the same steps on any machine) find eyes and
     # lips from about epoch 8 on, so that the comparison means something.
-    project.set_params(data={"root": str(synthetic)}, **{**TINY, "resize": {"size": 32, "input_scale": 2},
-                                                        "train": {"epochs": 30, "batch_size": 4, "lr": 0.01}})
+    project.set_params(
+        data={"root": str(synthetic)},
+        **{**TINY, "resize": {"size": 32, "input_scale": 2}, "train": {"epochs": 30, "batch_size": 4, "lr": 0.01}},
+    )
     project.dvc("repro", "export")
     stage = json.loads((project.root / "metrics" / "evaluate.json").read_text())
     assert stage["iou"] > 0, stage  # some eyes and lips found: the numbers compared below are not all trivial
-    project.run("eyelip", "evaluate", "--model", "models/model.onnx", "--data", str(synthetic),
-                "--ids", "data/split/test.txt", "--json", "cli.json")
+    project.run(
+        "eyelip",
+        "evaluate",
+        "--model",
+        "models/model.onnx",
+        "--data",
+        str(synthetic),
+        "--ids",
+        "data/split/test.txt",
+        "--json",
+        "cli.json",
+    )
     cli = json.loads((project.root / "cli.json").read_text())
     for key in ("iou", "iou_native", "iou_eyes_lips", "dice", "accuracy"):
         assert cli[key] == pytest.approx(stage[key], abs=2e-4), key

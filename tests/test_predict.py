@@ -15,11 +15,11 @@ from PIL import Image
 
 from eyelip.data.preprocess import decode_image
 from eyelip.errors import EyelipError
-from eyelip.model.unet import build_model
-from eyelip.model.spec import ModelSpec
-from eyelip.release.export import export_onnx
 from eyelip.inference.predict import collect_inputs, resize_probabilities, run_predict
 from eyelip.inference.predictors import OnnxPredictor
+from eyelip.model.spec import ModelSpec
+from eyelip.model.unet import build_model
+from eyelip.release.export import export_onnx
 
 EYELIP = Path(sys.executable).parent / "eyelip"  # the console script installed by `pip install -e .`
 SIZE = 64
@@ -60,8 +60,12 @@ def test_masks_and_overlays_have_each_photos_size(model: Path, synthetic: Path, 
         assert set(np.unique(np.asarray(mask))) <= {0, 255}
         over = Image.open(tmp_path / f"{sample_id}_overlay.png")
         assert (over.mode, over.size) == ("RGB", (size, size))
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["2001_mask.png", "2001_overlay.png", "3_mask.png",
-                                                            "3_overlay.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "2001_mask.png",
+        "2001_overlay.png",
+        "3_mask.png",
+        "3_overlay.png",
+    ]
 
 
 def test_mask_is_the_thresholded_bilinear_upsampling(model: Path, synthetic: Path, tmp_path: Path) -> None:
@@ -89,8 +93,11 @@ def test_several_targets_write_one_mask_per_target(synthetic: Path, tmp_path: Pa
     shutil.copy(photo(synthetic, 3), folder / "face.jpg")  # a copy in tmp_path: the folder input needs its own dir
     (folder / "notes.txt").write_text("not an image; skipped by suffix")
     run_predict([str(folder)], str(two), tmp_path / "out", threshold=0.5, batch_size=2)
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["face_eyes_mask.png", "face_lips_mask.png",
-                                                                    "face_overlay.png"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "face_eyes_mask.png",
+        "face_lips_mask.png",
+        "face_overlay.png",
+    ]
 
 
 def test_duplicate_stems_are_refused(synthetic: Path, tmp_path: Path) -> None:

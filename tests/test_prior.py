@@ -17,29 +17,30 @@ import torch
 from conftest import copy_samples
 from PIL import Image
 
+from eyelip.data.dataset import ResizedArrays
 from eyelip.data.fuse import fuse_dataset
 from eyelip.data.preprocess import decode_image, decode_input
 from eyelip.data.prior import channels, compute
 from eyelip.data.resize import resize_dataset
 from eyelip.data.source import Source
-from eyelip.errors import DataError
 from eyelip.data.spec import DataSpec
+from eyelip.errors import DataError
+from eyelip.evaluation.evaluate import source_batches
+from eyelip.inference.predictors import OnnxPredictor, TorchPredictor
 from eyelip.model.checkpoint import load_model, save_model
 from eyelip.model.spec import ModelSpec
 from eyelip.model.unet import build_model
 from eyelip.params.train import AugmentParams
-from eyelip.evaluation.evaluate import source_batches
 from eyelip.release.export import export_onnx
-from eyelip.inference.predictors import OnnxPredictor, TorchPredictor
 from eyelip.training.augment import Augment
-from eyelip.data.dataset import ResizedArrays
 
 EYELIP = Path(sys.executable).parent / "eyelip"
 TWO = {"eyes": ["l_eye", "r_eye"], "lips": ["u_lip", "l_lip"]}
 IDS = [3, 10, 57, 120, 250, 333, 480, 2001]  # both mask folders; 512 and 1024 px photos
 # The face mesh is the optional extra: without it these tests skip (the core install's own tests cover the refusal).
-needs_mediapipe = pytest.mark.skipif(importlib.util.find_spec("mediapipe") is None,
-                                     reason="mediapipe not installed: pip install 'eyelip[prior]'")
+needs_mediapipe = pytest.mark.skipif(
+    importlib.util.find_spec("mediapipe") is None, reason="mediapipe not installed: pip install 'eyelip[prior]'"
+)
 
 
 def jpeg(pixels: np.ndarray) -> bytes:
@@ -109,8 +110,11 @@ def test_colour_jitter_skips_prior_channels_and_warps_move_them_with_the_pixels(
     images = torch.rand(4, 3, 32, 32, generator=rng)
     with_prior = torch.cat([images, images[:, :1], images[:, 1:2]], 1)  # priors = copies of R and G
     masks = (torch.rand(4, 1, 32, 32, generator=rng) > 0.5).float()
-    full = Augment(AugmentParams(hflip=0.5, brightness=0.3, contrast=0.3, saturation=0.3, hue=0.05, rotate=15,
-                                 scale=0.1, translate=0.1))
+    full = Augment(
+        AugmentParams(
+            hflip=0.5, brightness=0.3, contrast=0.3, saturation=0.3, hue=0.05, rotate=15, scale=0.1, translate=0.1
+        )
+    )
     plain, plain_masks = full(images, masks, torch.Generator().manual_seed(1))
     out, out_masks = full(with_prior, masks, torch.Generator().manual_seed(1))
     # The prior changes neither the random draws nor what happens to R, G, B and the masks.
@@ -130,8 +134,11 @@ def test_resized_arrays_refuse_channels_that_do_not_match_the_prior(tmp_path: Pa
     np.save(tmp_path / "masks.npy", np.zeros((2, 2, 32, 32), np.uint8))
     (tmp_path / "ids.txt").write_text("3\n7\n")
     DataSpec({"eyes": ["l_eye", "r_eye"], "lips": ["u_lip", "l_lip"]}, 32, prior="facemesh").write(tmp_path)
-    with pytest.raises(DataError, match=r"images.npy: rows of shape \(32, 32, 4\), but .*meta.json makes them "
-                                        r"\(32, 32, 5\) .*prior 'facemesh'"):
+    with pytest.raises(
+        DataError,
+        match=r"images.npy: rows of shape \(32, 32, 4\), but .*meta.json makes them "
+        r"\(32, 32, 5\) .*prior 'facemesh'",
+    ):
         ResizedArrays(tmp_path)
 
 
@@ -154,7 +161,11 @@ def test_a_model_with_a_prior_predicts_from_plain_photos(resized: ResizedArrays,
     np.testing.assert_array_equal(prepared.images, resized.images)
 
     photo = mini / "CelebA-HQ-img" / f"{resized.ids[0]}.jpg"
-    proc = subprocess.run([str(EYELIP), "predict", str(photo), "--model", str(tmp_path / "model.onnx"),
-                           "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [str(EYELIP), "predict", str(photo), "--model", str(tmp_path / "model.onnx"), "--out", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "out" / f"{resized.ids[0]}_lips_mask.png").is_file()

@@ -68,8 +68,11 @@ def test_merge_keeps_comments_and_order_and_changes_only_the_profile_keys(worksp
     comments = [line.split("#", 1)[1] for line in before.splitlines() if "#" in line]
     assert all(c in after for c in comments)
     # As `git diff` sees it: one changed line per changed key, nothing else.
-    diff = [line for line in difflib.unified_diff(before.splitlines(), after.splitlines(), lineterm="", n=0)
-            if line.startswith("-") and not line.startswith("---")]
+    diff = [
+        line
+        for line in difflib.unified_diff(before.splitlines(), after.splitlines(), lineterm="", n=0)
+        if line.startswith("-") and not line.startswith("---")
+    ]
     assert len(diff) == len(changed) and any(line.startswith("data.root: ") for line in changed)
     assert apply_profile("mini", dataset) == [], "applying twice changes nothing"
 
@@ -80,8 +83,9 @@ def test_switching_profiles_and_replacing_targets(workspace: Path, dataset: Path
     params = yaml.safe_load((workspace / "params.yaml").read_text())
     assert params["split"] == {"seed": 0, "train": 8100, "val": 900, "test": 1000, "folds": 0, "fold": 0}
     assert params["model"]["base_width"] == 64 and params["train"]["epochs"] == 80
-    (workspace / "profiles" / "parts.yaml").write_text("data:\n  targets: {eyes: [l_eye, r_eye], lips: [u_lip, l_lip]}\n"
-                                                       "  aux_targets: {skin: [skin]}\n")
+    (workspace / "profiles" / "parts.yaml").write_text(
+        "data:\n  targets: {eyes: [l_eye, r_eye], lips: [u_lip, l_lip]}\n  aux_targets: {skin: [skin]}\n"
+    )
     apply_profile("parts", dataset)
     data = yaml.safe_load((workspace / "params.yaml").read_text())["data"]
     assert data["targets"] == {"eyes": ["l_eye", "r_eye"], "lips": ["u_lip", "l_lip"]}, "replaced, not merged"
@@ -96,8 +100,9 @@ def test_data_root_inside_the_project_stays_relative(workspace: Path, dataset: P
     assert yaml.safe_load((workspace / "params.yaml").read_text())["data"]["root"] == "data/faces"
 
 
-def test_errors_name_the_profiles_and_the_missing_root(workspace: Path, dataset: Path,
-                                                       capsys: pytest.CaptureFixture[str]) -> None:
+def test_errors_name_the_profiles_and_the_missing_root(
+    workspace: Path, dataset: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     before = (workspace / "params.yaml").read_text()
     with pytest.raises(EyelipError, match="unknown profile 'tiny'; available: celebamask-hq, mini"):
         apply_profile("tiny", dataset)

@@ -28,11 +28,11 @@ from servers import free_port, wait_until_answers
 
 from eyelip.data.preprocess import decode_input
 from eyelip.data.synthetic import generate_sample
-from eyelip.model.unet import build_model
-from eyelip.model.spec import ModelSpec
-from eyelip.release.export import export_onnx
 from eyelip.inference.predict import resize_probabilities
 from eyelip.inference.predictors import OnnxPredictor
+from eyelip.model.spec import ModelSpec
+from eyelip.model.unet import build_model
+from eyelip.release.export import export_onnx
 from eyelip.release.pyfunc import log_pyfunc
 
 SIZE, NAME = 32, "eyelip-pyfunc"
@@ -104,8 +104,7 @@ def test_champion_loads_and_predicts_masks_at_each_photos_size(served: dict) -> 
 
 
 def serving_request(photo: bytes) -> str:
-    return json.dumps({"dataframe_split": {"columns": ["image"],
-                                           "data": [[base64.b64encode(photo).decode("ascii")]]}})
+    return json.dumps({"dataframe_split": {"columns": ["image"], "data": [[base64.b64encode(photo).decode("ascii")]]}})
 
 
 def masks_from_response(body: str | bytes) -> np.ndarray:
@@ -114,8 +113,10 @@ def masks_from_response(body: str | bytes) -> np.ndarray:
 
 
 # A request's bad images: what the client sent, and what the answer says is wrong with it.
-BAD_IMAGES = [(lambda photo: photo[: len(photo) // 2], "corrupt or truncated image ("),
-              (lambda photo: b"plain text, not a photo", "not a readable image (Pillow recognises no image format")]
+BAD_IMAGES = [
+    (lambda photo: photo[: len(photo) // 2], "corrupt or truncated image ("),
+    (lambda photo: b"plain text, not a photo", "not a readable image (Pillow recognises no image format"),
+]
 
 
 def test_the_serving_json_protocol(served: dict) -> None:
@@ -140,20 +141,42 @@ def test_mlflow_models_serve_answers_a_photo(served: dict, tmp_path: Path) -> No
     port = free_port()
     env = {**os.environ, "MLFLOW_TRACKING_URI": served["uri"]}
     log = (tmp_path / "serve.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{NAME}@champion",
-                             "--env-manager", "local", "--port", str(port), "--workers", "1"],
-                            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "models",
+            "serve",
+            "-m",
+            f"models:/{NAME}@champion",
+            "--env-manager",
+            "local",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         wait_until_answers(f"http://127.0.0.1:{port}/ping", proc, tmp_path / "serve.log")
         photo = served["photos"][1]
-        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=serving_request(photo).encode(),
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/invocations",
+            data=serving_request(photo).encode(),
+            headers={"Content-Type": "application/json"},
+        )
         with urllib.request.urlopen(request, timeout=30) as response:
             masks = masks_from_response(response.read())
         np.testing.assert_array_equal(masks, expected_masks(served["onnx"], photo))
         bad, reason = BAD_IMAGES[0]
-        request = urllib.request.Request(request.full_url, data=serving_request(bad(photo)).encode(),
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            request.full_url, data=serving_request(bad(photo)).encode(), headers={"Content-Type": "application/json"}
+        )
         with pytest.raises(urllib.error.HTTPError) as caught:
             urllib.request.urlopen(request, timeout=30)
         body = json.loads(caught.value.read())

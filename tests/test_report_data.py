@@ -13,14 +13,22 @@ from eyelip.tracking.report import verdict
 def test_verdict_on_other_data_is_not_comparable() -> None:
     result = verdict(0.86, 0.73, data=("aaa", "bbb"))
     assert result.word == "not comparable (different data)"
-    assert result.line("`HEAD`") == ("**not comparable (different data)**: test IoU 0.7300 on data bbb vs 0.8600 "
-                                     "on data aaa at `HEAD`")
+    assert result.line("`HEAD`") == (
+        "**not comparable (different data)**: test IoU 0.7300 on data bbb vs 0.8600 on data aaa at `HEAD`"
+    )
     assert verdict(0.86, 0.73).word == "worse"
 
 
 def commit(project, iou: float, resized_md5: str, message: str) -> None:
-    lock = {"schema": "2.0", "stages": {"resize": {"cmd": "python pipeline/resize.py", "outs": [
-        {"path": "data/resized", "md5": f"{resized_md5}.dir", "size": 1, "nfiles": 1}]}}}
+    lock = {
+        "schema": "2.0",
+        "stages": {
+            "resize": {
+                "cmd": "python pipeline/resize.py",
+                "outs": [{"path": "data/resized", "md5": f"{resized_md5}.dir", "size": 1, "nfiles": 1}],
+            }
+        },
+    }
     (project.root / "dvc.lock").write_text(yaml.safe_dump(lock))
     (project.root / "metrics").mkdir(exist_ok=True)
     (project.root / "metrics" / "evaluate.json").write_text(json.dumps({"iou": iou}))

@@ -20,11 +20,27 @@ TARGETS = {"data.targets.eyes": json.dumps(["l_eye", "r_eye"]), "data.targets.li
 def log_run(name: str, fold: int, width: int, combined: float, eyes: float, lips: float) -> None:
     test_iou = (eyes + lips) / 2  # the macro mean over targets, as evaluate logs it
     with mlflow.start_run(run_name=name):
-        mlflow.log_params({"split.folds": 5, "split.fold": fold, "model.base_width": width, "train.threads": 2,
-                           "train.epochs": 25, **TARGETS})
-        mlflow.log_metrics({"test_iou": test_iou, "test_iou_combined": combined, "test_iou_eyes": eyes, "test_iou_lips": lips,
-                            "best_val_iou": test_iou + 0.01, "train_minutes": 4.0 + fold,
-                            "train_images_per_second": 50.0})
+        mlflow.log_params(
+            {
+                "split.folds": 5,
+                "split.fold": fold,
+                "model.base_width": width,
+                "train.threads": 2,
+                "train.epochs": 25,
+                **TARGETS,
+            }
+        )
+        mlflow.log_metrics(
+            {
+                "test_iou": test_iou,
+                "test_iou_combined": combined,
+                "test_iou_eyes": eyes,
+                "test_iou_lips": lips,
+                "best_val_iou": test_iou + 0.01,
+                "train_minutes": 4.0 + fold,
+                "train_images_per_second": 50.0,
+            }
+        )
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +65,9 @@ def test_folds_of_a_recipe_share_a_row_with_mean_and_std(store: str) -> None:
     text = render("cv", runs)
     rows = [line for line in text.splitlines() if line.startswith("| `")]
     assert len(rows) == 2
-    assert rows[0].startswith("| `model.base_width=16` | w16-fold0, w16-fold1 | 0/5, 1/5 | 4.5 ± 0.7 | 50 ± 0 | 0.815 ± 0.014 |")
+    assert rows[0].startswith(
+        "| `model.base_width=16` | w16-fold0, w16-fold1 | 0/5, 1/5 | 4.5 ± 0.7 | 50 ± 0 | 0.815 ± 0.014 |"
+    )
     assert "| 0.770 ± 0.014 | 0.850 ± 0.014 | 0.820 ± 0.014 |" in rows[0]
     assert rows[1].startswith("| `model.base_width=24` | w24 | 0/5 | 4.0 | 50 | 0.835 | 0.800 | 0.860 | 0.840 |")
     assert "test IoU eyes | test IoU lips" in text
@@ -63,8 +81,9 @@ def test_one_mask_iou_is_test_iou_or_the_combined_targets() -> None:
     assert _headline([one, two]) == [0.8, 0.81]
 
 
-def test_command_writes_the_file_and_names_a_missing_experiment(store: str, tmp_path: Path,
-                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_command_writes_the_file_and_names_a_missing_experiment(
+    store: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "docs" / "results.md"
     assert main(["results", "--experiment", "cv", "--out", str(out)]) == 0
     assert out.read_text().startswith("# Results: MLflow experiment `cv`")
@@ -83,14 +102,22 @@ def test_aux_targets_read_as_one_change_and_older_runs_had_none() -> None:
     assert recipe["train.aux_weight"] == "0.5" and with_aux.targets == ["eyes", "lips"]
 
 
-def test_the_ledger_keeps_runs_that_the_store_has_lost(store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                       capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_ledger_keeps_runs_that_the_store_has_lost(
+    store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "results.md"
     assert main(["results", "--experiment", "cv", "--out", str(out)]) == 0
     ledger = json.loads(out.with_suffix(".json").read_text())
     assert [r["name"] for r in ledger["runs"]] == ["w16-fold0", "w16-fold1", "w24"]
-    assert set(ledger["runs"][0]["metrics"]) == {"test_iou", "test_iou_combined", "test_iou_eyes", "test_iou_lips",
-                                                 "best_val_iou", "train_minutes", "train_images_per_second"}
+    assert set(ledger["runs"][0]["metrics"]) == {
+        "test_iou",
+        "test_iou_combined",
+        "test_iou_eyes",
+        "test_iou_lips",
+        "best_val_iou",
+        "train_minutes",
+        "train_images_per_second",
+    }
     before = out.read_text()
 
     # A new, empty store (the old one deleted): the table still lists every run, from the ledger.

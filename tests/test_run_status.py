@@ -19,8 +19,12 @@ from mlflow.tracking import MlflowClient
 from eyelip.tracking.report import champion_line
 from eyelip.tracking.results import load_runs
 
-FAST = {"resize": {"size": 64}, "model": {"base_width": 8, "depth": 3},
-        "train": {"epochs": 50, "batch_size": 32}, "runtime": {"threads": 2}}
+FAST = {
+    "resize": {"size": 64},
+    "model": {"base_width": 8, "depth": 3},
+    "train": {"epochs": 50, "batch_size": 32},
+    "runtime": {"threads": 2},
+}
 
 
 def epochs_logged(project: Project, run_id: str) -> list[int]:
@@ -34,8 +38,14 @@ def interrupt_training(project: Project, signum: int, epochs: int) -> tuple[subp
     run_file = project.root / "models" / "run.json"
     run_id = lambda: json.loads(run_file.read_text())["run_id"]  # noqa: E731
     before = len(epochs_logged(project, run_id())) if run_file.exists() else 0
-    proc = subprocess.Popen([sys.executable, "pipeline/train.py"], cwd=project.root, env=project.env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "pipeline/train.py"],
+        cwd=project.root,
+        env=project.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 600
     # run.json appears when the run starts (the store exists by then: it is not opened from here before).
     while proc.poll() is None and time.monotonic() < deadline:
@@ -48,8 +58,9 @@ def interrupt_training(project: Project, signum: int, epochs: int) -> tuple[subp
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err), run_id()
 
 
-def test_interrupted_training_is_killed_in_mlflow_with_its_epochs_logged(project: Project, synthetic: Path,
-                                                                         monkeypatch) -> None:
+def test_interrupted_training_is_killed_in_mlflow_with_its_epochs_logged(
+    project: Project, synthetic: Path, monkeypatch
+) -> None:
     project.set_params(data={"root": str(synthetic)}, **FAST)
     project.dvc("repro", "split")
     stopped, run_id = interrupt_training(project, signal.SIGINT, 1)  # Ctrl+C
@@ -94,12 +105,19 @@ stage.run("crash", body)
 """
 
 
-@pytest.mark.parametrize(("how", "code", "said"), [("error", 1, "eyelip crash: error: bad value"),
-                                                   ("bug", 1, "RuntimeError: a bug")])
+@pytest.mark.parametrize(
+    ("how", "code", "said"), [("error", 1, "eyelip crash: error: bad value"), ("bug", 1, "RuntimeError: a bug")]
+)
 def test_a_stage_that_fails_leaves_its_run_failed(tmp_path: Path, how: str, code: int, said: str, capsys) -> None:
     (tmp_path / "params.yaml").write_text("train:\n  epochs: 1\n")
-    proc = subprocess.run([sys.executable, "-c", CRASH, how], cwd=tmp_path, capture_output=True, text=True,
-                          env={**os.environ, "DVC_ROOT": str(tmp_path)}, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", CRASH, how],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "DVC_ROOT": str(tmp_path)},
+        timeout=300,
+    )
     assert proc.returncode == code and said in proc.stderr, proc.stderr
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     run = MlflowClient(store).get_run(proc.stdout.split()[-1])
@@ -111,8 +129,10 @@ def test_a_stage_that_fails_leaves_its_run_failed(tmp_path: Path, how: str, code
 
 def test_an_experiment_that_trains_nothing_adds_no_run_and_no_version(project: Project, synthetic: Path) -> None:
     """`dvc exp run -S export.*`: the train stage is cached, so the model and its run are the baseline's."""
-    project.set_params(data={"root": str(synthetic)}, **{**FAST, "train": {**FAST["train"], "epochs": 1},
-                                                         "export": {"latency_repeats": 1}})
+    project.set_params(
+        data={"root": str(synthetic)},
+        **{**FAST, "train": {**FAST["train"], "epochs": 1}, "export": {"latency_repeats": 1}},
+    )
     project.dvc("repro", "export")
     project.run("git", "add", "-A")
     project.run("git", "commit", "-qm", "baseline")
@@ -120,8 +140,10 @@ def test_an_experiment_that_trains_nothing_adds_no_run_and_no_version(project: P
     (trained,) = client.search_runs([client.get_experiment_by_name("eyelip").experiment_id])
 
     out = project.dvc("exp", "run", "-S", "export.latency_repeats=2", "-n", "repeats-2").stdout
-    assert (f"experiment 'repeats-2' trained no model: its model is the one MLflow run '{trained.info.run_name}' "
-            f"({trained.info.run_id}) trained") in out
+    assert (
+        f"experiment 'repeats-2' trained no model: its model is the one MLflow run '{trained.info.run_name}' "
+        f"({trained.info.run_id}) trained"
+    ) in out
     assert "registry 'eyelip': v1 already holds this model" in out and "v1 stays champion" in out
     assert [r.info.run_id for r in client.search_runs([trained.info.experiment_id])] == [trained.info.run_id]
     (version,) = client.search_model_versions("name = 'eyelip'")

@@ -50,7 +50,10 @@ def test_the_resume_fingerprint_ignores_runtime_settings_only() -> None:
 def test_results_group_runs_across_runtime_settings_old_names_included() -> None:
     targets = {"data.targets.eyes_lips": '["l_eye", "r_eye", "u_lip", "l_lip"]'}
     new = Run("new", {**targets, "train.lr": "0.003", "runtime.threads": "2", "runtime.n_jobs": "1"}, {})
-    old = Run("old", {**targets, "train.lr": "0.003", "train.threads": "0", "preprocess.n_jobs": "-1",
-                      "train.compile": "False"}, {})
+    old = Run(
+        "old",
+        {**targets, "train.lr": "0.003", "train.threads": "0", "preprocess.n_jobs": "-1", "train.compile": "False"},
+        {},
+    )
     other = Run("other", {**targets, "train.lr": "0.01", "runtime.threads": "2"}, {})
     assert new.recipe == old.recipe != other.recipe

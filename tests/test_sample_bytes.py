@@ -33,12 +33,15 @@ def baseline_simd_env() -> dict[str, str]:
 
 
 def test_faces_encode_the_same_without_numpy_simd_dispatch(tmp_path: Path) -> None:
-    script = ("import hashlib, sys\nfrom eyelip.data.synthetic import _encode_sample\n"
-              f"for i in {FACES}:\n"
-              "    jpg, pngs = _encode_sample(i, seed=0, image_size=512, mask_size=512)\n"
-              "    print(hashlib.md5(jpg + b''.join(p for _, p in pngs)).hexdigest())\n")
-    proc = subprocess.run([sys.executable, "-c", script], env=baseline_simd_env(), capture_output=True, text=True,
-                          check=True)
+    script = (
+        "import hashlib, sys\nfrom eyelip.data.synthetic import _encode_sample\n"
+        f"for i in {FACES}:\n"
+        "    jpg, pngs = _encode_sample(i, seed=0, image_size=512, mask_size=512)\n"
+        "    print(hashlib.md5(jpg + b''.join(p for _, p in pngs)).hexdigest())\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], env=baseline_simd_env(), capture_output=True, text=True, check=True
+    )
     here = []
     for i in FACES:
         jpg, pngs = _encode_sample(i, seed=0, image_size=512, mask_size=512)
@@ -51,10 +54,17 @@ def test_the_sample_stage_rebuilds_dvc_locks_bytes(tmp_path: Path) -> None:
     """The `sample` stage's own script in a fresh process and a copy of the project, as a clone runs it."""
     root = tmp_path / "clone"
     copy_project(root)
-    subprocess.run([sys.executable, "pipeline/sample.py"], cwd=root, env=baseline_simd_env(), check=True,
-                   capture_output=True, timeout=1800)
+    subprocess.run(
+        [sys.executable, "pipeline/sample.py"],
+        cwd=root,
+        env=baseline_simd_env(),
+        check=True,
+        capture_output=True,
+        timeout=1800,
+    )
     (locked,) = yaml.safe_load((REPO / "dvc.lock").read_text())["stages"]["sample"]["outs"]
     built = root / locked["path"]
     built_hash = (hashlib.md5(built.read_bytes()).hexdigest(), built.stat().st_size)
-    assert built_hash == (locked["md5"], locked["size"]), \
+    assert built_hash == (locked["md5"], locked["size"]), (
         "data/sample.zip differs from dvc.lock: if the generator changed on purpose, `dvc repro` and commit dvc.lock"
+    )

@@ -16,12 +16,15 @@ def test_counts_and_fractions() -> None:
     assert split_counts({"train": 0.8, "val": 0.1, "test": 0.1}, 504) == {"train": 403, "val": 50, "test": 50}
 
 
-@pytest.mark.parametrize("sizes, message", [
-    ({"train": 8100, "val": 900, "test": 1000}, r"train 8100 \+ val 900 \+ test 1000 = 10000 > 504 samples"),
-    ({"train": 0.8, "val": 100, "test": 0.1}, r"all as counts .* or all as fractions"),
-    ({"train": -5, "val": 1, "test": 1}, r"split.train: expected a count"),
-    ({"train": 0.9, "val": 0.1, "test": 0.1}, r"fractions train\+val\+test = 1.1 > 1"),
-])
+@pytest.mark.parametrize(
+    "sizes, message",
+    [
+        ({"train": 8100, "val": 900, "test": 1000}, r"train 8100 \+ val 900 \+ test 1000 = 10000 > 504 samples"),
+        ({"train": 0.8, "val": 100, "test": 0.1}, r"all as counts .* or all as fractions"),
+        ({"train": -5, "val": 1, "test": 1}, r"split.train: expected a count"),
+        ({"train": 0.9, "val": 0.1, "test": 0.1}, r"fractions train\+val\+test = 1.1 > 1"),
+    ],
+)
 def test_bad_sizes_are_named(sizes: dict, message: str) -> None:
     with pytest.raises(ParamError, match=message):
         split_counts(sizes, 504)
@@ -53,12 +56,15 @@ def test_folds_are_disjoint_cover_all_ids_and_are_seeded() -> None:
     assert no_val["val"] == [] and sorted(no_val["train"]) == sorted(splits[0]["train"] + splits[0]["val"])
 
 
-@pytest.mark.parametrize("folds, fold, val, message", [
-    (1, 0, 0.1, r"split.folds: expected 0 \(off\) or 2..504"),
-    (5, 5, 0.1, r"split.fold: expected a fold index 0..4, got 5"),
-    (5, 0, 1.5, r"split.val: with folds"),
-    (5, 0, 403, r"split.val: 403 validation ids leave no training ids"),
-])
+@pytest.mark.parametrize(
+    "folds, fold, val, message",
+    [
+        (1, 0, 0.1, r"split.folds: expected 0 \(off\) or 2..504"),
+        (5, 5, 0.1, r"split.fold: expected a fold index 0..4, got 5"),
+        (5, 0, 1.5, r"split.val: with folds"),
+        (5, 0, 403, r"split.val: 403 validation ids leave no training ids"),
+    ],
+)
 def test_bad_fold_params_are_named(folds: int, fold: int, val: int | float, message: str) -> None:
     with pytest.raises(ParamError, match=message):
         fold_split(list(range(504)), folds, fold, val, seed=0)

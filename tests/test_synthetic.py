@@ -51,8 +51,9 @@ def test_layout_and_sizes(tmp_path: Path) -> None:
     with zipfile.ZipFile(out) as zf:
         names = zf.namelist()
         assert all(n.startswith(f"{ZIP_ROOT}/") for n in names)
-        assert all(i.compress_type == zipfile.ZIP_STORED and i.date_time == (1980, 1, 1, 0, 0, 0)
-                   for i in zf.infolist())
+        assert all(
+            i.compress_type == zipfile.ZIP_STORED and i.date_time == (1980, 1, 1, 0, 0, 0) for i in zf.infolist()
+        )
         for sid in range(3):
             img = Image.open(io.BytesIO(zf.read(f"{ZIP_ROOT}/CelebA-HQ-img/{sid}.jpg")))
             assert (img.format, img.mode, img.size) == ("JPEG", "RGB", (96, 96))

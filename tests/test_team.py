@@ -21,13 +21,13 @@ from pathlib import Path
 import pytest
 from conftest import BIN, REPO, Project
 from mlflow import MlflowClient
-
-from eyelip.params import whole as P
 from servers import BUCKETS, TeamStack, start_logged, stop, team_stack, team_stack_missing
 from test_queue import TINY as QUEUE_TINY
 from test_queue import run_queue, wait_for_queue
 from test_registry import ONE, eval_set, lineage, onnx_model
 from test_remote import clone_pulls_everything, tiny_project
+
+from eyelip.params import whole as P
 
 pytestmark = pytest.mark.slow  # each test starts DVC projects or publishers, and the stack takes minutes to start
 
@@ -54,8 +54,13 @@ def sql(stack: TeamStack, query: str, *args: object) -> list[tuple]:
 def s3_keys(stack: TeamStack, bucket: str, prefix: str = "") -> list[str]:
     import boto3
 
-    s3 = boto3.client("s3", endpoint_url=stack.s3_endpoint, aws_access_key_id="any", aws_secret_access_key="any",
-                      region_name="us-east-1")
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=stack.s3_endpoint,
+        aws_access_key_id="any",
+        aws_secret_access_key="any",
+        region_name="us-east-1",
+    )
     pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
     return [item["Key"] for page in pages for item in page.get("Contents", [])]
 
@@ -65,8 +70,11 @@ def recipe(stack: TeamStack) -> list[str]:
     text = RECIPE.read_text()
     block = re.search(r"<!-- team recipe: tests/test_team.py -->\s*```bash\n(.*?)```", text, re.S)
     assert block, f"{RECIPE}: the team recipe block is missing"
-    host = {"TRACKING-HOST:5000": stack.tracking_uri.split("//")[1], "S3-HOST:9000": stack.s3_endpoint.split("//")[1],
-            "BUCKET": BUCKETS[1]}
+    host = {
+        "TRACKING-HOST:5000": stack.tracking_uri.split("//")[1],
+        "S3-HOST:9000": stack.s3_endpoint.split("//")[1],
+        "BUCKET": BUCKETS[1],
+    }
     lines = []
     for line in block.group(1).splitlines():
         line = line.split(" #")[0].strip()
@@ -120,8 +128,9 @@ def on_stack(project: Project, stack: TeamStack) -> Project:
     """A tiny project whose stages log to the stack, its data stages run and committed."""
     project.env.update(stack.client_env)
     name = project.root.parent.name[:40]  # the test's own experiment and registered model
-    project.set_params(**{**QUEUE_TINY, "tracking": {"experiment": name},
-                          "export": {**QUEUE_TINY["export"], "registered_model": name}})
+    project.set_params(
+        **{**QUEUE_TINY, "tracking": {"experiment": name}, "export": {**QUEUE_TINY["export"], "registered_model": name}}
+    )
     project.dvc("repro", "split")
     project.run("git", "add", "-A")
     project.run("git", "commit", "-qm", "tiny project")
@@ -142,8 +151,9 @@ def test_queue_workers_on_postgres_record_every_run_and_version(on_stack: Projec
     versions = client.search_model_versions(f"name='{name}'")
     assert sorted(int(v.version) for v in versions) == [1, 2]  # none lost
     assert {v.tags["mlflow_run_id"] for v in versions} == {run.info.run_id for run in runs}
-    assert sql(stack, "SELECT count(*) FROM registered_model_aliases WHERE name = %s AND alias = 'champion'",
-               name) == [(1,)]
+    assert sql(stack, "SELECT count(*) FROM registered_model_aliases WHERE name = %s AND alias = 'champion'", name) == [
+        (1,)
+    ]
     champion = client.get_model_version_by_alias(name, "champion")
     best = max(float(v.tags["test_iou"]) for v in versions)
     assert float(champion.tags["test_iou"]) == best, f"champion v{champion.version} is not the best ({best})"
@@ -157,8 +167,9 @@ def test_queue_workers_on_postgres_record_every_run_and_version(on_stack: Projec
 PUBLISHERS = {"worse": 0.6, "better": 0.8}  # test IoU on the same test data
 
 
-def publisher(env: dict[str, str], workdir: str, role: str, onnx: str, late: bool, start, both_decided,
-              early_done) -> None:
+def publisher(
+    env: dict[str, str], workdir: str, role: str, onnx: str, late: bool, start, both_decided, early_done
+) -> None:
     """One export's publish, in a spawned process (so its environment and MLflow state are its own)."""
     os.environ.update(env)
     os.chdir(workdir)
@@ -182,17 +193,25 @@ def publisher(env: dict[str, str], workdir: str, role: str, onnx: str, late: boo
     MlflowClient.set_registered_model_alias = hold_champion
     test = eval_set(Path(workdir) / "data", 0, ONE)  # the same seed in each process: the same test data
     (Path(workdir) / "export.json").write_text("{}")
-    summary = {"parity": {"onnxruntime": {"max_abs_prob_diff": 0.0, "threshold": 0.5}},
-               "latency_ms": {"onnxruntime": {"p50": 1.0}}}
+    summary = {
+        "parity": {"onnxruntime": {"max_abs_prob_diff": 0.0, "threshold": 0.5}},
+        "latency_ms": {"onnxruntime": {"p50": 1.0}},
+    }
     params = P.parse({"tracking": {"experiment": env["RACE"]}, "export": {"registered_model": env["RACE"]}})
     start.wait(timeout=300)
-    publish(params, onnx, Path(workdir) / "export.json", summary, PUBLISHERS[role],
-            lineage(Path(onnx), test, data_version="race"), test)
+    publish(
+        params,
+        onnx,
+        Path(workdir) / "export.json",
+        summary,
+        PUBLISHERS[role],
+        lineage(Path(onnx), test, data_version="race"),
+        test,
+    )
 
 
 @pytest.mark.parametrize("last", ["better", "worse"])
-def test_two_publishers_finishing_together_leave_the_best_champion(stack: TeamStack, tmp_path: Path,
-                                                                   last: str) -> None:
+def test_two_publishers_finishing_together_leave_the_best_champion(stack: TeamStack, tmp_path: Path, last: str) -> None:
     race = f"race-{last}-last"
     ctx = multiprocessing.get_context("spawn")
     start, both_decided, early_done = ctx.Barrier(2), ctx.Barrier(2), ctx.Event()
@@ -202,8 +221,9 @@ def test_two_publishers_finishing_together_leave_the_best_champion(stack: TeamSt
         workdir.mkdir()
         onnx = onnx_model(workdir / "model.onnx", ONE, 20.0 if role == "better" else 0.0)
         env = {**stack.client_env, "RACE": race}
-        procs[role] = ctx.Process(target=publisher, args=(env, str(workdir), role, str(onnx), role == last, start,
-                                                          both_decided, early_done))
+        procs[role] = ctx.Process(
+            target=publisher, args=(env, str(workdir), role, str(onnx), role == last, start, both_decided, early_done)
+        )
         procs[role].start()
     early = next(role for role in PUBLISHERS if role != last)
     procs[early].join(timeout=400)
@@ -220,19 +240,23 @@ def test_two_publishers_finishing_together_leave_the_best_champion(stack: TeamSt
     runs = client.search_runs([client.get_experiment_by_name(race).experiment_id])
     assert len(runs) == 2 and all(run.info.status == "FINISHED" for run in runs)
     assert all("export_onnxruntime_max_abs_prob_diff" in run.data.metrics for run in runs)
-    assert sql(stack, "SELECT count(*) FROM registered_model_aliases WHERE name = %s AND alias = 'champion'",
-               race) == [(1,)]
+    assert sql(stack, "SELECT count(*) FROM registered_model_aliases WHERE name = %s AND alias = 'champion'", race) == [
+        (1,)
+    ]
     champion = client.get_model_version_by_alias(race, "champion")
     assert champion.tags["test_iou"] == f"{PUBLISHERS['better']:.6f}", (
-        f"champion v{champion.version} (test IoU {champion.tags['test_iou']}); versions {versions}")
+        f"champion v{champion.version} (test IoU {champion.tags['test_iou']}); versions {versions}"
+    )
 
 
-def test_a_killed_queue_worker_leaves_its_run_failed_not_running(on_stack: Project, stack: TeamStack,
-                                                                  tmp_path: Path) -> None:
+def test_a_killed_queue_worker_leaves_its_run_failed_not_running(
+    on_stack: Project, stack: TeamStack, tmp_path: Path
+) -> None:
     on_stack.dvc("exp", "run", "--queue", "-n", "killed", "-S", "train.epochs=5000")
     # Not through Project.run: the worker keeps `dvc queue start`'s output open until the queue is empty.
-    worker = start_logged([str(BIN / "dvc"), "queue", "start", "-j", "1"], tmp_path / "worker.log",
-                          cwd=on_stack.root, env=on_stack.env)
+    worker = start_logged(
+        [str(BIN / "dvc"), "queue", "start", "-j", "1"], tmp_path / "worker.log", cwd=on_stack.root, env=on_stack.env
+    )
     try:
         client = MlflowClient(stack.tracking_uri)
         experiment = on_stack.params["tracking"]["experiment"]

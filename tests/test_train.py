@@ -17,19 +17,23 @@ from conftest import copy_samples
 from mlflow.tracking import MlflowClient
 
 from eyelip.data.arrays import ids_text
+from eyelip.data.dataset import ResizedArrays
 from eyelip.data.fuse import fuse_dataset
 from eyelip.data.resize import resize_dataset
 from eyelip.data.source import Source
+from eyelip.data.spec import DataSpec
 from eyelip.errors import ParamError
 from eyelip.model.checkpoint import Resume, load_model
-from eyelip.data.dataset import ResizedArrays
-from eyelip.data.spec import DataSpec
 from eyelip.training.loop import TrainConfig, Trainer, fit
 
 EPOCH_KEYS = {"train_iou", "val_iou", "train_jaccard_loss", "val_jaccard_loss", "train_loss", "val_loss", "lr"}
 # Small and fast: 64 px, a narrow U-Net; enough to check the mechanics.
-FAST = {"resize": {"size": 64}, "model": {"base_width": 8, "depth": 3},
-        "train": {"epochs": 2, "batch_size": 32}, "runtime": {"threads": 2}}
+FAST = {
+    "resize": {"size": 64},
+    "model": {"base_width": 8, "depth": 3},
+    "train": {"epochs": 2, "batch_size": 32},
+    "runtime": {"threads": 2},
+}
 
 
 def test_overfits_a_few_faces(synthetic: Path, tmp_path: Path) -> None:
@@ -40,8 +44,16 @@ def test_overfits_a_few_faces(synthetic: Path, tmp_path: Path) -> None:
     arrays = ResizedArrays(tmp_path / "resized")
     rows = np.arange(8)
     # Seeded, on fixed threads: the same steps on any machine (it passes 0.8 at about epoch 50 of 150).
-    cfg = TrainConfig(model={"base_width": 16, "depth": 4}, epochs=150, batch_size=8, lr=3e-3, warmup_epochs=0,
-                      schedule="constant", loss={"jaccard": 1.0, "bce": 0.5}, runtime={"threads": 2})
+    cfg = TrainConfig(
+        model={"base_width": 16, "depth": 4},
+        epochs=150,
+        batch_size=8,
+        lr=3e-3,
+        warmup_epochs=0,
+        schedule="constant",
+        loss={"jaccard": 1.0, "bce": 0.5},
+        runtime={"threads": 2},
+    )
     trainer = Trainer(cfg, arrays, rows, rows, ["eyes_lips"])
     before = trainer.evaluate(rows)["val_iou"]
     for epoch in range(1, cfg.epochs + 1):
@@ -88,8 +100,13 @@ def test_resume_after_a_kill_continues_from_the_resume_state(project, synthetic:
     project.set_params(data={"root": str(synthetic)}, **{**FAST, "train": {**FAST["train"], "epochs": 3}})
     project.dvc("repro", "split")
     # Interrupt training (SIGKILL: no chance to clean up) once epoch 1's resume state is on disk.
-    proc = subprocess.Popen(["python", "pipeline/train.py"], cwd=project.root, env=project.env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        ["python", "pipeline/train.py"],
+        cwd=project.root,
+        env=project.env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     resume = project.root / "models" / "resume.pt"
     deadline = time.monotonic() + 300
     while not resume.exists() and proc.poll() is None and time.monotonic() < deadline:
@@ -109,8 +126,9 @@ def test_resume_after_a_kill_continues_from_the_resume_state(project, synthetic:
     assert [float(r["val_iou"]) for r in history(project)] == pytest.approx(first_run, abs=1e-6)
 
 
-def test_resumed_run_restores_a_best_model_from_before_the_interruption(tiny_arrays: ResizedArrays,
-                                                                       tmp_path: Path) -> None:
+def test_resumed_run_restores_a_best_model_from_before_the_interruption(
+    tiny_arrays: ResizedArrays, tmp_path: Path
+) -> None:
     """`dvc repro` deletes models/model.pt before a resumed stage runs; the best epoch may be one that
     came before the interruption, so the resume state carries that model and the resume puts it back."""
     cfg = TrainConfig(model={"base_width": 4, "depth": 2}, epochs=3, batch_size=8)
@@ -135,12 +153,15 @@ def test_resumed_run_restores_a_best_model_from_before_the_interruption(tiny_arr
     assert summary["epochs_run"] == 3 and torch.load(model, weights_only=True)["epoch"] == summary["best_epoch"]
 
 
-def test_a_resume_state_of_another_format_is_reported_not_resumed(tiny_arrays: ResizedArrays, tmp_path: Path,
-                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_resume_state_of_another_format_is_reported_not_resumed(
+    tiny_arrays: ResizedArrays, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """A resume file written before the format was versioned (the same job, unfinished) is not trusted."""
     cfg, rows = TrainConfig(model={"base_width": 4, "depth": 2}, epochs=1, batch_size=8), np.arange(16)
-    torch.save({"fingerprint": "job", "run_id": None, "finished": False, "state": {}, "best_model": None},
-               tmp_path / "resume.pt")
+    torch.save(
+        {"fingerprint": "job", "run_id": None, "finished": False, "state": {}, "best_model": None},
+        tmp_path / "resume.pt",
+    )
     summary = fit(cfg, tiny_arrays, rows[:8], rows[8:], tmp_path / "model.pt", tmp_path / "resume.pt", "job")
     assert "not resuming: " in capsys.readouterr().out and summary["epochs_run"] == 1
     assert Resume.load(tmp_path / "resume.pt").finished, "replaced by a resume state of the current format"
@@ -187,8 +208,10 @@ def test_experiment_sweep_gives_one_mlflow_run_each(project, synthetic: Path) ->
     project.dvc("exp", "run", "--temp", "-S", "train.lr=0.01", "-n", "lr-large", "train")
     client = MlflowClient(f"sqlite:///{project.root / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("eyelip").experiment_id])
-    assert sorted((r.info.run_name, r.data.params["train.lr"]) for r in runs) == [("lr-large", "0.01"),
-                                                                                   ("lr-small", "0.001")]
+    assert sorted((r.info.run_name, r.data.params["train.lr"]) for r in runs) == [
+        ("lr-large", "0.01"),
+        ("lr-small", "0.001"),
+    ]
     assert {r.data.tags["dvc_experiment"] for r in runs} == {"lr-small", "lr-large"}
     for run in runs:  # artifacts live in the repository's mlruns/, not in the deleted temporary copy
         assert run.info.artifact_uri.startswith((project.root.resolve() / "mlruns").as_uri())

@@ -28,15 +28,28 @@ from servers import free_port, ui_url
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 # The built-in synthetic sample, tiny: the browser test is about the UI, not the data.
-TINY = {"sample": {"n": 80, "image_size": 128, "mask_size": 128}, "resize": {"size": 64},
-        "model": {"base_width": 8, "depth": 3}, "train": {"epochs": 4, "batch_size": 4}, "runtime": {"threads": 2}}
+TINY = {
+    "sample": {"n": 80, "image_size": 128, "mask_size": 128},
+    "resize": {"size": 64},
+    "model": {"base_width": 8, "depth": 3},
+    "train": {"epochs": 4, "batch_size": 4},
+    "runtime": {"threads": 2},
+}
 EXPERIMENTS = {"lr-small": 0.003, "lr-large": 0.03}
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  # Virtual time runs until the single-page app has fetched and rendered the runs.
-                  "--virtual-time-budget=15000",
-                  # Large enough for the (virtualised) tables to render every run and the params we look for.
-                  "--window-size=1400,2050"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    # Virtual time runs until the single-page app has fetched and rendered the runs.
+    "--virtual-time-budget=15000",
+    # Large enough for the (virtualised) tables to render every run and the params we look for.
+    "--window-size=1400,2050",
+]
 
 
 def mlflow_format(value: float) -> str:
@@ -57,8 +70,15 @@ def eyelip_ui(root: Path, env: dict[str, str], log: Path) -> Iterator[str]:
     port = free_port()
     with log.open("w") as sink:
         # Own session: the signal at the end reaches eyelip, mlflow and its uvicorn worker alike.
-        proc = subprocess.Popen([str(BIN / "eyelip"), "ui", "--port", str(port)], cwd=root, env=env, text=True,
-                                stdout=subprocess.PIPE, stderr=sink, start_new_session=True)
+        proc = subprocess.Popen(
+            [str(BIN / "eyelip"), "ui", "--port", str(port)],
+            cwd=root,
+            env=env,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=sink,
+            start_new_session=True,
+        )
         try:
             url = ui_url(proc, log)  # printed once the server answers
             assert url == f"http://127.0.0.1:{port}"
@@ -73,8 +93,12 @@ def eyelip_ui(root: Path, env: dict[str, str], log: Path) -> Iterator[str]:
 
 
 def chromium(url: str, profile: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args, url],
-                          capture_output=True, text=True, timeout=180)
+    proc = subprocess.run(
+        [CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args, url],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
 
@@ -106,11 +130,22 @@ def test_mlflow_ui_lists_and_compares_two_experiments(project, tmp_path: Path) -
     with eyelip_ui(project.root, env, tmp_path / "ui.log") as url:
         # The runs list, searched by a metric: the runs that logged val_iou.
         search = urllib.parse.quote("metrics.val_iou >= 0")
-        listing = page_text(chromium(f"{url}/#/experiments/{experiment.experiment_id}/runs?searchFilter={search}",
-                                     tmp_path / "p1", "--dump-dom").stdout)
+        listing = page_text(
+            chromium(
+                f"{url}/#/experiments/{experiment.experiment_id}/runs?searchFilter={search}",
+                tmp_path / "p1",
+                "--dump-dom",
+            ).stdout
+        )
         ids = ",".join(f'"{run.info.run_id}"' for run in runs.values())
-        compare = page_text(chromium(f'{url}/#/compare-runs?runs=[{ids}]&experiments=["{experiment.experiment_id}"]',
-                                     tmp_path / "p2", "--dump-dom", f"--screenshot={shot}").stdout)
+        compare = page_text(
+            chromium(
+                f'{url}/#/compare-runs?runs=[{ids}]&experiments=["{experiment.experiment_id}"]',
+                tmp_path / "p2",
+                "--dump-dom",
+                f"--screenshot={shot}",
+            ).stdout
+        )
     (tmp_path / "listing.txt").write_text(listing)  # for a failure's post-mortem
     (tmp_path / "compare.txt").write_text(compare)
 

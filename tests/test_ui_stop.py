@@ -29,8 +29,14 @@ def test_a_signal_to_eyelip_ui_stops_the_server(store: Path, tmp_path: Path, sig
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "DVC_ROOT")}
     port = free_port()
     with (tmp_path / "ui.log").open("w") as log:
-        proc = subprocess.Popen([str(BIN / "eyelip"), "ui", "--port", str(port)], cwd=store, env=env, text=True,
-                                stdout=subprocess.PIPE, stderr=log)
+        proc = subprocess.Popen(
+            [str(BIN / "eyelip"), "ui", "--port", str(port)],
+            cwd=store,
+            env=env,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=log,
+        )
     try:
         url = ui_url(proc, tmp_path / "ui.log")
         assert url == f"http://127.0.0.1:{port}"

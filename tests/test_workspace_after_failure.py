@@ -12,10 +12,15 @@ import subprocess
 
 from conftest import BIN
 
-TINY = {"sample": {"n": 16, "image_size": 64, "mask_size": 64}, "resize": {"size": 32},
-        "split": {"train": 0.5, "val": 0.25, "test": 0.25}, "model": {"base_width": 4, "depth": 2},
-        "train": {"epochs": 1, "batch_size": 8}, "runtime": {"threads": 1, "n_jobs": 1},
-        "export": {"latency_repeats": 1}}
+TINY = {
+    "sample": {"n": 16, "image_size": 64, "mask_size": 64},
+    "resize": {"size": 32},
+    "split": {"train": 0.5, "val": 0.25, "test": 0.25},
+    "model": {"base_width": 4, "depth": 2},
+    "train": {"epochs": 1, "batch_size": 8},
+    "runtime": {"threads": 1, "n_jobs": 1},
+    "export": {"latency_repeats": 1},
+}
 
 
 def tracked(project) -> dict[str, bytes]:
@@ -27,8 +32,15 @@ def interrupt_training(project, *command: str) -> str:
     """Run a dvc command like a user at a terminal and press Ctrl+C (SIGINT to the whole process group) once
     training has logged its first epoch; returns the output. Checks the exported model is there meanwhile."""
     env = {**project.env, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([str(BIN / "dvc"), *command], cwd=project.root, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [str(BIN / "dvc"), *command],
+        cwd=project.root,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     seen = []
     try:
         for line in proc.stdout:

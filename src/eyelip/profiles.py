@@ -67,8 +67,12 @@ def _root_param(data_root: Path, project: Path) -> str:
         return str(resolved)
 
 
-def apply_profile(name: str, data_root: str | os.PathLike[str], params_path: str | Path = PARAMS_FILE,
-                  profiles_dir: str | Path = PROFILES_DIR) -> list[str]:
+def apply_profile(
+    name: str,
+    data_root: str | os.PathLike[str],
+    params_path: str | Path = PARAMS_FILE,
+    profiles_dir: str | Path = PROFILES_DIR,
+) -> list[str]:
     """Merge ``profiles/<name>.yaml`` and ``data.root`` into ``params_path``; returns the changes
     as ``key: old -> new`` lines (empty if params.yaml already had them)."""
     profile_file = Path(profiles_dir) / f"{name}.yaml"

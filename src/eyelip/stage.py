@@ -55,4 +55,3 @@ def run(name: str, body: Callable[[F], None], params: type[F]) -> None:
     except Exception as exc:  # a crash: the traceback as usual, and the run FAILED
         close_tracking(exc)
         raise
-

@@ -36,8 +36,13 @@ class NpyRowWriter:
         self.rows += block.shape[0]
 
     def close(self) -> None:
-        header = repr({"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False,
-                       "shape": (self.rows, *self.row_shape)})
+        header = repr(
+            {
+                "descr": np.lib.format.dtype_to_descr(self.dtype),
+                "fortran_order": False,
+                "shape": (self.rows, *self.row_shape),
+            }
+        )
         size = _HEADER_BYTES - len(_MAGIC) - 2
         text = header.ljust(size - 1).encode("latin1") + b"\n"
         if len(text) != size:

@@ -41,14 +41,18 @@ class ResizedArrays:
         self.spec = DataSpec.read(directory)
         spec, meta = self.spec, directory / META
         channels = len(spec.channels)
-        shapes = {"images.npy": (self.images, (spec.input_size, spec.input_size, spec.input_channels)),
-                  "masks.npy": (self.masks, (channels, spec.size, spec.size)),
-                  "train_masks.npy": (self.train_masks, (channels, spec.train_size, spec.train_size))}
+        shapes = {
+            "images.npy": (self.images, (spec.input_size, spec.input_size, spec.input_channels)),
+            "masks.npy": (self.masks, (channels, spec.size, spec.size)),
+            "train_masks.npy": (self.train_masks, (channels, spec.train_size, spec.train_size)),
+        }
         for name, (array, expected) in shapes.items():
             if array.shape[1:] != expected:
-                raise DataError(f"{directory / name}: rows of shape {array.shape[1:]}, but {meta} makes them "
-                                f"{expected} (channels {spec.channels}, prior {spec.prior!r}); "
-                                f"re-run `dvc repro resize`")
+                raise DataError(
+                    f"{directory / name}: rows of shape {array.shape[1:]}, but {meta} makes them "
+                    f"{expected} (channels {spec.channels}, prior {spec.prior!r}); "
+                    f"re-run `dvc repro resize`"
+                )
 
     def rows(self, ids: Sequence[int], name: str = "split") -> np.ndarray:
         missing = [i for i in ids if i not in self._row]
@@ -62,14 +66,15 @@ class ResizedArrays:
         masks = self.train_masks if train else self.masks
         return to_input(self.images[order]), torch.from_numpy(masks[order].astype(np.float32))
 
-    def batches(self, rows: np.ndarray, batch_size: int, generator: torch.Generator | None = None,
-                train: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def batches(
+        self, rows: np.ndarray, batch_size: int, generator: torch.Generator | None = None, train: bool = False
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Batches over ``rows``; shuffled with ``generator`` when given, else in order; ``train`` as in
         :meth:`batch`."""
         if generator is not None:
             rows = rows[torch.randperm(len(rows), generator=generator).numpy()]
         for start in range(0, len(rows), batch_size):
-            yield self.batch(rows[start:start + batch_size], train)
+            yield self.batch(rows[start : start + batch_size], train)
 
 
 def split_rows(arrays: ResizedArrays, split_dir: str | Path, name: str) -> np.ndarray:

@@ -26,13 +26,7 @@ from typing import Any
 import numpy as np
 
 from eyelip import atomic
-from eyelip.data.arrays import (
-    NpyRowWriter,
-    ids_text,
-    pack_masks,
-    read_ids,
-    unpack_masks,
-)
+from eyelip.data.arrays import NpyRowWriter, ids_text, pack_masks, read_ids, unpack_masks
 from eyelip.data.layout import PARTS, mask_relpath
 from eyelip.data.parallel import SKIP_REMEDY, map_samples
 from eyelip.data.preprocess import decode_mask
@@ -47,8 +41,9 @@ def check_targets(targets: Any, key: str = "data.targets", allow_empty: bool = F
     if allow_empty and targets in (None, {}):
         return {}
     if not isinstance(targets, Mapping) or not targets:
-        raise ParamError(f"{key}: expected a mapping such as {{eyes_lips: [l_eye, r_eye, u_lip, l_lip]}}, "
-                         f"got {targets!r}")
+        raise ParamError(
+            f"{key}: expected a mapping such as {{eyes_lips: [l_eye, r_eye, u_lip, l_lip]}}, got {targets!r}"
+        )
     checked: dict[str, list[str]] = {}
     for name, parts in targets.items():
         if not isinstance(parts, list) or not parts:
@@ -69,8 +64,9 @@ def check_aux_targets(aux_targets: Any, targets: Mapping[str, list[str]]) -> dic
     return aux
 
 
-def fuse(parts: Mapping[str, np.ndarray], targets: Mapping[str, list[str]], rule: str,
-         shape: tuple[int, int]) -> np.ndarray:
+def fuse(
+    parts: Mapping[str, np.ndarray], targets: Mapping[str, list[str]], rule: str, shape: tuple[int, int]
+) -> np.ndarray:
     """Boolean (C, H, W) target masks from the visible parts' boolean masks."""
     out = np.zeros((len(targets), *shape), dtype=bool)
     if rule == "union":
@@ -98,8 +94,10 @@ def load_parts(source: Source, sample_id: int, names: tuple[str, ...]) -> dict[s
             parts[name] = decode_mask(source.read(rel), source.describe(rel))
     shapes = {m.shape for m in parts.values()}
     if len(shapes) > 1:
-        raise DataError(f"{source.describe(mask_relpath(sample_id, '*'))}: part masks of different sizes "
-                        f"{sorted(shapes)}; every part of a sample must have the same size")
+        raise DataError(
+            f"{source.describe(mask_relpath(sample_id, '*'))}: part masks of different sizes "
+            f"{sorted(shapes)}; every part of a sample must have the same size"
+        )
     return parts
 
 
@@ -118,8 +116,10 @@ class FuseSample:
         if not parts:  # no target part visible: take the size from any other part of the sample
             others = [p for p in PARTS if p not in wanted and self.source.exists(mask_relpath(sample_id, p))]
             if not others:
-                raise DataError(f"{self.source.describe(self.source.mask_folder(sample_id))}/: no part masks for "
-                                f"sample {sample_id} ({sample_id:05d}_*.png)")
+                raise DataError(
+                    f"{self.source.describe(self.source.mask_folder(sample_id))}/: no part masks for "
+                    f"sample {sample_id} ({sample_id:05d}_*.png)"
+                )
             ref = load_parts(self.source, sample_id, (others[0],))[others[0]]
             shape = ref.shape
         else:
@@ -127,9 +127,16 @@ class FuseSample:
         return shape, pack_masks(fuse(parts, self.targets, self.rule, shape))
 
 
-def fuse_dataset(source: Source, out_dir: str | Path, targets: Mapping[str, list[str]], rule: str = "union",
-                 on_error: str = "fail", n_jobs: int = -1, backend: str = "loky",
-                 aux_targets: Mapping[str, list[str]] | None = None) -> dict[str, Any]:
+def fuse_dataset(
+    source: Source,
+    out_dir: str | Path,
+    targets: Mapping[str, list[str]],
+    rule: str = "union",
+    on_error: str = "fail",
+    n_jobs: int = -1,
+    backend: str = "loky",
+    aux_targets: Mapping[str, list[str]] | None = None,
+) -> dict[str, Any]:
     """Write ``out_dir/{masks.npy, ids.txt, skipped.json, meta.json}`` atomically; return a summary for metrics.
 
     ``masks.npy`` is uint8 (N, C, H, ceil(W/8)) bit-packed at the source mask resolution (512 px in
@@ -147,15 +154,24 @@ def fuse_dataset(source: Source, out_dir: str | Path, targets: Mapping[str, list
         writer: NpyRowWriter | None = None
         mask_shape: tuple[int, int] | None = None
         job = FuseSample(source, channels, rule)
-        for sample_id, (shape, packed) in map_samples(job, ids, on_error=on_error, skipped=skipped,
-                                                      n_jobs=n_jobs, backend=backend, desc="fuse-masks",
-                                                      remedy=SKIP_REMEDY):
+        for sample_id, (shape, packed) in map_samples(
+            job,
+            ids,
+            on_error=on_error,
+            skipped=skipped,
+            n_jobs=n_jobs,
+            backend=backend,
+            desc="fuse-masks",
+            remedy=SKIP_REMEDY,
+        ):
             if mask_shape is None:
                 mask_shape = shape
                 writer = NpyRowWriter(tmp / "masks.npy", packed.shape, np.uint8)
             elif shape != mask_shape:
-                error = (f"{source.describe(mask_relpath(sample_id, '*'))}: masks are {shape[1]}x{shape[0]}, "
-                         f"but the dataset's are {mask_shape[1]}x{mask_shape[0]}")
+                error = (
+                    f"{source.describe(mask_relpath(sample_id, '*'))}: masks are {shape[1]}x{shape[0]}, "
+                    f"but the dataset's are {mask_shape[1]}x{mask_shape[0]}"
+                )
                 if on_error == "fail":
                     raise DataError(f"{error}; resize them, or set data.on_error: skip to leave the sample out")
                 skipped[sample_id] = error
@@ -168,10 +184,16 @@ def fuse_dataset(source: Source, out_dir: str | Path, targets: Mapping[str, list
         writer.close()
         (tmp / "ids.txt").write_text(ids_text(kept))
         (tmp / "skipped.json").write_text(json.dumps({str(k): v for k, v in skipped.items()}, indent=2))
-        (tmp / "meta.json").write_text(json.dumps({"targets": targets, "aux_targets": aux_targets, "rule": rule,
-                                                   "mask_size": list(mask_shape)}))
-    return {"samples": len(kept), "skipped": len(skipped), "mask_height": mask_shape[0], "mask_width": mask_shape[1],
-            "coverage": {name: round(float(c / len(kept)), 5) for name, c in zip(channels, coverage)}}
+        (tmp / "meta.json").write_text(
+            json.dumps({"targets": targets, "aux_targets": aux_targets, "rule": rule, "mask_size": list(mask_shape)})
+        )
+    return {
+        "samples": len(kept),
+        "skipped": len(skipped),
+        "mask_height": mask_shape[0],
+        "mask_width": mask_shape[1],
+        "coverage": {name: round(float(c / len(kept)), 5) for name, c in zip(channels, coverage)},
+    }
 
 
 class FusedMasks:

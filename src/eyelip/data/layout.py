@@ -7,8 +7,24 @@ top-level ``CelebAMask-HQ/`` folder), so every reader goes through these helpers
 # Official part order. Codebases that build label maps paint parts in this order, so later parts
 # (hair, hat, ...) cover earlier ones (eyes, lips); see ``eyelip.data.fuse``.
 PARTS: tuple[str, ...] = (
-    "skin", "nose", "eye_g", "l_eye", "r_eye", "l_brow", "r_brow", "l_ear", "r_ear",
-    "mouth", "u_lip", "l_lip", "hair", "hat", "ear_r", "neck_l", "neck", "cloth",
+    "skin",
+    "nose",
+    "eye_g",
+    "l_eye",
+    "r_eye",
+    "l_brow",
+    "r_brow",
+    "l_ear",
+    "r_ear",
+    "mouth",
+    "u_lip",
+    "l_lip",
+    "hair",
+    "hat",
+    "ear_r",
+    "neck_l",
+    "neck",
+    "cloth",
 )
 
 IMAGE_DIR = "CelebA-HQ-img"
@@ -24,9 +40,16 @@ def image_relpath(sample_id: int) -> str:
 def mask_relpath(sample_id: int, part: str) -> str:
     return f"{MASK_DIR}/{sample_id // MASKS_PER_FOLDER}/{sample_id:05d}_{part}.png"
 
+
 # Parts that swap under a horizontal flip (l_lip/u_lip are lower/upper, not left/right).
-MIRROR: dict[str, str] = {"l_eye": "r_eye", "r_eye": "l_eye", "l_brow": "r_brow", "r_brow": "l_brow",
-                          "l_ear": "r_ear", "r_ear": "l_ear"}
+MIRROR: dict[str, str] = {
+    "l_eye": "r_eye",
+    "r_eye": "l_eye",
+    "l_brow": "r_brow",
+    "r_brow": "l_brow",
+    "l_ear": "r_ear",
+    "r_ear": "l_ear",
+}
 
 
 def mirror_pairs(targets: dict[str, list[str]]) -> list[tuple[int, int]]:
@@ -44,8 +67,10 @@ def mirror_pairs(targets: dict[str, list[str]]) -> list[tuple[int, int]]:
         if mirrored == own:
             continue
         if mirrored not in parts:
-            raise ValueError(f"train.augment.hflip: target {names[i]!r} keeps {sorted(own)} apart from their mirror "
-                             f"image and no target holds {sorted(mirrored)}; add that target or set hflip: 0")
+            raise ValueError(
+                f"train.augment.hflip: target {names[i]!r} keeps {sorted(own)} apart from their mirror "
+                f"image and no target holds {sorted(mirrored)}; add that target or set hflip: 0"
+            )
         j = parts.index(mirrored)
         if i < j:
             pairs.append((i, j))

@@ -34,17 +34,27 @@ def _run_chunk(fn: Callable[[int], T], ids: Sequence[int]) -> list[tuple[int, T 
     return out
 
 
-def map_samples(fn: Callable[[int], T], ids: Sequence[int], *, on_error: str, skipped: dict[int, str],
-                n_jobs: int = -1, backend: str = "loky", desc: str = "", remedy: str = "") -> Iterator[tuple[int, T]]:
+def map_samples(
+    fn: Callable[[int], T],
+    ids: Sequence[int],
+    *,
+    on_error: str,
+    skipped: dict[int, str],
+    n_jobs: int = -1,
+    backend: str = "loky",
+    desc: str = "",
+    remedy: str = "",
+) -> Iterator[tuple[int, T]]:
     """Yield ``(id, fn(id))`` in id order. A sample whose ``fn`` raises DataError stops the run
     (``on_error="fail"``; the error then ends with ``remedy``, what the caller's user can do) or is
     recorded in ``skipped`` and left out (``"skip"``)."""
-    chunks = [ids[i:i + CHUNK] for i in range(0, len(ids), CHUNK)]
+    chunks = [ids[i : i + CHUNK] for i in range(0, len(ids), CHUNK)]
     if backend == "sequential" or n_jobs == 1 or len(chunks) <= 1:
         results: Any = (_run_chunk(fn, chunk) for chunk in chunks)
     else:
         results = Parallel(n_jobs=n_jobs, backend=backend, return_as="generator")(
-            delayed(_run_chunk)(fn, chunk) for chunk in chunks)
+            delayed(_run_chunk)(fn, chunk) for chunk in chunks
+        )
     with tqdm(total=len(ids), desc=desc, unit="img", mininterval=1.0) as bar:
         for chunk_results in results:
             for sample_id, result in chunk_results:

@@ -39,8 +39,10 @@ def _open(data: bytes, where: str) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             return Image.open(io.BytesIO(data))
     except UnidentifiedImageError as exc:  # its message holds the repr of the buffer, not the reason
-        raise DataError(f"{where}: not a readable image (Pillow recognises no image format in it: not an image, "
-                        f"or corrupt from its first bytes)") from exc
+        raise DataError(
+            f"{where}: not a readable image (Pillow recognises no image format in it: not an image, "
+            f"or corrupt from its first bytes)"
+        ) from exc
     except Exception as exc:  # PIL raises several types for undecodable input
         raise DataError(f"{where}: not a readable image ({exc})") from exc
 
@@ -106,6 +108,7 @@ def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
         return mask.astype(bool, copy=False)
     # 127.5 rounds to 128, so exactly half counts.
     return mask_coverage(mask, size) >= 128
+
 
 def to_nchw(images: np.ndarray) -> np.ndarray:
     """uint8 (N, S, S, K) -> float32 (N, K, S, S) in [0, 1]; the model input rule, for every model format."""

@@ -67,8 +67,10 @@ def require(kind: str, who: str) -> None:
     """Refuse at once (before any photo is read) a prior that needs mediapipe when it is not installed;
     ``who`` names what asked for the prior (a params key, a model file)."""
     if channels(kind) and importlib.util.find_spec("mediapipe") is None:
-        raise EyelipError(f"{who}: the face-mesh prior {kind!r} needs mediapipe, which is not installed; "
-                          f"{EXTRA} (Python 3.11 or 3.12)")
+        raise EyelipError(
+            f"{who}: the face-mesh prior {kind!r} needs mediapipe, which is not installed; "
+            f"{EXTRA} (Python 3.11 or 3.12)"
+        )
 
 
 def landmarks(rgb: np.ndarray) -> np.ndarray | None:
@@ -82,15 +84,14 @@ def landmarks(rgb: np.ndarray) -> np.ndarray | None:
             # mediapipe 0.10.14 calls a protobuf API that protobuf 4.25 deprecates, on every image.
             warnings.filterwarnings("ignore", message="SymbolDatabase.GetPrototype", category=UserWarning)
             try:
-                from mediapipe.python.solutions.face_mesh import (
-                    FaceMesh,  # heavy import, only when used
-                )
+                from mediapipe.python.solutions.face_mesh import FaceMesh  # heavy import, only when used
             except ImportError as exc:  # callers check first (require); this names the fix should one not
                 raise EyelipError(f"the face-mesh prior needs mediapipe ({exc}); {EXTRA}") from exc
 
             # refine_landmarks runs the attention model, which refines the eye and lip outlines.
-            mesh = _local.mesh = FaceMesh(static_image_mode=True, max_num_faces=1, refine_landmarks=True,
-                                          min_detection_confidence=0.3)
+            mesh = _local.mesh = FaceMesh(
+                static_image_mode=True, max_num_faces=1, refine_landmarks=True, min_detection_confidence=0.3
+            )
         found = mesh.process(rgb).multi_face_landmarks
     if not found:
         return None
@@ -135,8 +136,10 @@ def compute(kind: str, rgb: np.ndarray, size: int, where: str = "photo") -> np.n
     channels (``"none"`` adds none: callers skip it, and the photo's full decode with it). Without a
     face in it the channels are all zero, and a :class:`NoFaceWarning` names ``where``."""
     if not CHANNELS.get(kind):
-        raise ValueError(f"prior {kind!r} has no channels to compute; expected one of "
-                         f"{[name for name, added in CHANNELS.items() if added]}")
+        raise ValueError(
+            f"prior {kind!r} has no channels to compute; expected one of "
+            f"{[name for name, added in CHANNELS.items() if added]}"
+        )
     views = [landmarks(rgb)]
     if kind == "facemesh_flip":
         mirrored = landmarks(np.ascontiguousarray(rgb[:, ::-1]))
@@ -145,8 +148,12 @@ def compute(kind: str, rgb: np.ndarray, size: int, where: str = "photo") -> np.n
         views.append(mirrored)
     found = [outline_coverage(points, size).astype(np.uint16) for points in views if points is not None]
     if not found:
-        warnings.warn(NoFaceWarning(f"{where}: no face found by the face mesh; its prior channels are empty, so the "
-                                    f"model sees the pixels alone and its mask may miss the eyes and lips"),
-                      stacklevel=2)
+        warnings.warn(
+            NoFaceWarning(
+                f"{where}: no face found by the face mesh; its prior channels are empty, so the "
+                f"model sees the pixels alone and its mask may miss the eyes and lips"
+            ),
+            stacklevel=2,
+        )
         return outline_coverage(None, size)
     return ((sum(found) + len(found) // 2) // len(found)).astype(np.uint8)

@@ -37,8 +37,14 @@ def resize_masks(native_masks: np.ndarray, size: int) -> np.ndarray:
     return np.stack([resize_mask(m, size) for m in native_masks]).astype(np.uint8)
 
 
-def resize_sample(source: Source, sample_id: int, native_masks: np.ndarray, size: int,
-                  input_size: int | None = None, prior: str = "none") -> tuple[np.ndarray, np.ndarray]:
+def resize_sample(
+    source: Source,
+    sample_id: int,
+    native_masks: np.ndarray,
+    size: int,
+    input_size: int | None = None,
+    prior: str = "none",
+) -> tuple[np.ndarray, np.ndarray]:
     """One sample at the training size, by the pipeline's rules: the model input decoded from
     ``source`` (uint8 (I, I, 3 + prior channels), I = ``input_size``, default ``size``) and its
     (C, H, W) native masks area-resized (uint8 (C, S, S), 0/1)."""
@@ -77,12 +83,23 @@ class ResizeSample:
         return image, masks, resize_masks(native, self.train_size)
 
 
-def resize_dataset(source: Source, fused_dir: str | Path, out_dir: str | Path, size: int, input_scale: int = 1,
-                   on_error: str = "fail", n_jobs: int = -1, backend: str = "loky",
-                   prior: str = "none", train_scale: int = 1) -> dict[str, Any]:
+def resize_dataset(
+    source: Source,
+    fused_dir: str | Path,
+    out_dir: str | Path,
+    size: int,
+    input_scale: int = 1,
+    on_error: str = "fail",
+    n_jobs: int = -1,
+    backend: str = "loky",
+    prior: str = "none",
+    train_scale: int = 1,
+) -> dict[str, Any]:
     if input_scale % train_scale:
-        raise ParamError(f"resize.train_scale: {train_scale} must divide resize.input_scale ({input_scale}): the "
-                         f"network predicts at the training size from photos at least that large")
+        raise ParamError(
+            f"resize.train_scale: {train_scale} must divide resize.input_scale ({input_scale}): the "
+            f"network predicts at the training size from photos at least that large"
+        )
     require_prior(prior, "resize.prior")  # before any photo: without mediapipe, stop here, not in a worker
     fused = FusedMasks(fused_dir)
     spec = DataSpec(fused.targets, size, fused.rule, fused.aux_targets, input_scale, train_scale, prior)
@@ -93,15 +110,28 @@ def resize_dataset(source: Source, fused_dir: str | Path, out_dir: str | Path, s
     no_face = 0  # photos whose prior channels are empty (each one also warned about by name)
     with atomic.atomic_path(out_dir, directory=True) as tmp:
         with contextlib.ExitStack() as files:
-            images = files.enter_context(NpyRowWriter(tmp / "images.npy", (input_size, input_size, in_channels),
-                                                      np.uint8))
+            images = files.enter_context(
+                NpyRowWriter(tmp / "images.npy", (input_size, input_size, in_channels), np.uint8)
+            )
             masks = files.enter_context(NpyRowWriter(tmp / "masks.npy", (channels, size, size), np.uint8))
-            train_masks = None if train_scale == 1 else files.enter_context(
-                NpyRowWriter(tmp / "train_masks.npy", (channels, train_size, train_size), np.uint8))
+            train_masks = (
+                None
+                if train_scale == 1
+                else files.enter_context(
+                    NpyRowWriter(tmp / "train_masks.npy", (channels, train_size, train_size), np.uint8)
+                )
+            )
             job = ResizeSample(source, Path(fused_dir), size, input_size, prior, train_size)
-            for sample_id, (image, mask, fine) in map_samples(job, fused.ids, on_error=on_error, skipped=skipped,
-                                                              n_jobs=n_jobs, backend=backend, desc="resize",
-                                                              remedy=SKIP_REMEDY):
+            for sample_id, (image, mask, fine) in map_samples(
+                job,
+                fused.ids,
+                on_error=on_error,
+                skipped=skipped,
+                n_jobs=n_jobs,
+                backend=backend,
+                desc="resize",
+                remedy=SKIP_REMEDY,
+            ):
                 images.append(image[None])
                 no_face += in_channels > 3 and not image[..., 3:].any()
                 masks.append(mask[None])
@@ -111,6 +141,12 @@ def resize_dataset(source: Source, fused_dir: str | Path, out_dir: str | Path, s
         (tmp / "ids.txt").write_text(ids_text(kept))
         spec.write(tmp)
         (tmp / "skipped.json").write_text(json.dumps({str(k): v for k, v in skipped.items()}, indent=2))
-    summary = {"samples": len(kept), "skipped": len(skipped), "size": size, "input_size": input_size,
-               "train_size": train_size, "prior": prior}
+    summary = {
+        "samples": len(kept),
+        "skipped": len(skipped),
+        "size": size,
+        "input_size": input_size,
+        "train_size": train_size,
+        "prior": prior,
+    }
     return summary if in_channels == 3 else {**summary, "no_face": no_face}

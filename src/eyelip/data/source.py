@@ -16,8 +16,10 @@ from eyelip.errors import DataError
 
 _IMAGE_NAME = re.compile(rf"(?:^|/){IMAGE_DIR}/(\d+)\.jpg$")
 # What to do about a wrong root, for the pipeline's reader; `eyelip evaluate --data` passes its own.
-_PARAMS_HINT = ("set data.root in params.yaml to a CelebAMask-HQ folder or CelebAMask-HQ.zip "
-               "(or data/sample.zip, the built-in sample)")
+_PARAMS_HINT = (
+    "set data.root in params.yaml to a CelebAMask-HQ folder or CelebAMask-HQ.zip "
+    "(or data/sample.zip, the built-in sample)"
+)
 
 
 class Source:
@@ -39,11 +41,12 @@ class Source:
                 raise DataError(f"{name}: {self.root} is neither a folder nor a zip file; {hint}")
             self.prefix = self._find_prefix()
         elif not (self.root / IMAGE_DIR).is_dir():
-            raise DataError(f"{name}: {self.root} is not CelebAMask-HQ-shaped: {IMAGE_DIR}/ "
-                            f"not found in it; {hint}")
+            raise DataError(f"{name}: {self.root} is not CelebAMask-HQ-shaped: {IMAGE_DIR}/ not found in it; {hint}")
         if not self.has_dir(MASK_DIR):
-            raise DataError(f"{name}: {self.root} has no {MASK_DIR}/ folder next to {IMAGE_DIR}/; "
-                            f"the part masks are needed to build targets")
+            raise DataError(
+                f"{name}: {self.root} has no {MASK_DIR}/ folder next to {IMAGE_DIR}/; "
+                f"the part masks are needed to build targets"
+            )
 
     # Pickling drops the open zip handle; each worker process re-opens it on first use.
     def __getstate__(self) -> dict:
@@ -67,8 +70,9 @@ class Source:
             head, sep, _ = name.partition(f"{IMAGE_DIR}/")
             if sep and (head == "" or head.endswith("/")):
                 return head
-        raise DataError(f"{self.name}: {self.root} is not CelebAMask-HQ-shaped: no {IMAGE_DIR}/ "
-                        f"folder inside the zip; {self.hint}")
+        raise DataError(
+            f"{self.name}: {self.root} is not CelebAMask-HQ-shaped: no {IMAGE_DIR}/ folder inside the zip; {self.hint}"
+        )
 
     def describe(self, relpath: str) -> str:
         """Where a file lives, for messages: a path, or ``archive.zip:member``."""
@@ -97,7 +101,7 @@ class Source:
     def ids(self) -> list[int]:
         """Sample ids with an image, in numeric order."""
         if self.is_zip:
-            names = (n[len(self.prefix):] for n in self._archive().namelist() if n.startswith(self.prefix))
+            names = (n[len(self.prefix) :] for n in self._archive().namelist() if n.startswith(self.prefix))
             found = (_IMAGE_NAME.search(n) for n in names)
             ids = sorted(int(m.group(1)) for m in found if m)
         else:
@@ -113,5 +117,6 @@ class Source:
         """Fail early, naming the file, when an image has no mask folder at all."""
         folder = self.mask_folder(sample_id)
         if not self.has_dir(folder):
-            raise DataError(f"{self.describe(image_relpath(sample_id))}: its mask folder "
-                            f"{self.describe(folder)}/ is missing")
+            raise DataError(
+                f"{self.describe(image_relpath(sample_id))}: its mask folder {self.describe(folder)}/ is missing"
+            )

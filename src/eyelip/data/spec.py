@@ -38,8 +38,10 @@ class DataSpec:
             object.__setattr__(self, name, {str(k): [str(p) for p in v] for k, v in getattr(self, name).items()})
         prior_channels(self.prior)  # ValueError for an unknown prior
         if min(self.size, self.input_scale, self.train_scale) < 1 or self.input_scale % self.train_scale:
-            raise ValueError(f"sizes: mask {self.size} px, input_scale {self.input_scale}, train_scale "
-                             f"{self.train_scale} (positive, train_scale dividing input_scale)")
+            raise ValueError(
+                f"sizes: mask {self.size} px, input_scale {self.input_scale}, train_scale "
+                f"{self.train_scale} (positive, train_scale dividing input_scale)"
+            )
 
     @property
     def targets(self) -> list[str]:
@@ -65,8 +67,13 @@ class DataSpec:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: the fields and the derived keys."""
-        return {"targets": self.targets, **{f.name: getattr(self, f.name) for f in fields(DataSpec)},
-                "input_size": self.input_size, "train_size": self.train_size, "input_channels": self.input_channels}
+        return {
+            "targets": self.targets,
+            **{f.name: getattr(self, f.name) for f in fields(DataSpec)},
+            "input_size": self.input_size,
+            "train_size": self.train_size,
+            "input_channels": self.input_channels,
+        }
 
     @classmethod
     def from_dict(cls, meta: Mapping[str, Any], where: str, remedy: str = "re-run `dvc repro resize`") -> DataSpec:

@@ -42,8 +42,10 @@ def split_counts(sizes: Mapping[str, int | float], n: int) -> dict[str, int]:
         raise ParamError(f"split.train: the training split would be empty ({n} samples, sizes {values})")
     total = sum(counts.values())
     if total > n:
-        raise ParamError(f"split: train {counts['train']} + val {counts['val']} + test {counts['test']} = {total} "
-                         f"> {n} samples in the dataset; lower split.* in params.yaml or use fractions")
+        raise ParamError(
+            f"split: train {counts['train']} + val {counts['val']} + test {counts['test']} = {total} "
+            f"> {n} samples in the dataset; lower split.* in params.yaml or use fractions"
+        )
     return counts
 
 
@@ -58,8 +60,10 @@ def fold_split(ids: Sequence[int], folds: int, fold: int, val: int | float, seed
     # The rest keeps its permuted order, so its first n_val ids are a seeded random sample.
     rest = np.concatenate([c for k, c in enumerate(chunks) if k != fold])
     if isinstance(val, bool) or not isinstance(val, (int, float)) or val < 0 or (isinstance(val, float) and val >= 1):
-        raise ParamError(f"split.val: with folds, expected a count (e.g. 50) or a share of the "
-                         f"non-test ids in [0, 1) (e.g. 0.1), got {val!r}")
+        raise ParamError(
+            f"split.val: with folds, expected a count (e.g. 50) or a share of the "
+            f"non-test ids in [0, 1) (e.g. 0.1), got {val!r}"
+        )
     n_val = val if isinstance(val, int) else int(round(val * len(rest)))
     if n_val >= len(rest):
         raise ParamError(f"split.val: {n_val} validation ids leave no training ids ({len(rest)} outside the test fold)")
@@ -73,7 +77,7 @@ def split_ids(ids: Sequence[int], counts: Mapping[str, int], seed: int) -> dict[
     out: dict[str, list[int]] = {}
     start = 0
     for name in SPLITS:
-        out[name] = sorted(shuffled[start:start + counts[name]])
+        out[name] = sorted(shuffled[start : start + counts[name]])
         start += counts[name]
     return out
 

@@ -25,14 +25,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from eyelip.atomic import atomic_path
-from eyelip.data.layout import (
-    IMAGE_DIR,
-    MASK_DIR,
-    MASKS_PER_FOLDER,
-    PARTS,
-    image_relpath,
-    mask_relpath,
-)
+from eyelip.data.layout import IMAGE_DIR, MASK_DIR, MASKS_PER_FOLDER, PARTS, image_relpath, mask_relpath
 from eyelip.data.parallel import map_samples
 
 ZIP_ROOT = "CelebAMask-HQ"
@@ -42,21 +35,35 @@ _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 _Region = tuple[slice, slice, np.ndarray]  # rows, cols, bool mask of the bbox
 
 # Skin tones from pale to deep; a face's tone is interpolated between neighbours.
-_SKIN = np.array([[250, 222, 205], [236, 192, 160], [214, 164, 125], [180, 128, 92],
-                  [140, 95, 65], [100, 66, 45], [70, 46, 34]], np.float32)
-_HAIR = np.array([[22, 18, 16], [45, 32, 25], [75, 50, 35], [115, 80, 50], [160, 115, 70],
-                  [205, 175, 120], [150, 70, 40], [150, 150, 150], [215, 212, 205]], np.float32)
+_SKIN = np.array(
+    [[250, 222, 205], [236, 192, 160], [214, 164, 125], [180, 128, 92], [140, 95, 65], [100, 66, 45], [70, 46, 34]],
+    np.float32,
+)
+_HAIR = np.array(
+    [
+        [22, 18, 16],
+        [45, 32, 25],
+        [75, 50, 35],
+        [115, 80, 50],
+        [160, 115, 70],
+        [205, 175, 120],
+        [150, 70, 40],
+        [150, 150, 150],
+        [215, 212, 205],
+    ],
+    np.float32,
+)
 _HAIR_P = np.array([0.22, 0.2, 0.16, 0.12, 0.08, 0.09, 0.05, 0.05, 0.03])
-_IRIS = np.array([[45, 28, 18], [90, 55, 30], [70, 110, 150], [80, 110, 70], [110, 115, 120]],
-                 np.float32)
+_IRIS = np.array([[45, 28, 18], [90, 55, 30], [70, 110, 150], [80, 110, 70], [110, 115, 120]], np.float32)
 _METAL = np.array([[212, 175, 55], [200, 200, 205], [240, 235, 225], [30, 30, 30]], np.float32)
 
 
 class _Canvas:
     """RGB float image plus full-size bool part masks, painted region by region."""
 
-    def __init__(self, rng: np.random.Generator, size: int, center: tuple[float, float],
-                 scale: float, angle: float) -> None:
+    def __init__(
+        self, rng: np.random.Generator, size: int, center: tuple[float, float], scale: float, angle: float
+    ) -> None:
         self.rng, self.size = rng, size
         self.img = np.zeros((size, size, 3), np.float32)
         self.masks: dict[str, np.ndarray] = {}
@@ -65,8 +72,9 @@ class _Canvas:
 
     def to_px(self, pts: np.ndarray) -> np.ndarray:
         u, v = pts[:, 0], pts[:, 1]
-        return np.stack([self.cx + self.s * (self.ca * u - self.sa * v),
-                         self.cy + self.s * (self.sa * u + self.ca * v)], 1)
+        return np.stack(
+            [self.cx + self.s * (self.ca * u - self.sa * v), self.cy + self.s * (self.sa * u + self.ca * v)], 1
+        )
 
     def raster(self, *polys: tuple[np.ndarray, int], within: _Region | None = None) -> _Region | None:
         """Fill canonical polygons (fill 1 adds, 0 carves) inside their joint bbox only, or
@@ -99,8 +107,14 @@ class _Canvas:
         dx, dy = xs - self.cx, ys - self.cy
         return (self.ca * dx + self.sa * dy) / self.s, (-self.sa * dx + self.ca * dy) / self.s
 
-    def paint(self, reg: _Region | None, color: np.ndarray, alpha: float | np.ndarray = 1.0,
-              shade: np.ndarray | None = None, grain: float = 0.0) -> None:
+    def paint(
+        self,
+        reg: _Region | None,
+        color: np.ndarray,
+        alpha: float | np.ndarray = 1.0,
+        shade: np.ndarray | None = None,
+        grain: float = 0.0,
+    ) -> None:
         if reg is None:
             return
         sy, sx, m = reg
@@ -178,8 +192,9 @@ def _background(c: _Canvas) -> None:
     # Low-frequency blotches: out-of-focus scenery.
     k = int(rng.integers(3, 10))
     blot = rng.normal(0, rng.uniform(5, 35), (k, k, 3)).astype(np.float32)
-    c.img += np.stack([np.asarray(Image.fromarray(blot[..., i], "F").resize((n, n), Image.BICUBIC))
-                       for i in range(3)], -1)
+    c.img += np.stack(
+        [np.asarray(Image.fromarray(blot[..., i], "F").resize((n, n), Image.BICUBIC)) for i in range(3)], -1
+    )
     if rng.random() < 0.35:  # bokeh discs
         for _ in range(int(rng.integers(3, 12))):
             u, v = rng.uniform(-2.5, 2.5), rng.uniform(-2.5, 2.5)
@@ -187,23 +202,26 @@ def _background(c: _Canvas) -> None:
             c.paint(c.raster((_ellipse(u, v, r, r), 1)), rng.uniform(0, 255, 3), rng.uniform(0.2, 0.6))
     if rng.random() < 0.15:  # stripes: wall panels, blinds
         per = rng.uniform(0.03, 0.15) * n
-        ph = np.sin(2 * np.pi * (np.arange(n) / per))[None, :] if rng.random() < 0.5 else \
-            np.sin(2 * np.pi * (np.arange(n) / per))[:, None]
+        ph = (
+            np.sin(2 * np.pi * (np.arange(n) / per))[None, :]
+            if rng.random() < 0.5
+            else np.sin(2 * np.pi * (np.arange(n) / per))[:, None]
+        )
         c.img += (rng.uniform(5, 25) * ph)[..., None].astype(np.float32)
 
 
-def _almond(cx: float, cy: float, hw: float, hu: float, hl: float, tilt: float,
-            n: int = 24) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _almond(
+    cx: float, cy: float, hw: float, hu: float, hl: float, tilt: float, n: int = 24
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     t = np.linspace(-1, 1, n)
     xs = cx + hw * t
     base = cy + tilt * t
-    up = base - hu * (1 - t ** 2) ** 0.8 * (1 + 0.15 * t)
-    lo = base + hl * (1 - t ** 2) ** 0.9
+    up = base - hu * (1 - t**2) ** 0.8 * (1 + 0.15 * t)
+    lo = base + hl * (1 - t**2) ** 0.9
     return xs, up, lo, _band(xs, up, lo)
 
 
-def render_face(rng: np.random.Generator, image_size: int, mask_size: int
-                ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def render_face(rng: np.random.Generator, image_size: int, mask_size: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """uint8 HxWx3 image (image_size) and {part: bool mask (mask_size x mask_size)} for visible parts only."""
     n = image_size
     scale = n * rng.uniform(0.18, 0.31)
@@ -259,8 +277,7 @@ def render_face(rng: np.random.Generator, image_size: int, mask_size: int
     t = np.linspace(-1, 1, 13)
     neckline = np.stack([nw * 1.15 * t, vc + depth * (1 - np.abs(t) ** rng.uniform(1, 2.5))], 1)
     shoulder = rng.uniform(0.2, 0.5)
-    cloth_poly = np.concatenate([neckline, [[2.3, vc + shoulder], [4.0, 4.0], [-4.0, 4.0],
-                                            [-2.3, vc + shoulder]]])
+    cloth_poly = np.concatenate([neckline, [[2.3, vc + shoulder], [4.0, 4.0], [-4.0, 4.0], [-2.3, vc + shoulder]]])
     reg = c.raster((cloth_poly, 1))
     if reg is not None:
         col = rng.uniform(10, 245, 3)
@@ -274,7 +291,7 @@ def render_face(rng: np.random.Generator, image_size: int, mask_size: int
     if rng.random() < 0.12:  # necklace over neck / neckline
         t = np.linspace(-1, 1, 25)
         vn = min(vc, rng.uniform(1.3, 1.7))
-        pts = np.stack([nw * 0.95 * t, vn - 0.12 + rng.uniform(0.15, 0.45) * (1 - t ** 2)], 1)
+        pts = np.stack([nw * 0.95 * t, vn - 0.12 + rng.uniform(0.15, 0.45) * (1 - t**2)], 1)
         reg = c.raster((_polyline_band(pts, rng.uniform(0.025, 0.06)), 1))
         c.paint(reg, _METAL[rng.integers(0, 3)], grain=12)
         c.label("neck_l", reg)
@@ -296,8 +313,7 @@ def render_face(rng: np.random.Generator, image_size: int, mask_size: int
     jaw = rng.uniform(0.15, 0.35)
     chin = rng.uniform(1.05, 1.22)
     fwid = rng.uniform(0.92, 1.04)
-    face = np.stack([fwid * np.cos(t) * (1 - jaw * np.clip(st, 0, 1) ** 2),
-                     np.where(st > 0, chin, 1.35) * st], 1)
+    face = np.stack([fwid * np.cos(t) * (1 - jaw * np.clip(st, 0, 1) ** 2), np.where(st > 0, chin, 1.35) * st], 1)
     reg_face = c.raster((face, 1))
     u, v = c.coords(reg_face)
     face_shade = 1 - 0.22 * np.clip((u / fwid) ** 2 + 0.3 * (v / chin) ** 2 - 0.35, 0, 1)
@@ -305,11 +321,18 @@ def render_face(rng: np.random.Generator, image_size: int, mask_size: int
     c.label("skin", reg_face, cuts=("l_ear", "r_ear", "neck", "hair", "cloth", "neck_l"))
     if rng.random() < 0.5:  # blush: lip-coloured but not lips
         for sgn in (1, -1):
-            c.paint(reg_face, np.array([220, 90, 100]), alpha=rng.uniform(0.15, 0.4)
-                    * _soft(u, v, fx(sgn * 0.52), 0.25, 0.25, 0.17))
+            c.paint(
+                reg_face,
+                np.array([220, 90, 100]),
+                alpha=rng.uniform(0.15, 0.4) * _soft(u, v, fx(sgn * 0.52), 0.25, 0.25, 0.17),
+            )
     if rng.random() < 0.12:  # stubble on the jaw
-        c.paint(reg_face, hair_col, alpha=rng.uniform(0.15, 0.35) * np.clip((v - 0.35) * 3, 0, 1)
-                * (np.abs(u - fx(0)) < 0.9), grain=15)
+        c.paint(
+            reg_face,
+            hair_col,
+            alpha=rng.uniform(0.15, 0.35) * np.clip((v - 0.35) * 3, 0, 1) * (np.abs(u - fx(0)) < 0.9),
+            grain=15,
+        )
 
     # Earrings hang from visible lobes.
     if rng.random() < 0.15:
@@ -334,9 +357,19 @@ def render_face(rng: np.random.Generator, image_size: int, mask_size: int
     nu = fx(0) + 0.25 * yaw
     nb, nt = rng.uniform(0.26, 0.36), rng.uniform(-0.35, -0.2)
     na = rng.uniform(0.17, 0.24)
-    nose = np.array([[nu - 0.07, nt], [nu + 0.07, nt], [nu + 0.1, nb - 0.15], [nu + na, nb - 0.04],
-                     [nu + na * 0.8, nb + 0.03], [nu, nb + 0.05], [nu - na * 0.8, nb + 0.03],
-                     [nu - na, nb - 0.04], [nu - 0.1, nb - 0.15]])
+    nose = np.array(
+        [
+            [nu - 0.07, nt],
+            [nu + 0.07, nt],
+            [nu + 0.1, nb - 0.15],
+            [nu + na, nb - 0.04],
+            [nu + na * 0.8, nb + 0.03],
+            [nu, nb + 0.05],
+            [nu - na * 0.8, nb + 0.03],
+            [nu - na, nb - 0.04],
+            [nu - 0.1, nb - 0.15],
+        ]
+    )
     reg = c.raster((nose, 1))
     if reg is not None:
         u, v = c.coords(reg)
@@ -345,8 +378,7 @@ def render_face(rng: np.random.Generator, image_size: int, mask_size: int
         c.paint(reg, skin * 1.12, alpha=0.6 * _soft(u, v, nu, nb - 0.06, 0.07, 0.12))
         c.label("nose", reg)
     for sgn in (1, -1):
-        c.paint(c.raster((_ellipse(nu + sgn * na * 0.45, nb, 0.055, 0.025, -sgn * 0.3), 1)),
-                skin * 0.35, alpha=0.8)
+        c.paint(c.raster((_ellipse(nu + sgn * na * 0.45, nb, 0.055, 0.025, -sgn * 0.3), 1)), skin * 0.35, alpha=0.8)
 
     # Brows: dark arcs a bit like an eye's lash line — the main eye distractor.
     brow_col = _mix(hair_col, np.array([25, 20, 18.0]), rng.uniform(0.2, 0.8))
@@ -399,12 +431,25 @@ def render_face(rng: np.random.Generator, image_size: int, mask_size: int
             if ireg is not None:
                 u, v = c.coords(ireg)
                 c.paint(ireg, iris, shade=1 - 0.75 * _soft(u, v, iu, iv, ir * 0.5, ir * 0.5))
-                c.paint(ireg, np.array([250, 250, 250.0]),
-                        alpha=_soft(u, v, iu + ir * 0.3, iv - ir * 0.3, ir * 0.22, ir * 0.22))
+                c.paint(
+                    ireg,
+                    np.array([250, 250, 250.0]),
+                    alpha=_soft(u, v, iu + ir * 0.3, iv - ir * 0.3, ir * 0.22, ir * 0.22),
+                )
         # Upper lid / lash line, a little outside the opening like real lashes.
-        c.paint(c.raster((_polyline_band(np.stack([xs, up], 1), np.full(len(xs), liner)
-                                         * (0.4 + 0.6 * np.sqrt(1 - np.linspace(-1, 1, len(xs)) ** 2))), 1)),
-                np.array([20, 15, 15.0]), alpha=0.9)
+        c.paint(
+            c.raster(
+                (
+                    _polyline_band(
+                        np.stack([xs, up], 1),
+                        np.full(len(xs), liner) * (0.4 + 0.6 * np.sqrt(1 - np.linspace(-1, 1, len(xs)) ** 2)),
+                    ),
+                    1,
+                )
+            ),
+            np.array([20, 15, 15.0]),
+            alpha=0.9,
+        )
         c.label(part, reg)
 
     # Mouth and lips.
@@ -418,17 +463,17 @@ def render_face(rng: np.random.Generator, image_size: int, mask_size: int
     bow = rng.uniform(0.15, 0.5)
     tt = np.linspace(-1, 1, 31)
     xs = mu + mhw * tt
-    curve = mv + smile * tt ** 2  # smile < 0 lifts the corners (image y points down)
-    yi_u = curve - gap / 2 * (1 - tt ** 2) ** 0.7
-    yi_l = curve + gap / 2 * (1 - tt ** 2) ** 0.7 + (gap * 0.3 * (1 - tt ** 2) if smile < -0.03 else 0)
-    yo_u = yi_u - hu * (1 - tt ** 2) ** 0.6 * (1 - bow * np.exp(-(tt / 0.15) ** 2))
-    yo_l = yi_l + hl * (1 - tt ** 2) ** 0.55
+    curve = mv + smile * tt**2  # smile < 0 lifts the corners (image y points down)
+    yi_u = curve - gap / 2 * (1 - tt**2) ** 0.7
+    yi_l = curve + gap / 2 * (1 - tt**2) ** 0.7 + (gap * 0.3 * (1 - tt**2) if smile < -0.03 else 0)
+    yo_u = yi_u - hu * (1 - tt**2) ** 0.6 * (1 - bow * np.exp(-((tt / 0.15) ** 2)))
+    yo_l = yi_l + hl * (1 - tt**2) ** 0.55
     if open_mouth:
         reg = c.raster((_band(xs, yi_u, yi_l), 1))
         if reg is not None:
             c.paint(reg, np.array([70, 15, 25.0]) * rng.uniform(0.6, 1.3), grain=6)
             if rng.random() < 0.65:  # upper teeth
-                treg = c.raster((_band(xs, yi_u, yi_u + min(gap * 0.55, 0.07) * (1 - tt ** 2) ** 0.5), 1))
+                treg = c.raster((_band(xs, yi_u, yi_u + min(gap * 0.55, 0.07) * (1 - tt**2) ** 0.5), 1))
                 c.paint(treg, np.array([238, 232, 215.0]) * rng.uniform(0.8, 1.0), grain=5)
             c.label("mouth", reg)
     if rng.random() < 0.3:  # lipstick
@@ -470,13 +515,15 @@ def render_face(rng: np.random.Generator, image_size: int, mask_size: int
                 c.unlabel("l_eye" if sgn > 0 else "r_eye")
             # temple arm to the ear
             side = cu + sgn * (rx + fth)
-            treg = c.raster((_polyline_band(np.array([[side, cv - 0.05], [sgn * 1.02 - 0.5 * yaw, cv - 0.02]]),
-                                            fth), 1))
+            treg = c.raster(
+                (_polyline_band(np.array([[side, cv - 0.05], [sgn * 1.02 - 0.5 * yaw, cv - 0.02]]), fth), 1)
+            )
             c.paint(treg, frame)
             c.label("eye_g", treg)
         lu, ru = eye_geo[1][0] - eye_geo[1][2] * 1.4, eye_geo[-1][0] + eye_geo[-1][2] * 1.4
-        breg = c.raster((_polyline_band(np.array([[ru, eye_v - 0.02], [(lu + ru) / 2, eye_v - 0.06],
-                                                  [lu, eye_v - 0.02]]), fth), 1))
+        breg = c.raster(
+            (_polyline_band(np.array([[ru, eye_v - 0.02], [(lu + ru) / 2, eye_v - 0.06], [lu, eye_v - 0.02]]), fth), 1)
+        )
         c.paint(breg, frame)
         c.label("eye_g", breg)
 
@@ -487,7 +534,7 @@ def render_face(rng: np.random.Generator, image_size: int, mask_size: int
         curv = rng.uniform(0.2, 0.8)
         tilt = rng.normal(0, 0.15)
         uu = np.linspace(capw, -capw, 33)
-        line = h0 + curv * uu ** 2 + tilt * uu + 0.03 * np.sin(uu * rng.uniform(8, 20))
+        line = h0 + curv * uu**2 + tilt * uu + 0.03 * np.sin(uu * rng.uniform(8, 20))
         line = np.minimum(line, eye_v - 0.18)  # fringes end above the brows... mostly
         t = np.linspace(np.pi, 2 * np.pi, 24)
         cap = np.stack([capw * np.cos(t), -0.3 + hair_top_ry * 0.92 * np.sin(t)], 1)
@@ -504,8 +551,15 @@ def render_face(rng: np.random.Generator, image_size: int, mask_size: int
             cu, cv, hw = eye_geo[sgn]
             w = hw * rng.uniform(1.0, 1.6)
             off = rng.uniform(-0.05, 0.05)
-            lock = np.array([[cu - w * 0.6, -1.3], [cu + w * 0.6, -1.3], [cu + off + w, cv + 0.15],
-                             [cu + off, cv + rng.uniform(0.25, 0.5)], [cu + off - w, cv + 0.15]])
+            lock = np.array(
+                [
+                    [cu - w * 0.6, -1.3],
+                    [cu + w * 0.6, -1.3],
+                    [cu + off + w, cv + 0.15],
+                    [cu + off, cv + rng.uniform(0.25, 0.5)],
+                    [cu + off - w, cv + 0.15],
+                ]
+            )
             reg = c.raster((lock, 1))
             if reg is not None:
                 u, v = c.coords(reg)
@@ -530,8 +584,9 @@ def render_face(rng: np.random.Generator, image_size: int, mask_size: int
     # --- camera: lighting, blur, noise --------------------------------------------------
     th = rng.uniform(0, 2 * np.pi)
     ramp = np.linspace(-1, 1, n, dtype=np.float32)
-    light = rng.uniform(0.75, 1.2) * (1 + rng.uniform(0, 0.3) * (ramp[None, :] * math.cos(th)
-                                                                 + ramp[:, None] * math.sin(th)))
+    light = rng.uniform(0.75, 1.2) * (
+        1 + rng.uniform(0, 0.3) * (ramp[None, :] * math.cos(th) + ramp[:, None] * math.sin(th))
+    )
     img = c.img * light[..., None] * rng.uniform(0.93, 1.07, 3).astype(np.float32)
     img = np.clip(img, 0, 255).astype(np.uint8)
     im = Image.fromarray(img).filter(ImageFilter.GaussianBlur(rng.uniform(0.4, 1.1) * n / 512))
@@ -550,8 +605,9 @@ def render_face(rng: np.random.Generator, image_size: int, mask_size: int
     return img, masks
 
 
-def _encode_sample(sample_id: int, *, seed: int, image_size: int, mask_size: int
-                   ) -> tuple[bytes, list[tuple[str, bytes]]]:
+def _encode_sample(
+    sample_id: int, *, seed: int, image_size: int, mask_size: int
+) -> tuple[bytes, list[tuple[str, bytes]]]:
     """Render and encode one sample (in a worker): JPEG bytes and (part, PNG bytes) pairs."""
     rng = np.random.default_rng([seed, sample_id])
     img, masks = render_face(rng, image_size, mask_size)
@@ -559,8 +615,9 @@ def _encode_sample(sample_id: int, *, seed: int, image_size: int, mask_size: int
     # Every encoder setting spelled out (Pillow's defaults), so a Pillow release that changes a default
     # cannot change the bytes; the encoders themselves (libjpeg-turbo 3.1.2 in Pillow 12.0.0, 3.2.0 in
     # 13.0.0; the system's zlib) gave identical bytes.
-    Image.fromarray(img).save(buf, "JPEG", quality=int(rng.integers(75, 91)), subsampling="4:2:0",
-                              optimize=False, progressive=False)
+    Image.fromarray(img).save(
+        buf, "JPEG", quality=int(rng.integers(75, 91)), subsampling="4:2:0", optimize=False, progressive=False
+    )
     pngs = []
     for part, m in masks.items():
         pbuf = io.BytesIO()
@@ -577,8 +634,9 @@ def _zinfo(name: str, is_dir: bool = False) -> zipfile.ZipInfo:
     return zi
 
 
-def generate_sample(out_zip: Path, n: int, seed: int, image_size: int = 512, mask_size: int = 512,
-                    n_jobs: int = 1) -> None:
+def generate_sample(
+    out_zip: Path, n: int, seed: int, image_size: int = 512, mask_size: int = 512, n_jobs: int = 1
+) -> None:
     """ids 0..n-1; sample id i drawn from np.random.default_rng([seed, i]) so the result is
     byte-identical for any n_jobs. Workers render and encode; this process writes the zip in id
     order (ZIP_STORED, fixed timestamps). Written atomically: no half zip after an interruption."""
@@ -586,8 +644,9 @@ def generate_sample(out_zip: Path, n: int, seed: int, image_size: int = 512, mas
     with atomic_path(out_zip) as tmp, zipfile.ZipFile(tmp, "w") as zf:
         for d in ("", f"{IMAGE_DIR}/", f"{MASK_DIR}/"):
             zf.writestr(_zinfo(d, True), b"")
-        for sample_id, (jpg, pngs) in map_samples(work, range(n), on_error="fail", skipped={},
-                                                  n_jobs=n_jobs, desc="synthetic"):
+        for sample_id, (jpg, pngs) in map_samples(
+            work, range(n), on_error="fail", skipped={}, n_jobs=n_jobs, desc="synthetic"
+        ):
             if sample_id % MASKS_PER_FOLDER == 0:
                 zf.writestr(_zinfo(f"{MASK_DIR}/{sample_id // MASKS_PER_FOLDER}/", True), b"")
             zf.writestr(_zinfo(image_relpath(sample_id)), jpg)

@@ -39,16 +39,22 @@ from eyelip.data.resize import resize_sample
 from eyelip.data.source import Source
 from eyelip.data.spec import DataSpec
 from eyelip.errors import EyelipError
-from eyelip.model.metrics import accuracy, confusion, dice, iou, precision, recall
 from eyelip.inference.predictors import Predictor
+from eyelip.model.metrics import accuracy, confusion, dice, iou, precision, recall
 from eyelip.tracking.plots import rows_csv, save_figure
 
 THRESHOLD = 0.5
 # Rounded so that 0.5 is exactly the headline threshold (np.arange accumulates float error).
 THRESHOLDS = tuple(float(t) for t in np.round(np.arange(0.05, 0.951, 0.05), 2))
 SHOWN = 8  # best and worst images in the overlay grid
-SCORES = {"iou": lambda c: iou(c), "iou_per_image": lambda c: iou(c, "per_image"), "dice": dice,
-          "precision": precision, "recall": recall, "accuracy": accuracy}
+SCORES = {
+    "iou": lambda c: iou(c),
+    "iou_per_image": lambda c: iou(c, "per_image"),
+    "dice": dice,
+    "precision": precision,
+    "recall": recall,
+    "accuracy": accuracy,
+}
 
 
 @dataclass
@@ -86,8 +92,9 @@ class Evaluation:
     def table(self) -> str:
         """Targets x metrics at both resolutions, then the numbers that put accuracy in context."""
         native = "x".join(map(str, self.native_sizes[0][::-1])) if len(self.native_sizes) == 1 else "mixed"
-        header = f"{'target':<14}{'resolution':<18}" + "".join(f"{n:>10}" for n in
-                                                              ("IoU", "IoU/img", "Dice", "precision", "recall", "accuracy"))
+        header = f"{'target':<14}{'resolution':<18}" + "".join(
+            f"{n:>10}" for n in ("IoU", "IoU/img", "Dice", "precision", "recall", "accuracy")
+        )
         lines = [header, "-" * len(header)]
         names = [*self.targets, "mean", "combined"] if len(self.targets) > 1 else self.targets
         for name in names:
@@ -96,8 +103,10 @@ class Evaluation:
                 row = [self.metrics[f"{metric}{suffix}{tag}"] for metric in SCORES]
                 lines.append(f"{name:<14}{label:<18}" + "".join(f"{v:>10.4f}" for v in row))
         m = self.metrics
-        lines.append(f"{m['images']} images, threshold {THRESHOLD}; target pixels {m['target_share']:.2%}, so an "
-                     f"all-background prediction already has accuracy {m['background_accuracy']:.4f}: IoU is the headline")
+        lines.append(
+            f"{m['images']} images, threshold {THRESHOLD}; target pixels {m['target_share']:.2%}, so an "
+            f"all-background prediction already has accuracy {m['background_accuracy']:.4f}: IoU is the headline"
+        )
         return "\n".join(lines)
 
 
@@ -144,16 +153,19 @@ def evaluate(predictor: Predictor, batches: Iterable[Batch]) -> Evaluation:
             up = F.interpolate(p[None], size=truth.shape[1:], mode="bilinear", align_corners=False)
             native_counts.append(confusion(up, torch.from_numpy(truth)[None], THRESHOLD))
             if several:
-                native_merged.append(confusion(up.amax(1, keepdim=True), torch.from_numpy(truth).amax(0)[None, None],
-                                               THRESHOLD))
+                native_merged.append(
+                    confusion(up.amax(1, keepdim=True), torch.from_numpy(truth).amax(0)[None, None], THRESHOLD)
+                )
         if several:
             merged.append(confusion(probs.amax(1, keepdim=True), masks.amax(1, keepdim=True), THRESHOLD))
         ids.extend(batch.ids)
         # Ranked by the per-image IoU averaged over targets; the overlay shows all targets at once.
         ranking = iou(batch_counts, "none").mean(1).tolist()
         pred, truth = probs_np >= THRESHOLD, np.asarray(batch.masks) > 0
-        shown = [Shown(i, r, _block_mean(batch.images[b, ..., :3], size), truth[b].any(0), pred[b].any(0))
-                 for b, (i, r) in enumerate(zip(batch.ids, ranking))]
+        shown = [
+            Shown(i, r, _block_mean(batch.images[b, ..., :3], size), truth[b].any(0), pred[b].any(0))
+            for b, (i, r) in enumerate(zip(batch.ids, ranking))
+        ]
         best, worst = _keep(best, shown, True), _keep(worst, shown, False)
     if not ids:
         raise EyelipError("no images to evaluate")
@@ -171,17 +183,25 @@ def evaluate(predictor: Predictor, batches: Iterable[Batch]) -> Evaluation:
         for suffix, parts in (("", merged), ("_native", native_merged)):
             metrics.update({f"{k}_combined": v for k, v in _scores(torch.cat(parts), [], suffix).items()})
     sweep_iou = iou(sweep, "none")  # thresholds stand in for images: (T, C)
-    thresholds = [{"threshold": t, "iou": row.mean().item(), **{f"iou_{n}": row[c].item() for c, n in enumerate(targets)}}
-                  for t, row in zip(THRESHOLDS, sweep_iou)]
+    thresholds = [
+        {"threshold": t, "iou": row.mean().item(), **{f"iou_{n}": row[c].item() for c, n in enumerate(targets)}}
+        for t, row in zip(THRESHOLDS, sweep_iou)
+    ]
     per_image_iou, per_image_native = iou(counts_all, "none"), iou(native_all, "none")
-    per_image = [{"id": i, **{f"iou_{n}": per_image_iou[r, c].item() for c, n in enumerate(targets)},
-                  **{f"iou_native_{n}": per_image_native[r, c].item() for c, n in enumerate(targets)}}
-                 for r, i in enumerate(ids)]
+    per_image = [
+        {
+            "id": i,
+            **{f"iou_{n}": per_image_iou[r, c].item() for c, n in enumerate(targets)},
+            **{f"iou_native_{n}": per_image_native[r, c].item() for c, n in enumerate(targets)},
+        }
+        for r, i in enumerate(ids)
+    ]
     return Evaluation(metrics, targets, size, sorted(native_sizes), thresholds, per_image, best, worst)
 
 
-def batched(samples: Iterable[tuple[int, tuple[np.ndarray, np.ndarray, np.ndarray]]],
-            batch_size: int) -> Iterator[Batch]:
+def batched(
+    samples: Iterable[tuple[int, tuple[np.ndarray, np.ndarray, np.ndarray]]], batch_size: int
+) -> Iterator[Batch]:
     """Group ``(id, (image, masks, native))`` samples into batches."""
     chunk: list[tuple[int, tuple[np.ndarray, np.ndarray, np.ndarray]]] = []
     for sample in samples:
@@ -194,8 +214,12 @@ def batched(samples: Iterable[tuple[int, tuple[np.ndarray, np.ndarray, np.ndarra
 
 
 def _stack(chunk: list[tuple[int, tuple[np.ndarray, np.ndarray, np.ndarray]]]) -> Batch:
-    return Batch([i for i, _ in chunk], np.stack([s[0] for _, s in chunk]), np.stack([s[1] for _, s in chunk]),
-                 [s[2] for _, s in chunk])
+    return Batch(
+        [i for i, _ in chunk],
+        np.stack([s[0] for _, s in chunk]),
+        np.stack([s[1] for _, s in chunk]),
+        [s[2] for _, s in chunk],
+    )
 
 
 # --- the evaluate stage: the pipeline's own arrays ------------------------------------------------
@@ -212,8 +236,9 @@ class TestSplit:
     rows: np.ndarray
 
     @classmethod
-    def open(cls, resized: str | Path = "data/resized", fused: str | Path = "data/fused",
-             split: str | Path = "data/split") -> TestSplit:
+    def open(
+        cls, resized: str | Path = "data/resized", fused: str | Path = "data/fused", split: str | Path = "data/split"
+    ) -> TestSplit:
         arrays = ResizedArrays(resized)
         return cls(arrays, FusedMasks(fused), split_rows(arrays, split, "test"))
 
@@ -269,8 +294,9 @@ class EvaluateSample:
 
     def __call__(self, sample_id: int) -> tuple[np.ndarray, np.ndarray, tuple[tuple[int, int], np.ndarray]]:
         shape, packed = self.fuse(sample_id)
-        image, masks = resize_sample(self.fuse.source, sample_id, unpack_masks(packed, shape[1]), self.size,
-                                     self.input_size, self.prior)
+        image, masks = resize_sample(
+            self.fuse.source, sample_id, unpack_masks(packed, shape[1]), self.size, self.input_size, self.prior
+        )
         return image, masks, (shape, packed)
 
 
@@ -278,15 +304,20 @@ class EvaluateSample:
 _REMEDY = "replace or restore the file, or pass --ids with the ids to score to leave the sample out"
 
 
-def source_batches(source: Source, ids: Sequence[int], predictor: Predictor, batch_size: int,
-                   n_jobs: int = -1) -> Iterator[Batch]:
+def source_batches(
+    source: Source, ids: Sequence[int], predictor: Predictor, batch_size: int, n_jobs: int = -1
+) -> Iterator[Batch]:
     """Batches prepared from a dataset copy exactly as the fuse-masks and resize stages do."""
     parts = _model_parts(predictor)
-    job = EvaluateSample(FuseSample(source, parts, predictor.rule), int(predictor.size), int(predictor.input_size),
-                         predictor.prior)
-    samples = ((i, (image, masks, unpack_masks(packed, shape[1])))
-               for i, (image, masks, (shape, packed)) in map_samples(job, ids, on_error="fail", skipped={},
-                                                                     n_jobs=n_jobs, desc="evaluate", remedy=_REMEDY))
+    job = EvaluateSample(
+        FuseSample(source, parts, predictor.rule), int(predictor.size), int(predictor.input_size), predictor.prior
+    )
+    samples = (
+        (i, (image, masks, unpack_masks(packed, shape[1])))
+        for i, (image, masks, (shape, packed)) in map_samples(
+            job, ids, on_error="fail", skipped={}, n_jobs=n_jobs, desc="evaluate", remedy=_REMEDY
+        )
+    )
     return batched(samples, batch_size)
 
 
@@ -322,14 +353,22 @@ def read_ids_file(path: str | Path, available: Sequence[int], where: str) -> lis
     return ids
 
 
-def evaluate_source(predictor: Predictor, source: Source, ids: Sequence[int] | None = None,
-                    batch_size: int = 32, n_jobs: int = -1) -> Evaluation:
-    return evaluate(predictor, source_batches(source, source.ids() if ids is None else ids, predictor,
-                                              batch_size, n_jobs))
+def evaluate_source(
+    predictor: Predictor, source: Source, ids: Sequence[int] | None = None, batch_size: int = 32, n_jobs: int = -1
+) -> Evaluation:
+    return evaluate(
+        predictor, source_batches(source, source.ids() if ids is None else ids, predictor, batch_size, n_jobs)
+    )
 
 
-def run_evaluate_cli(models: Sequence[str], data: str, ids_file: str | None = None, json_out: str | None = None,
-                     batch_size: int = 32, flip_average: bool = False) -> None:
+def run_evaluate_cli(
+    models: Sequence[str],
+    data: str,
+    ids_file: str | None = None,
+    json_out: str | None = None,
+    batch_size: int = 32,
+    flip_average: bool = False,
+) -> None:
     """``eyelip evaluate``: score ``models`` (one, or an ensemble of several) on a CelebAMask-HQ copy."""
     from eyelip.data.layout import mirror_pairs
     from eyelip.data.prior import require
@@ -390,21 +429,35 @@ def write_reports(result: Evaluation, prefix: str | Path) -> list[Path]:
     import matplotlib.pyplot as plt  # after eyelip.tracking.plots, which selects the headless backend
 
     prefix = Path(prefix)
-    paths = {name: prefix.with_name(f"{prefix.name}_{name}") for name in
-             ("thresholds.csv", "per_image.csv", "thresholds.png", "histogram.png", "overlays.png")}
+    paths = {
+        name: prefix.with_name(f"{prefix.name}_{name}")
+        for name in ("thresholds.csv", "per_image.csv", "thresholds.png", "histogram.png", "overlays.png")
+    }
     atomic.write_text(paths["thresholds.csv"], rows_csv(result.thresholds))
     atomic.write_text(paths["per_image.csv"], rows_csv(result.per_image))
 
     fig, axis = plt.subplots(figsize=(5.5, 3.8))
-    axis.plot([r["threshold"] for r in result.thresholds], [r["iou"] for r in result.thresholds], marker="o", ms=3,
-              label="mean" if len(result.targets) > 1 else result.targets[0])
+    axis.plot(
+        [r["threshold"] for r in result.thresholds],
+        [r["iou"] for r in result.thresholds],
+        marker="o",
+        ms=3,
+        label="mean" if len(result.targets) > 1 else result.targets[0],
+    )
     if len(result.targets) > 1:
         for name in result.targets:
-            axis.plot([r["threshold"] for r in result.thresholds], [r[f"iou_{name}"] for r in result.thresholds],
-                      ls="--", label=name)
+            axis.plot(
+                [r["threshold"] for r in result.thresholds],
+                [r[f"iou_{name}"] for r in result.thresholds],
+                ls="--",
+                label=name,
+            )
     axis.axvline(THRESHOLD, color="grey", lw=0.8, ls=":")
-    axis.set(title=f"Pooled IoU by threshold ({result.size} px, {result.metrics['images']} images)",
-             xlabel="probability threshold", ylabel="IoU")
+    axis.set(
+        title=f"Pooled IoU by threshold ({result.size} px, {result.metrics['images']} images)",
+        xlabel="probability threshold",
+        ylabel="IoU",
+    )
     axis.grid(alpha=0.3)
     axis.legend()
     save_figure(fig, paths["thresholds.png"])
@@ -428,7 +481,9 @@ def write_reports(result: Evaluation, prefix: str | Path) -> list[Path]:
                 box = crop(item.truth, item.pred, margin=result.size // 16)
                 axis.imshow(overlay(item.image, item.truth, item.pred)[box])
                 axis.set_title(f"{label}: id {item.id}\nIoU {item.iou:.3f}", fontsize=9)
-    fig.suptitle("Test images, best and worst per-image IoU: green = ground truth only, "
-                 "magenta = prediction only, white = both", fontsize=10)
+    fig.suptitle(
+        "Test images, best and worst per-image IoU: green = ground truth only, magenta = prediction only, white = both",
+        fontsize=10,
+    )
     save_figure(fig, paths["overlays.png"])
     return list(paths.values())

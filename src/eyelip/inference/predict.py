@@ -52,8 +52,10 @@ def collect_inputs(inputs: list[str]) -> list[Path]:
     stems: dict[str, Path] = {}
     for path in paths:
         if path.stem in stems and stems[path.stem] != path:
-            raise EyelipError(f"{stems[path.stem]} and {path} would both write {path.stem}_mask.png; "
-                              f"rename one or predict them into separate --out folders")
+            raise EyelipError(
+                f"{stems[path.stem]} and {path} would both write {path.stem}_mask.png; "
+                f"rename one or predict them into separate --out folders"
+            )
         stems[path.stem] = path
     return list(stems.values())
 
@@ -81,8 +83,14 @@ def mask_image(mask: np.ndarray) -> Image.Image:
 
 def resize_probabilities(probs: np.ndarray, width: int, height: int) -> np.ndarray:
     """(C, S, S) probabilities -> (C, height, width), bilinear per channel."""
-    return np.stack([np.asarray(Image.fromarray(channel.astype(np.float32), mode="F")
-                                .resize((width, height), Image.Resampling.BILINEAR)) for channel in probs])
+    return np.stack(
+        [
+            np.asarray(
+                Image.fromarray(channel.astype(np.float32), mode="F").resize((width, height), Image.Resampling.BILINEAR)
+            )
+            for channel in probs
+        ]
+    )
 
 
 def overlay(photo: Image.Image, masks: np.ndarray) -> Image.Image:
@@ -111,13 +119,15 @@ def prepare_out(out: Path) -> list[Path]:
         with tempfile.TemporaryFile(dir=out):
             pass
     except OSError as exc:
-        raise EyelipError(f"{out}: cannot write the output folder there ({exc.strerror or exc}); "
-                          f"pass a writable --out folder") from exc
+        raise EyelipError(
+            f"{out}: cannot write the output folder there ({exc.strerror or exc}); pass a writable --out folder"
+        ) from exc
     return created
 
 
-def write_outputs(path: Path, photo: Image.Image, probs: np.ndarray, targets: list[str], threshold: float,
-                  out: Path) -> np.ndarray:
+def write_outputs(
+    path: Path, photo: Image.Image, probs: np.ndarray, targets: list[str], threshold: float, out: Path
+) -> np.ndarray:
     """Write the mask PNG(s) and the overlay for one photo; returns the (C, H, W) boolean masks."""
     masks = resize_probabilities(probs, *photo.size) >= threshold
     if len(targets) == 1:
@@ -131,7 +141,7 @@ def write_outputs(path: Path, photo: Image.Image, probs: np.ndarray, targets: li
 
 def batches(paths: list[Path], batch_size: int) -> Iterator[list[Path]]:
     for start in range(0, len(paths), batch_size):
-        yield paths[start:start + batch_size]
+        yield paths[start : start + batch_size]
 
 
 @dataclass
@@ -180,8 +190,9 @@ def predict_files(predictor: Predictor, paths: list[Path], out: Path, threshold:
     return outcome
 
 
-def run_predict(inputs: Sequence[str], model: str, out: str | Path, threshold: float = 0.5,
-                batch_size: int = 16) -> None:
+def run_predict(
+    inputs: Sequence[str], model: str, out: str | Path, threshold: float = 0.5, batch_size: int = 16
+) -> None:
     """``eyelip predict``: masks and overlays for ``inputs`` (files or folders) in ``out``."""
     if not 0.0 < threshold < 1.0:
         raise EyelipError(f"--threshold must be between 0 and 1 (exclusive), got {threshold}")
@@ -201,12 +212,18 @@ def run_predict(inputs: Sequence[str], model: str, out: str | Path, threshold: f
     written = len(outcome.written)
     outputs = "mask" if len(predictor.targets) == 1 else f"{len(predictor.targets)} masks"
     coverage = f"; mean foreground {np.mean(outcome.coverage):.2%}" if written else ""
-    print(f"predicted {written} image{'s' * (written != 1)} with {model} (targets: {', '.join(predictor.targets)}"
-          f"{coverage}) -> {outputs} + overlay each in {out}")
+    print(
+        f"predicted {written} image{'s' * (written != 1)} with {model} (targets: {', '.join(predictor.targets)}"
+        f"{coverage}) -> {outputs} + overlay each in {out}"
+    )
     if predictor.prior != "none":
-        print(f"no face found in {len(outcome.no_face)} of {written} photo{'s' * (written != 1)}"
-              + (" (each warned about above): their masks come from the pixels alone" if outcome.no_face else ""))
+        print(
+            f"no face found in {len(outcome.no_face)} of {written} photo{'s' * (written != 1)}"
+            + (" (each warned about above): their masks come from the pixels alone" if outcome.no_face else "")
+        )
     if outcome.failed:
         kept = f"the masks of the other {written} are in {out}" if written else "nothing was written"
-        raise EyelipError(f"{len(outcome.failed)} of {len(paths)} photos could not be read (each reported above with "
-                          f"its reason); {kept}")
+        raise EyelipError(
+            f"{len(outcome.failed)} of {len(paths)} photos could not be read (each reported above with "
+            f"its reason); {kept}"
+        )

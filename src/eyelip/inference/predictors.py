@@ -33,7 +33,6 @@ class Predictor(Protocol):
     def __call__(self, images: np.ndarray) -> np.ndarray: ...
 
 
-
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
@@ -79,8 +78,9 @@ class OnnxPredictor:
             raise EyelipError(f"{path}: not a readable ONNX model ({exc}); export one with `dvc repro export`") from exc
         meta = self.session.get_modelmeta().custom_metadata_map
         if "size" not in meta or "targets" not in meta:
-            raise EyelipError(f"{path}: ONNX model without eyelip metadata (size, targets); "
-                              f"export it with `dvc repro export`")
+            raise EyelipError(
+                f"{path}: ONNX model without eyelip metadata (size, targets); export it with `dvc repro export`"
+            )
         _describe(self, ModelSpec.from_strings(meta, str(path)))  # eyelip.release.export.export_onnx wrote it
         self._input = self.session.get_inputs()[0].name
 
@@ -122,9 +122,11 @@ class Averaged:
         for predictor, name in zip(predictors[1:], names[1:]):
             for key in SCORED_ALIKE:
                 if getattr(predictor.spec, key) != getattr(first, key):
-                    raise EyelipError(f"{name}: {key} {getattr(predictor.spec, key)!r} differs from {names[0]}'s "
-                                      f"{getattr(first, key)!r}; only models trained for the same targets and "
-                                      f"sizes can be averaged")
+                    raise EyelipError(
+                        f"{name}: {key} {getattr(predictor.spec, key)!r} differs from {names[0]}'s "
+                        f"{getattr(first, key)!r}; only models trained for the same targets and "
+                        f"sizes can be averaged"
+                    )
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         return sum(predictor(images) for predictor in self.predictors) / len(self.predictors)

@@ -45,8 +45,14 @@ def model_file(model: UNet, spec: ModelSpec, epoch: int | None = None, val_iou: 
     channels = len(spec.target_parts)
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     state["head.weight"], state["head.bias"] = state["head.weight"][:channels], state["head.bias"][:channels]
-    return {"format": MODEL_FORMAT, "state_dict": state, "input": INPUT, **spec.to_dict(), "epoch": epoch,
-            "val_iou": val_iou}
+    return {
+        "format": MODEL_FORMAT,
+        "state_dict": state,
+        "input": INPUT,
+        **spec.to_dict(),
+        "epoch": epoch,
+        "val_iou": val_iou,
+    }
 
 
 def write_model_file(path: str | os.PathLike[str], contents: dict[str, Any]) -> None:
@@ -56,8 +62,9 @@ def write_model_file(path: str | os.PathLike[str], contents: dict[str, Any]) -> 
         torch.save(contents, tmp)
 
 
-def save_model(path: str | os.PathLike[str], model: UNet, spec: ModelSpec, epoch: int | None = None,
-               val_iou: float | None = None) -> None:
+def save_model(
+    path: str | os.PathLike[str], model: UNet, spec: ModelSpec, epoch: int | None = None, val_iou: float | None = None
+) -> None:
     """Write :func:`model_file` to ``path``, atomically."""
     write_model_file(path, model_file(model, spec, epoch, val_iou))
 
@@ -75,8 +82,10 @@ def load_model(path: str | os.PathLike[str]) -> tuple[UNet, ModelFile]:
     if not isinstance(contents, dict) or "state_dict" not in contents:
         raise DataError(f"{path}: not an eyelip model file (no weights); train one with `dvc repro`")
     if contents.get("format", 1) > MODEL_FORMAT:
-        raise DataError(f"{path}: model file format {contents['format']} is newer than this eyelip's "
-                        f"({MODEL_FORMAT}); upgrade eyelip")
+        raise DataError(
+            f"{path}: model file format {contents['format']} is newer than this eyelip's "
+            f"({MODEL_FORMAT}); upgrade eyelip"
+        )
     spec = ModelSpec.from_dict(contents, str(path))
     try:
         model = UNet(**spec.unet_kwargs())

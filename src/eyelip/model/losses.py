@@ -44,8 +44,7 @@ def _check_reduction(reduction: str) -> None:
 def _check_shapes(logits: torch.Tensor, targets: torch.Tensor) -> None:
     if logits.shape != targets.shape or logits.ndim != 4:
         raise ValueError(
-            f"logits and targets must both be (N, C, H, W), got {tuple(logits.shape)} "
-            f"and {tuple(targets.shape)}"
+            f"logits and targets must both be (N, C, H, W), got {tuple(logits.shape)} and {tuple(targets.shape)}"
         )
 
 
@@ -167,9 +166,7 @@ class CombinedLoss(nn.Module):
             weight_tensor = torch.as_tensor(pos_weight, dtype=torch.float32).reshape(-1, 1, 1)
         self.register_buffer("pos_weight", weight_tensor)
 
-    def forward(
-        self, logits: torch.Tensor, targets: torch.Tensor
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         terms = {}
         if "jaccard" in self.weights:
             terms["jaccard"] = self.jaccard(logits, targets)

@@ -50,8 +50,7 @@ def confusion(probs: torch.Tensor, targets: torch.Tensor, threshold: float = 0.5
         raise TypeError("probs and targets must be torch tensors")
     if probs.shape != targets.shape or probs.ndim != 4:
         raise ValueError(
-            f"probs and targets must both be (N, C, H, W), got {tuple(probs.shape)} "
-            f"and {tuple(targets.shape)}"
+            f"probs and targets must both be (N, C, H, W), got {tuple(probs.shape)} and {tuple(targets.shape)}"
         )
     pred = probs >= threshold
     true = targets >= 0.5
@@ -63,9 +62,7 @@ def confusion(probs: torch.Tensor, targets: torch.Tensor, threshold: float = 0.5
 
 
 # (tp, fp, fn, tn) -> (numerator, denominator)
-_Ratio = Callable[
-    [torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]
-]
+_Ratio = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
 def _score(counts: torch.Tensor, ratio: _Ratio, reduction: Reduction) -> torch.Tensor:

@@ -48,8 +48,13 @@ class ModelSpec(DataSpec):
 
     def unet_kwargs(self) -> dict[str, Any]:
         """``eyelip.model.unet.UNet``'s arguments for the saved model: the targets' outputs only."""
-        return {**self.network, "in_channels": self.input_channels, "out_channels": len(self.target_parts),
-                "input_scale": self.input_scale, "output_scale": self.train_scale}
+        return {
+            **self.network,
+            "in_channels": self.input_channels,
+            "out_channels": len(self.target_parts),
+            "input_scale": self.input_scale,
+            "output_scale": self.train_scale,
+        }
 
     def to_dict(self) -> dict[str, Any]:
         return {**super().to_dict(), "model": dict(self.network)}
@@ -78,16 +83,20 @@ class ModelSpec(DataSpec):
 
     def differences(self, other: DataSpec, keys: tuple[str, ...] = LAYOUT) -> list[str]:
         """``key: mine vs theirs`` for each of ``keys`` that differs."""
-        return [f"{key} {getattr(self, key)} vs {getattr(other, key)}" for key in keys
-                if getattr(self, key) != getattr(other, key)]
+        return [
+            f"{key} {getattr(self, key)} vs {getattr(other, key)}"
+            for key in keys
+            if getattr(self, key) != getattr(other, key)
+        ]
 
     def check_fits(self, data: DataSpec, where: str) -> None:
         """The model-vs-data check: the model at ``where`` must take the data's photos and prior and
         predict its targets, fused by the same rule, at its mask size."""
         differences = self.differences(data, SCORED_ALIKE)
         if differences:
-            raise DataError(f"{where} does not fit the data ({'; '.join(differences)}, model vs data); "
-                            f"re-run `dvc repro`")
+            raise DataError(
+                f"{where} does not fit the data ({'; '.join(differences)}, model vs data); re-run `dvc repro`"
+            )
 
 
 # Every key :meth:`ModelSpec.to_dict` writes (fields and derived keys), read back from string maps.

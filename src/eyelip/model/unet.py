@@ -75,8 +75,10 @@ def _norm_layer(norm: Norm, channels: int) -> nn.Module:
 def _conv3x3(in_channels: int, out_channels: int, bias: bool, separable: bool) -> nn.Module:
     if not separable:
         return nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=bias)
-    return nn.Sequential(nn.Conv2d(in_channels, in_channels, 3, padding=1, groups=in_channels, bias=False),
-                         nn.Conv2d(in_channels, out_channels, 1, bias=bias))
+    return nn.Sequential(
+        nn.Conv2d(in_channels, in_channels, 3, padding=1, groups=in_channels, bias=False),
+        nn.Conv2d(in_channels, out_channels, 1, bias=bias),
+    )
 
 
 class DoubleConv(nn.Sequential):
@@ -102,8 +104,13 @@ class ResidualConv(nn.Module):
         super().__init__()
         body = DoubleConv(in_channels, out_channels, norm)
         self.body = nn.Sequential(*list(body)[:-1])  # the last ReLU comes after the sum
-        self.shortcut = nn.Identity() if in_channels == out_channels else nn.Sequential(
-            nn.Conv2d(in_channels, out_channels, 1, bias=norm == "none"), _norm_layer(norm, out_channels))
+        self.shortcut = (
+            nn.Identity()
+            if in_channels == out_channels
+            else nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, 1, bias=norm == "none"), _norm_layer(norm, out_channels)
+            )
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.relu(self.body(x) + self.shortcut(x))
@@ -179,8 +186,10 @@ class UNet(nn.Module):
         if isinstance(prior_gate, bool) or not isinstance(prior_gate, int) or prior_gate < 0:
             raise ValueError(f"model.prior_gate: expected a whole number of pixels >= 0, got {prior_gate!r}")
         if prior_gate and in_channels <= 3:
-            raise ValueError("model.prior_gate: needs prior channels after R, G, B; set resize.prior "
-                             "(e.g. facemesh) or model.prior_gate: 0")
+            raise ValueError(
+                "model.prior_gate: needs prior channels after R, G, B; set resize.prior "
+                "(e.g. facemesh) or model.prior_gate: 0"
+            )
         self.prior_gate = prior_gate
         self.in_channels, self.depth, self.input_scale = in_channels, depth, input_scale
         self.output_scale, self.out_channels = output_scale, out_channels
@@ -196,9 +205,7 @@ class UNet(nn.Module):
         self.pool = nn.MaxPool2d(2)
         self.bottleneck = _conv_block(block, widths[-2], widths[-1], norm)
         self.dropout = nn.Dropout2d(dropout)
-        self.decoders = nn.ModuleList(
-            UpBlock(widths[i + 1], widths[i], norm, block) for i in reversed(range(depth))
-        )
+        self.decoders = nn.ModuleList(UpBlock(widths[i + 1], widths[i], norm, block) for i in reversed(range(depth)))
         self.head = nn.Conv2d(widths[0], out_channels, kernel_size=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -258,8 +265,13 @@ def prior_gated(logits: torch.Tensor, prior: torch.Tensor, reach: int) -> torch.
     return torch.where(near | ~found, logits, torch.full_like(logits, -20.0))
 
 
-def build_model(cfg: ModelParams | Mapping[str, Any], out_channels: int, in_channels: int = 3, input_scale: int = 1,
-                output_scale: int = 1) -> UNet:
+def build_model(
+    cfg: ModelParams | Mapping[str, Any],
+    out_channels: int,
+    in_channels: int = 3,
+    input_scale: int = 1,
+    output_scale: int = 1,
+) -> UNet:
     """Build a :class:`UNet` from the ``model`` params section, or from a saved model's copy of it (a mapping
     whose missing keys take the section's defaults; an unknown key is a ``ValueError``).
 
@@ -267,5 +279,10 @@ def build_model(cfg: ModelParams | Mapping[str, Any], out_channels: int, in_chan
     not from ``cfg``.
     """
     cfg = ModelParams.model_validate(cfg)
-    return UNet(in_channels=in_channels, out_channels=out_channels, input_scale=input_scale,
-                output_scale=output_scale, **cfg.model_dump())
+    return UNet(
+        in_channels=in_channels,
+        out_channels=out_channels,
+        input_scale=input_scale,
+        output_scale=output_scale,
+        **cfg.model_dump(),
+    )

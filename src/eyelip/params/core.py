@@ -31,9 +31,14 @@ SCHEMA_FILE = "params.schema.json"
 # ignores them, and `eyelip results` groups runs across them.
 RUNTIME = "runtime"
 # Where those settings used to live: an old params file gets an error naming the new key.
-MOVED = {"preprocess.n_jobs": "runtime.n_jobs", "preprocess.backend": "runtime.backend",
-         "train.threads": "runtime.threads", "train.device": "runtime.device",
-         "train.distributed": "runtime.distributed", "train.compile": "runtime.compile"}
+MOVED = {
+    "preprocess.n_jobs": "runtime.n_jobs",
+    "preprocess.backend": "runtime.backend",
+    "train.threads": "runtime.threads",
+    "train.device": "runtime.device",
+    "train.distributed": "runtime.distributed",
+    "train.compile": "runtime.compile",
+}
 
 
 class Section(BaseModel):
@@ -82,8 +87,10 @@ def validate(model: type[F], data: Any, source: str | os.PathLike[str] = PARAMS_
     for old, new in MOVED.items():
         section, key = old.split(".")
         if isinstance(data.get(section), Mapping) and key in data[section]:
-            raise ParamError(f"{old}: moved to {new} in {source} (settings that never change results live in "
-                             f"`{RUNTIME}:`, which no stage depends on); move the key there")
+            raise ParamError(
+                f"{old}: moved to {new} in {source} (settings that never change results live in "
+                f"`{RUNTIME}:`, which no stage depends on); move the key there"
+            )
     try:
         params = model.model_validate(data)
         params._written = flatten(data)
@@ -114,11 +121,22 @@ def keys(data: Mapping[str, Any], prefix: str = "") -> list[str]:
 
 
 # What pydantic's error types mean, in the words of params.yaml's comments.
-_EXPECTED = {"int_type": "an integer", "float_type": "a number", "bool_type": "true or false",
-             "string_type": "a string", "dict_type": "a mapping", "model_type": "a mapping",
-             "list_type": "a list", "none_required": "nothing (null)"}
-_BOUNDS = {"greater_than_equal": (">=", "ge"), "greater_than": (">", "gt"), "less_than_equal": ("<=", "le"),
-           "less_than": ("<", "lt")}
+_EXPECTED = {
+    "int_type": "an integer",
+    "float_type": "a number",
+    "bool_type": "true or false",
+    "string_type": "a string",
+    "dict_type": "a mapping",
+    "model_type": "a mapping",
+    "list_type": "a list",
+    "none_required": "nothing (null)",
+}
+_BOUNDS = {
+    "greater_than_equal": (">=", "ge"),
+    "greater_than": (">", "gt"),
+    "less_than_equal": ("<=", "le"),
+    "less_than": ("<", "lt"),
+}
 
 
 def _message(exc: ValidationError, data: Mapping[str, Any], model: type[BaseModel]) -> str:
@@ -132,8 +150,11 @@ def _message(exc: ValidationError, data: Mapping[str, Any], model: type[BaseMode
         fields = _fields_at(model, parent)
         near = difflib.get_close_matches(name, fields, n=1, cutoff=0.5)
         where = ".".join(parent)
-        hint = (f"did you mean {'.'.join([*parent, near[0]])}?" if near
-                else f"expected one of {', '.join(fields)}" + (f" in {where}" if where else ""))
+        hint = (
+            f"did you mean {'.'.join([*parent, near[0]])}?"
+            if near
+            else f"expected one of {', '.join(fields)}" + (f" in {where}" if where else "")
+        )
         return f"{key}: unknown key; {hint}"
     if kind == "missing":
         return f"{key}: missing; add it"
@@ -153,8 +174,9 @@ def _expected(error: Mapping[str, Any]) -> str:
         sign, name = _BOUNDS[kind]
         return f"a value {sign} {ctx[name]:g}"
     if kind == "too_short":
-        return "a non-empty " + ("mapping" if error.get("input") is not None and isinstance(error["input"], Mapping)
-                                 else "list")
+        return "a non-empty " + (
+            "mapping" if error.get("input") is not None and isinstance(error["input"], Mapping) else "list"
+        )
     if kind == "string_pattern_mismatch":
         return "a non-blank string" + (" without '/', ':', '@' or a quote" if "/:@" in ctx.get("pattern", "") else "")
     return error["msg"].lower()

@@ -21,7 +21,9 @@ class ResizeParams(Section):
     @model_validator(mode="after")
     def _train_scale_divides(self) -> ResizeParams:
         if self.input_scale % self.train_scale:
-            raise ParamError(f"resize.train_scale: {self.train_scale} must divide resize.input_scale "
-                             f"({self.input_scale}): the network predicts at the training size from photos at "
-                             f"least that large")
+            raise ParamError(
+                f"resize.train_scale: {self.train_scale} must divide resize.input_scale "
+                f"({self.input_scale}): the network predicts at the training size from photos at "
+                f"least that large"
+            )
         return self

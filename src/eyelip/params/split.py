@@ -22,10 +22,15 @@ class SplitParams(Section):
     @field_validator("train", "val", "test", mode="before")
     @classmethod
     def _count_or_fraction(cls, value: Any, info: Any) -> Any:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or (
-                isinstance(value, float) and value > 1):
-            raise ParamError(f"split.{info.field_name}: expected a count (e.g. 8100) or a fraction (e.g. 0.8), "
-                             f"got {value!r}")
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or value < 0
+            or (isinstance(value, float) and value > 1)
+        ):
+            raise ParamError(
+                f"split.{info.field_name}: expected a count (e.g. 8100) or a fraction (e.g. 0.8), got {value!r}"
+            )
         return value
 
     @model_validator(mode="after")
@@ -38,8 +43,9 @@ class SplitParams(Section):
             return self  # train and test are unused; val is a count or a share of the rest
         sizes = (self.train, self.val, self.test)
         if len({type(v) for v in sizes}) > 1:
-            raise ParamError("split: give train, val and test all as counts (8100) or all as fractions (0.8), "
-                             "not mixed")
+            raise ParamError(
+                "split: give train, val and test all as counts (8100) or all as fractions (0.8), not mixed"
+            )
         if isinstance(self.train, float) and sum(sizes) > 1 + 1e-9:
             raise ParamError(f"split: fractions train+val+test = {sum(sizes):g} > 1")
         return self

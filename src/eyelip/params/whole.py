@@ -52,18 +52,23 @@ class Params(File):
     def _across_sections(self) -> Params:
         levels = 2**self.model.depth  # the U-Net halves its input this many times
         if self.resize.size * self.resize.train_scale % levels:
-            raise ParamError(f"resize.size: {self.resize.size} px (x resize.train_scale {self.resize.train_scale}) "
-                             f"does not halve evenly through the U-Net's {self.model.depth} levels (model.depth); "
-                             f"use a multiple of {levels // math.gcd(levels, self.resize.train_scale)}")
+            raise ParamError(
+                f"resize.size: {self.resize.size} px (x resize.train_scale {self.resize.train_scale}) "
+                f"does not halve evenly through the U-Net's {self.model.depth} levels (model.depth); "
+                f"use a multiple of {levels // math.gcd(levels, self.resize.train_scale)}"
+            )
         if self.train.augment.crop % levels:
-            raise ParamError(f"train.augment.crop: {self.train.augment.crop} px windows do not halve evenly through "
-                             f"the U-Net's {self.model.depth} levels (model.depth); use a multiple of {levels}, or 0")
+            raise ParamError(
+                f"train.augment.crop: {self.train.augment.crop} px windows do not halve evenly through "
+                f"the U-Net's {self.model.depth} levels (model.depth); use a multiple of {levels}, or 0"
+            )
         if self.model.prior_gate and self.resize.prior == "none":
-            raise ParamError("model.prior_gate: needs prior channels after R, G, B; set resize.prior "
-                             "(e.g. facemesh) or model.prior_gate: 0")
+            raise ParamError(
+                "model.prior_gate: needs prior channels after R, G, B; set resize.prior "
+                "(e.g. facemesh) or model.prior_gate: 0"
+            )
         if self.train.patience and self.split.val == 0:
-            raise ParamError("train.patience: early stopping needs validation faces; set split.val > 0 or "
-                             "patience: 0")
+            raise ParamError("train.patience: early stopping needs validation faces; set split.val > 0 or patience: 0")
         return self
 
 

@@ -41,10 +41,10 @@ MAX_PROB_DIFF, MIN_IDENTICAL = 1e-4, 0.999
 METADATA = {
     "normalisation": "RGB and prior channels /255, NCHW",
     "image_resize_rule": "eyelip.data.preprocess.decode_input: JPEG draft decode, then bilinear (antialiased) "
-                         "resize to input_size x input_size; then the prior's channels (eyelip.data.prior)",
+    "resize to input_size x input_size; then the prior's channels (eyelip.data.prior)",
     "mask_resize_rule": "sigmoid(logits) -> probabilities, bilinear resize to the photo's size, then "
-                        ">= threshold (eyelip predict); ground truth: box-filter coverage >= 0.5 "
-                        "(eyelip.data.preprocess.resize_mask)",
+    ">= threshold (eyelip predict); ground truth: box-filter coverage >= 0.5 "
+    "(eyelip.data.preprocess.resize_mask)",
     "output": "logits (N, C, size, size), one channel per target; probability = sigmoid(logits)",
 }
 
@@ -62,9 +62,16 @@ def export_onnx(model: UNet, path: str | Path, spec: ModelSpec, extra_meta: dict
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # the legacy exporter is deprecated, not broken
             warnings.simplefilter("ignore", FutureWarning)
-            torch.onnx.export(model, (example,), str(tmp), dynamo=False, opset_version=OPSET,
-                              input_names=["image"], output_names=["logits"],
-                              dynamic_axes={"image": axes, "logits": axes})
+            torch.onnx.export(
+                model,
+                (example,),
+                str(tmp),
+                dynamo=False,
+                opset_version=OPSET,
+                input_names=["image"],
+                output_names=["logits"],
+                dynamic_axes={"image": axes, "logits": axes},
+            )
         proto = onnx.load(str(tmp))
         for key, value in meta.items():
             entry = proto.metadata_props.add()
@@ -80,8 +87,9 @@ def export_torchscript(model: UNet, path: str | Path, input_size: int) -> None:
         warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit is deprecated in 2.13, still supported
         warnings.simplefilter("ignore", FutureWarning)
         with torch.no_grad():
-            traced = torch.jit.freeze(torch.jit.trace(model, torch.zeros(1, model.in_channels, input_size, input_size),
-                                                       check_trace=False))
+            traced = torch.jit.freeze(
+                torch.jit.trace(model, torch.zeros(1, model.in_channels, input_size, input_size), check_trace=False)
+            )
         with atomic.atomic_path(path) as tmp:
             torch.jit.save(traced, str(tmp))
 
@@ -101,20 +109,30 @@ class TorchScriptPredictor:
             return torch.sigmoid(self.module(torch.from_numpy(to_nchw(images)))).numpy()
 
 
-def parity(reference: Callable[[np.ndarray], np.ndarray], candidate: Callable[[np.ndarray], np.ndarray],
-           images: np.ndarray, threshold: float = THRESHOLD, batch_size: int = 16) -> dict[str, float]:
+def parity(
+    reference: Callable[[np.ndarray], np.ndarray],
+    candidate: Callable[[np.ndarray], np.ndarray],
+    images: np.ndarray,
+    threshold: float = THRESHOLD,
+    batch_size: int = 16,
+) -> dict[str, float]:
     """Compare two predictors on uint8 model inputs (N, S, S, K): probability differences and mask agreement."""
     max_diff, abs_sum, same, total = 0.0, 0.0, 0, 0
     for start in range(0, len(images), batch_size):
-        batch = np.asarray(images[start:start + batch_size])
+        batch = np.asarray(images[start : start + batch_size])
         ref, cand = reference(batch), candidate(batch)
         diff = np.abs(ref.astype(np.float64) - cand)
         max_diff = max(max_diff, float(diff.max()))
         abs_sum += float(diff.sum())
         same += int(((ref >= threshold) == (cand >= threshold)).sum())
         total += ref.size
-    return {"images": len(images), "max_abs_prob_diff": max_diff, "mean_abs_prob_diff": abs_sum / total,
-            "identical_mask_fraction": same / total, "threshold": threshold}
+    return {
+        "images": len(images),
+        "max_abs_prob_diff": max_diff,
+        "mean_abs_prob_diff": abs_sum / total,
+        "identical_mask_fraction": same / total,
+        "threshold": threshold,
+    }
 
 
 def latency(fn: Callable[[np.ndarray], Any], batch: np.ndarray, repeats: int, warmup: int = 3) -> float:
@@ -130,8 +148,14 @@ def latency(fn: Callable[[np.ndarray], Any], batch: np.ndarray, repeats: int, wa
     return round(statistics.median(times) * 1000, 3)
 
 
-def measure_latency(model: UNet, onnx_path: str | Path, torchscript_path: str | Path, input_size: int,
-                    batch_sizes: tuple[int, ...] = (1, 32), repeats: int = 10) -> dict[str, Any]:
+def measure_latency(
+    model: UNet,
+    onnx_path: str | Path,
+    torchscript_path: str | Path,
+    input_size: int,
+    batch_sizes: tuple[int, ...] = (1, 32),
+    repeats: int = 10,
+) -> dict[str, Any]:
     """CPU latency (median ms per call, preprocessing excluded) of eager PyTorch, ONNX Runtime and
     TorchScript at each batch size, interleaved in one process with the same thread count."""
     import onnxruntime as ort
@@ -165,8 +189,11 @@ def measure_latency(model: UNet, onnx_path: str | Path, torchscript_path: str | 
         reps = repeats if n == 1 else max(1, repeats // 3)
         for name, fn in runners.items():
             result[name][f"b{n}"] = latency(fn, batch, reps)
-    speedup = {name: {key: round(result["torch_eager"][key] / ms, 3) for key, ms in result[name].items()}
-               for name in runners if name != "torch_eager"}
+    speedup = {
+        name: {key: round(result["torch_eager"][key] / ms, 3) for key, ms in result[name].items()}
+        for name in runners
+        if name != "torch_eager"
+    }
     return {"threads": threads, "latency_ms": result, "speedup_vs_eager": speedup}
 
 
@@ -175,12 +202,20 @@ def check_parity(name: str, result: dict[str, float]) -> None:
         raise EyelipError(
             f"{name} export disagrees with PyTorch on {result['images']} test images: max |prob diff| "
             f"{result['max_abs_prob_diff']:.3g} (limit {MAX_PROB_DIFF:g}), identical mask pixels "
-            f"{result['identical_mask_fraction']:.5f} (limit > {MIN_IDENTICAL}); nothing was exported")
+            f"{result['identical_mask_fraction']:.5f} (limit > {MIN_IDENTICAL}); nothing was exported"
+        )
 
 
-def export_checked(model: UNet, reference: Callable[[np.ndarray], np.ndarray], images: np.ndarray,
-                   onnx_path: str | Path, torchscript_path: str | Path, spec: ModelSpec,
-                   meta: dict[str, Any], repeats: int = 10) -> dict[str, Any]:
+def export_checked(
+    model: UNet,
+    reference: Callable[[np.ndarray], np.ndarray],
+    images: np.ndarray,
+    onnx_path: str | Path,
+    torchscript_path: str | Path,
+    spec: ModelSpec,
+    meta: dict[str, Any],
+    repeats: int = 10,
+) -> dict[str, Any]:
     """Write ``onnx_path`` and ``torchscript_path`` only if both pass parity with ``reference`` on
     ``images`` (uint8 model inputs); returns the parity results (``parity``) and :func:`measure_latency`."""
     from eyelip.inference.predictors import OnnxPredictor
@@ -189,8 +224,10 @@ def export_checked(model: UNet, reference: Callable[[np.ndarray], np.ndarray], i
     with atomic.atomic_path(onnx_path) as onnx_tmp, atomic.atomic_path(torchscript_path) as ts_tmp:
         export_onnx(model, onnx_tmp, spec, meta)
         export_torchscript(model, ts_tmp, spec.input_size)
-        checks = {"onnxruntime": parity(reference, OnnxPredictor(onnx_tmp), images),
-                  "torchscript": parity(reference, TorchScriptPredictor(ts_tmp, spec.size, spec.targets), images)}
+        checks = {
+            "onnxruntime": parity(reference, OnnxPredictor(onnx_tmp), images),
+            "torchscript": parity(reference, TorchScriptPredictor(ts_tmp, spec.size, spec.targets), images),
+        }
         for fmt, result in checks.items():
             check_parity(fmt, result)
         speed = measure_latency(model, onnx_tmp, ts_tmp, spec.input_size, repeats=repeats)

@@ -37,9 +37,11 @@ def mask_columns(targets: list[str]) -> list[str]:
 
 
 def signature(targets: list[str]) -> ModelSignature:
-    return ModelSignature(inputs=Schema([ColSpec("binary", INPUT)]),
-                          outputs=Schema([ColSpec("binary", column) for column in mask_columns(targets)]),
-                          params=ParamSchema([ParamSpec("threshold", "double", THRESHOLD)]))
+    return ModelSignature(
+        inputs=Schema([ColSpec("binary", INPUT)]),
+        outputs=Schema([ColSpec("binary", column) for column in mask_columns(targets)]),
+        params=ParamSchema([ParamSpec("threshold", "double", THRESHOLD)]),
+    )
 
 
 def png(mask: np.ndarray) -> bytes:
@@ -86,9 +88,20 @@ def log_pyfunc(onnx_path: str | Path, targets: list[str], input_example: bytes, 
 
     import eyelip
 
-    requirements = [f"mlflow=={mlflow.__version__}", f"onnxruntime=={onnxruntime.__version__}",
-                    f"numpy=={np.__version__}", f"pandas=={pd.__version__}", f"pillow=={Image.__version__}", "tqdm"]
-    return mlflow.pyfunc.log_model(name=name, python_model=EyelipModel(), artifacts={"onnx": str(onnx_path)},
-                                   code_paths=[str(Path(eyelip.__file__).parent)], signature=signature(targets),
-                                   input_example=pd.DataFrame({INPUT: [input_example]}),
-                                   pip_requirements=requirements)
+    requirements = [
+        f"mlflow=={mlflow.__version__}",
+        f"onnxruntime=={onnxruntime.__version__}",
+        f"numpy=={np.__version__}",
+        f"pandas=={pd.__version__}",
+        f"pillow=={Image.__version__}",
+        "tqdm",
+    ]
+    return mlflow.pyfunc.log_model(
+        name=name,
+        python_model=EyelipModel(),
+        artifacts={"onnx": str(onnx_path)},
+        code_paths=[str(Path(eyelip.__file__).parent)],
+        signature=signature(targets),
+        input_example=pd.DataFrame({INPUT: [input_example]}),
+        pip_requirements=requirements,
+    )

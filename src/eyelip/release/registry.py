@@ -82,8 +82,12 @@ class Lineage:
         """The lineage a version was registered with; None for versions registered before lineage."""
         if not all(key in tags for key in LAYOUT):
             return None
-        return cls(ModelSpec.from_strings(tags, "registry tags"), tags.get("data_version", "unknown"),
-                   tags.get("test_split", "unknown"), int(tags.get("test_images", 0)))
+        return cls(
+            ModelSpec.from_strings(tags, "registry tags"),
+            tags.get("data_version", "unknown"),
+            tags.get("test_split", "unknown"),
+            int(tags.get("test_images", 0)),
+        )
 
     @property
     def targets(self) -> list[str]:
@@ -94,8 +98,12 @@ class Lineage:
         return self.spec.input_size
 
     def tags(self) -> dict[str, str]:
-        return {**self.spec.to_strings(), "data_version": self.data_version, "test_split": self.test_split,
-                "test_images": str(self.test_images)}
+        return {
+            **self.spec.to_strings(),
+            "data_version": self.data_version,
+            "test_split": self.test_split,
+            "test_images": str(self.test_images),
+        }
 
     def describe(self) -> str:
         """e.g. ``[eyes, lips] from 5 x 256 px (prior facemesh_flip) -> 128 px``."""
@@ -190,8 +198,10 @@ def choose_name(client: Any, base: str, lineage: Lineage) -> tuple[str, str | No
     if not differences:
         return base, None
     name = layout_name(base, lineage)
-    return name, (f"registry {base!r}: champion v{champion} has another layout ({'; '.join(differences)}): "
-                  f"not compared; this model goes to {name!r}")
+    return name, (
+        f"registry {base!r}: champion v{champion} has another layout ({'; '.join(differences)}): "
+        f"not compared; this model goes to {name!r}"
+    )
 
 
 SETTLE_ROUNDS = 20
@@ -207,8 +217,12 @@ def rivals(client: Any, name: str, lineage: Lineage) -> dict[int, float]:
     found = {}
     for version in client.search_model_versions(f"name = '{name}'"):
         theirs = Lineage.from_tags(version.tags)
-        if (theirs is not None and "test_iou" in version.tags and theirs.test_split == lineage.test_split
-                and not lineage.differences(theirs)):
+        if (
+            theirs is not None
+            and "test_iou" in version.tags
+            and theirs.test_split == lineage.test_split
+            and not lineage.differences(theirs)
+        ):
             found[int(version.version)] = recorded(float(version.tags["test_iou"]))
     return found
 
@@ -221,8 +235,11 @@ def best(scores: Mapping[int, float]) -> int:
 
 def same_model(client: Any, name: str, digest: str, lineage: Lineage) -> int | None:
     """The earliest version of ``name`` holding the model ``digest`` tested on ``lineage``'s test data."""
-    found = [int(v.version) for v in client.search_model_versions(f"name = '{name}'")
-             if v.tags.get("model_digest") == digest and v.tags.get("test_split") == lineage.test_split]
+    found = [
+        int(v.version)
+        for v in client.search_model_versions(f"name = '{name}'")
+        if v.tags.get("model_digest") == digest and v.tags.get("test_split") == lineage.test_split
+    ]
     return min(found, default=None)
 
 
@@ -235,15 +252,18 @@ class Elsewhere:
     basis: str
 
 
-def elsewhere(client: Any, name: str, champion: int, candidate: str, lineage: Lineage,
-              score_champion: Callable[[str, str], float]) -> Elsewhere:
+def elsewhere(
+    client: Any, name: str, champion: int, candidate: str, lineage: Lineage, score_champion: Callable[[str, str], float]
+) -> Elsewhere:
     old = champion_lineage(client, name, str(champion))
     differences = lineage.differences(old)
     if differences:  # only a champion aliased by hand gets here: choose_name keeps layouts apart
         return Elsewhere(None, f"it has another layout ({'; '.join(differences)}), so no test IoU is compared")
-    return Elsewhere(recorded(score_champion(name, str(champion))),
-                     f"v{champion} re-scored on {candidate}'s {lineage.tested_on()}; it was tested on "
-                     f"{old.tested_on() if old.test_split != 'unknown' else 'unrecorded data'}")
+    return Elsewhere(
+        recorded(score_champion(name, str(champion))),
+        f"v{champion} re-scored on {candidate}'s {lineage.tested_on()}; it was tested on "
+        f"{old.tested_on() if old.test_split != 'unknown' else 'unrecorded data'}",
+    )
 
 
 def set_alias(client: Any, name: str, alias: str, version: int, tries: int = 5) -> None:
@@ -262,8 +282,9 @@ def set_alias(client: Any, name: str, alias: str, version: int, tries: int = 5) 
             time.sleep(0.2 * (attempt + 1))
 
 
-def settle(client: Any, name: str, version: int, lineage: Lineage,
-           score_champion: Callable[[str, str], float]) -> Decision:
+def settle(
+    client: Any, name: str, version: int, lineage: Lineage, score_champion: Callable[[str, str], float]
+) -> Decision:
     """Point ``champion`` at the best version on ``version``'s test data and re-read until a read after
     this publisher's last write agrees (the module docstring says why that closes a race); a champion
     tested elsewhere is re-scored on this test data (``score_champion(name, version)``) and kept on a tie."""
@@ -282,20 +303,30 @@ def settle(client: Any, name: str, version: int, lineage: Lineage,
             return explain(name, version, lineage, first, champion, scores, away)
         set_alias(client, name, "champion", choice)
         champion = champion_alias(client, name)  # another publisher may have written since
-    raise EyelipError(f"registry {name!r}: alias 'champion' still moving after {SETTLE_ROUNDS} rounds of "
-                      f"publishers; run the export again to settle it")
+    raise EyelipError(
+        f"registry {name!r}: alias 'champion' still moving after {SETTLE_ROUNDS} rounds of "
+        f"publishers; run the export again to settle it"
+    )
 
 
-def explain(name: str, version: int, lineage: Lineage, first: int | None, final: int,
-            scores: Mapping[int, float], away: Mapping[int, Elsewhere]) -> Decision:
+def explain(
+    name: str,
+    version: int,
+    lineage: Lineage,
+    first: int | None,
+    final: int,
+    scores: Mapping[int, float],
+    away: Mapping[int, Elsewhere],
+) -> Decision:
     """The decision for ``version`` once ``champion`` settled on ``final``: one line naming what was
     compared (``first``: the champion this publisher found)."""
     new, score = f"v{version}", scores[version]
     other = first if final == version else final
     decision = Decision(name, version, score, final, final == version and first != version, "no champion", first)
     if other is None:
-        decision.message = (f"{new} promoted to champion (no champion before): test IoU {score:.4f} on "
-                            f"{lineage.tested_on()}")
+        decision.message = (
+            f"{new} promoted to champion (no champion before): test IoU {score:.4f} on {lineage.tested_on()}"
+        )
         return decision
     if other == version:
         decision.message = f"{new} stays champion: test IoU {score:.4f} on {lineage.tested_on()}"
@@ -312,23 +343,33 @@ def explain(name: str, version: int, lineage: Lineage, first: int | None, final:
         decision.previous_champion_test_iou = theirs
     digits = 6 if f"{score:.4f}" == f"{theirs:.4f}" and score != theirs else 4  # never "0.2522 > 0.2522"
     if final == version:
-        decision.message = (f"{new} promoted to champion: test IoU {score:.{digits}f} > v{other}'s "
-                            f"{theirs:.{digits}f}, {basis}")
+        decision.message = (
+            f"{new} promoted to champion: test IoU {score:.{digits}f} > v{other}'s {theirs:.{digits}f}, {basis}"
+        )
         return decision
     was = f"v{first}" if first else "none"
     kept = f"kept v{final} as champion" if final == first else f"v{final} is champion (was {was})"
     if score == theirs:
-        decision.message = (f"{kept}: a tie, test IoU {score:.6f} for both, {basis}; a tie keeps the earlier "
-                            f"version; {new} is candidate only")
+        decision.message = (
+            f"{kept}: a tie, test IoU {score:.6f} for both, {basis}; a tie keeps the earlier "
+            f"version; {new} is candidate only"
+        )
     else:
-        decision.message = (f"{kept}: test IoU {theirs:.{digits}f} > {new}'s {score:.{digits}f}, {basis}; "
-                            f"{new} is candidate only")
+        decision.message = (
+            f"{kept}: test IoU {theirs:.{digits}f} > {new}'s {score:.{digits}f}, {basis}; {new} is candidate only"
+        )
     return decision
 
 
-def register(log_model: Callable[[], str], base: str, test_iou: float, lineage: Lineage,
-             score_champion: Callable[[str, str], float], tags: Mapping[str, str] | None = None,
-             digest: str | None = None) -> Decision:
+def register(
+    log_model: Callable[[], str],
+    base: str,
+    test_iou: float,
+    lineage: Lineage,
+    score_champion: Callable[[str, str], float],
+    tags: Mapping[str, str] | None = None,
+    digest: str | None = None,
+) -> Decision:
     """Register the model under ``base`` (or its layout's name), alias it ``candidate``, :func:`settle`
     ``champion`` and print each decision line. A version that already holds the model ``digest`` tested
     on the same data is reused (no new version); otherwise ``log_model()`` logs it and returns its URI."""
@@ -341,13 +382,24 @@ def register(log_model: Callable[[], str], base: str, test_iou: float, lineage: 
         print(why)
     reused = same_model(client, name, digest, lineage) if digest else None
     if reused is None:
-        version = int(mlflow.register_model(log_model(), name, tags={
-            "test_iou": f"{recorded(test_iou):.6f}", **lineage.tags(), **({"model_digest": digest} if digest else {}),
-            **(tags or {})}).version)
+        version = int(
+            mlflow.register_model(
+                log_model(),
+                name,
+                tags={
+                    "test_iou": f"{recorded(test_iou):.6f}",
+                    **lineage.tags(),
+                    **({"model_digest": digest} if digest else {}),
+                    **(tags or {}),
+                },
+            ).version
+        )
     else:
         version = reused
-        print(f"registry {name!r}: v{version} already holds this model (digest {digest}) tested on the same "
-              f"{lineage.tested_on()}: no new version")
+        print(
+            f"registry {name!r}: v{version} already holds this model (digest {digest}) tested on the same "
+            f"{lineage.tested_on()}: no new version"
+        )
     set_alias(client, name, "candidate", version)
     decision = settle(client, name, version, lineage, score_champion)
     decision.reused = reused is not None
@@ -368,8 +420,15 @@ class Published(Tracked, Protocol):
     def export(self) -> ExportParams: ...
 
 
-def publish(params: Published, onnx_path: str | Path, export_metrics: str | Path,
-            summary: Mapping[str, Any], test_iou: float, lineage: Lineage, test: TestSplit) -> Decision:
+def publish(
+    params: Published,
+    onnx_path: str | Path,
+    export_metrics: str | Path,
+    summary: Mapping[str, Any],
+    test_iou: float,
+    lineage: Lineage,
+    test: TestSplit,
+) -> Decision:
     """In the training stage's MLflow run: log the export's parity and latency, log the ONNX model as
     the eyelip pyfunc model (:mod:`eyelip.release.pyfunc`), register it and run the gate."""
     import mlflow
@@ -382,18 +441,39 @@ def publish(params: Published, onnx_path: str | Path, export_metrics: str | Path
     example = io.BytesIO()
     Image.new("RGB", (lineage.input_size, lineage.input_size), (128, 128, 128)).save(example, format="PNG")
     with resume_run(params) as run:  # ends the run, even on error
-        mlflow.log_metrics({f"export_{fmt}_{key}": float(value) for fmt, result in summary["parity"].items()
-                            for key, value in result.items() if key != "threshold"})
-        mlflow.log_metrics({f"latency_ms_{fmt}_{key}": value for fmt, ms in summary["latency_ms"].items()
-                            for key, value in ms.items()})
+        mlflow.log_metrics(
+            {
+                f"export_{fmt}_{key}": float(value)
+                for fmt, result in summary["parity"].items()
+                for key, value in result.items()
+                if key != "threshold"
+            }
+        )
+        mlflow.log_metrics(
+            {f"latency_ms_{fmt}_{key}": value for fmt, ms in summary["latency_ms"].items() for key, value in ms.items()}
+        )
         mlflow.log_artifact(str(export_metrics))
         experiment = os.environ.get("DVC_EXP_NAME")
         if experiment and experiment != run.info.run_name:  # train was cached: see docs/pipeline.md
-            print(f"experiment {experiment!r} trained no model: its model is the one MLflow run "
-                  f"{run.info.run_name!r} ({run.info.run_id}) trained")
-        decision = register(lambda: log_pyfunc(onnx_path, lineage.targets, example.getvalue()).model_uri, base,
-                            test_iou, lineage, champion_scorer(test), tags={"mlflow_run_id": run.info.run_id},
-                            digest=model_digest(onnx_path))
-        mlflow.set_tags({"registry_model": decision.registered_model, "registry_version": decision.version,
-                         "registry_champion": decision.champion, "registry_decision": decision.message})
+            print(
+                f"experiment {experiment!r} trained no model: its model is the one MLflow run "
+                f"{run.info.run_name!r} ({run.info.run_id}) trained"
+            )
+        decision = register(
+            lambda: log_pyfunc(onnx_path, lineage.targets, example.getvalue()).model_uri,
+            base,
+            test_iou,
+            lineage,
+            champion_scorer(test),
+            tags={"mlflow_run_id": run.info.run_id},
+            digest=model_digest(onnx_path),
+        )
+        mlflow.set_tags(
+            {
+                "registry_model": decision.registered_model,
+                "registry_version": decision.version,
+                "registry_champion": decision.champion,
+                "registry_decision": decision.message,
+            }
+        )
     return decision

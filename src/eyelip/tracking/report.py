@@ -39,9 +39,11 @@ TOLERANCE = 0.002
 # Shown in the main table (changed or not, for the headline); other files' changes go in a fold.
 MAIN_FILES = ("metrics/evaluate.json", "metrics/train.json")
 ALWAYS_SHOWN = {(EVALUATE, "iou"), (EVALUATE, "iou_native")}
-IMAGES = (("IoU and Jaccard loss per epoch", "metrics/train_curves.png"),
-          ("IoU by threshold (test)", "metrics/evaluate_thresholds.png"),
-          ("Best and worst test images (prediction vs ground truth)", "metrics/evaluate_overlays.png"))
+IMAGES = (
+    ("IoU and Jaccard loss per epoch", "metrics/train_curves.png"),
+    ("IoU by threshold (test)", "metrics/evaluate_thresholds.png"),
+    ("Best and worst test images (prediction vs ground truth)", "metrics/evaluate_overlays.png"),
+)
 
 
 @dataclass(frozen=True)
@@ -56,14 +58,19 @@ class Verdict:
         if self.old is None:
             return f"**new**: test IoU {self.new:.4f}; {baseline} has no test IoU to compare with"
         if self.data is not None:
-            return (f"**{self.word}**: test IoU {self.new:.4f} on data {self.data[1]} vs {self.old:.4f} on data "
-                    f"{self.data[0]} at {baseline}")
-        return (f"**{self.word}**: test IoU {self.new:.4f} vs {self.old:.4f} at {baseline} "
-                f"({self.new - self.old:+.4f}, tolerance ±{self.tolerance:g})")
+            return (
+                f"**{self.word}**: test IoU {self.new:.4f} on data {self.data[1]} vs {self.old:.4f} on data "
+                f"{self.data[0]} at {baseline}"
+            )
+        return (
+            f"**{self.word}**: test IoU {self.new:.4f} vs {self.old:.4f} at {baseline} "
+            f"({self.new - self.old:+.4f}, tolerance ±{self.tolerance:g})"
+        )
 
 
-def verdict(old: float | None, new: float, tolerance: float = TOLERANCE,
-            data: tuple[str, str] | None = None) -> Verdict:
+def verdict(
+    old: float | None, new: float, tolerance: float = TOLERANCE, data: tuple[str, str] | None = None
+) -> Verdict:
     """better / worse only when the change exceeds ``tolerance``: run-to-run noise is not a result; and
     only on the same data: ``data`` = (baseline, this run) data versions, when they differ."""
     if old is None:
@@ -89,11 +96,14 @@ def dvc_json(root: Path, *args: str) -> dict[str, Any]:
 
 
 def resolve_baseline(root: Path, rev: str) -> str:
-    proc = subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"], cwd=root,
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        ["git", "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"], cwd=root, capture_output=True, text=True
+    )
     if proc.returncode != 0:
-        raise EyelipError(f"baseline {rev!r}: not a commit of this git repository "
-                          "(in CI, check out with full history: fetch-depth: 0)")
+        raise EyelipError(
+            f"baseline {rev!r}: not a commit of this git repository "
+            "(in CI, check out with full history: fetch-depth: 0)"
+        )
     return proc.stdout.strip()
 
 
@@ -113,8 +123,7 @@ def fmt_diff(entry: Mapping[str, Any]) -> str:
     return "0" if diff == 0 else f"{diff:+.4g}"
 
 
-def metric_rows(diff: Mapping[str, Mapping[str, Mapping[str, Any]]],
-                targets: list[str]) -> tuple[list[str], list[str]]:
+def metric_rows(diff: Mapping[str, Mapping[str, Mapping[str, Any]]], targets: list[str]) -> tuple[list[str], list[str]]:
     """Table rows of changed metrics (and the headline, always): (main, folded).
 
     Main: pooled evaluate and train metrics. Folded: per-target copies (``iou_eyes_lips``), the
@@ -139,14 +148,25 @@ def metrics_section(diff: Mapping[str, Any], targets: list[str]) -> list[str]:
     lines = ["## Metrics", ""]
     lines += header + main if main else ["No metric changed."]
     if other:
-        lines += ["", f"<details><summary>{len(other)} more changed metrics (per target, data stages, export "
-                      "parity and latency)</summary>", "", *header, *other, "", "</details>"]
+        lines += [
+            "",
+            f"<details><summary>{len(other)} more changed metrics (per target, data stages, export "
+            "parity and latency)</summary>",
+            "",
+            *header,
+            *other,
+            "",
+            "</details>",
+        ]
     return lines
 
 
 def params_section(diff: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> list[str]:
-    rows = [f"| `{key}` | {fmt(entry.get('old'))} | {fmt(entry.get('new'))} |"
-            for path in sorted(diff) for key, entry in sorted(diff[path].items())]
+    rows = [
+        f"| `{key}` | {fmt(entry.get('old'))} | {fmt(entry.get('new'))} |"
+        for path in sorted(diff)
+        for key, entry in sorted(diff[path].items())
+    ]
     lines = ["## Params", ""]
     return lines + (["| param | baseline | this run |", "|---|---:|---:|", *rows] if rows else ["No param changed."])
 
@@ -176,7 +196,7 @@ def champion_line(root: Path, registered_model: str) -> str | None:
     run_file = root / tracking.RUN_FILE
     uri = tracking.tracking_uri()
     # Opening a SQLite URI creates the file: never leave an empty store behind.
-    if not run_file.is_file() or (uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file()):
+    if not run_file.is_file() or (uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).is_file()):
         return None
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
@@ -185,8 +205,10 @@ def champion_line(root: Path, registered_model: str) -> str | None:
         client = MlflowClient(uri)
         run = client.get_run(tracking.read_run_id(run_file))
         if run.info.status != "FINISHED":
-            return (f"**warning**: MLflow run `{run.info.run_name}` ({tracking.RUN_FILE}) is {run.info.status}, "
-                    "not FINISHED: this workspace's model and metrics may not be its own; run `dvc repro`")
+            return (
+                f"**warning**: MLflow run `{run.info.run_name}` ({tracking.RUN_FILE}) is {run.info.status}, "
+                "not FINISHED: this workspace's model and metrics may not be its own; run `dvc repro`"
+            )
         tags = run.data.tags
         if "registry_decision" in tags:  # the gate's own line, naming what it compared
             return tags["registry_decision"]
@@ -245,17 +267,24 @@ def provenance_lines(root: Path, sha: str, label: str) -> tuple[list[str], list[
     """(notes for the verdict line, the Provenance section): metrics that do not belong to the params
     beside them (baseline commit, this workspace) and what differs between the two environments."""
     notes, lines = [], ["## Provenance", ""]
-    sides = ((f"baseline {label}", git_show(root, sha, "dvc.lock"), git_show(root, sha, core.PARAMS_FILE)),
-             ("this workspace", *((root / f).read_text() if (root / f).is_file() else None
-                                  for f in ("dvc.lock", core.PARAMS_FILE))))
+    sides = (
+        (f"baseline {label}", git_show(root, sha, "dvc.lock"), git_show(root, sha, core.PARAMS_FILE)),
+        (
+            "this workspace",
+            *((root / f).read_text() if (root / f).is_file() else None for f in ("dvc.lock", core.PARAMS_FILE)),
+        ),
+    )
     for side, lock_text, params_text in sides:
         stale = unrecorded_params(lock_text, params_text)
         if stale:
             keys = ", ".join(f"`{k}` {fmt(old)} (dvc.lock) vs {fmt(new)}" for k, old, new in stale)
             notes.append(f"{side}'s metrics were produced with other params than its params.yaml ({keys})")
-            lines += [f"- **{side}**: its metrics were produced with params that differ from its params.yaml "
-                      f"(dvc.lock records the run's): {keys}. Compare against a commit that ran `dvc repro` "
-                      "after its last params change.", ""]
+            lines += [
+                f"- **{side}**: its metrics were produced with params that differ from its params.yaml "
+                f"(dvc.lock records the run's): {keys}. Compare against a commit that ran `dvc repro` "
+                "after its last params change.",
+                "",
+            ]
     old = environment.read(git_show(root, sha, environment.FILE))
     path = root / environment.FILE
     new = environment.read(path.read_text() if path.is_file() else None)
@@ -263,20 +292,26 @@ def provenance_lines(root: Path, sha: str, label: str) -> tuple[list[str], list[
     if changed:
         names = ", ".join(k.removeprefix(environment.PREFIX) for k, _, _ in changed)
         notes.append(f"ran in another environment ({names})")
-        lines += ["| environment | baseline | this run |", "|---|---|---|",
-                  *(f"| `{k}` | {fmt(a)} | {fmt(b)} |" for k, a, b in changed)]
+        lines += [
+            "| environment | baseline | this run |",
+            "|---|---|---|",
+            *(f"| `{k}` | {fmt(a)} | {fmt(b)} |" for k, a, b in changed),
+        ]
     elif old and new:
-        lines.append(f"Same environment as the baseline (lock {new.get('env.lock')}, torch "
-                     f"{new.get('env.torch')}, {new.get('env.cpu')}, {new.get('env.cpu_capability')}, "
-                     f"{new.get('env.threads')} threads).")
+        lines.append(
+            f"Same environment as the baseline (lock {new.get('env.lock')}, torch "
+            f"{new.get('env.torch')}, {new.get('env.cpu')}, {new.get('env.cpu_capability')}, "
+            f"{new.get('env.threads')} threads)."
+        )
     else:
-        lines.append(f"No environment to compare: `{environment.FILE}` is missing at "
-                     f"{'the baseline' if not old else 'this workspace'} (written by the train stage).")
+        lines.append(
+            f"No environment to compare: `{environment.FILE}` is missing at "
+            f"{'the baseline' if not old else 'this workspace'} (written by the train stage)."
+        )
     return notes, lines
 
 
-def build_report(root: Path, baseline: str, out: Path, images: str = "relative",
-                 tolerance: float = TOLERANCE) -> str:
+def build_report(root: Path, baseline: str, out: Path, images: str = "relative", tolerance: float = TOLERANCE) -> str:
     if not (root / EVALUATE).is_file():
         raise EyelipError(f"{EVALUATE}: not found; run `dvc repro` before `eyelip report`")
     sha = resolve_baseline(root, baseline)
@@ -289,7 +324,9 @@ def build_report(root: Path, baseline: str, out: Path, images: str = "relative",
     old = headline.get("old")
     versions = (baseline_data_version(root, sha), tracking.data_version(root / "dvc.lock"))
     differ = versions[0] != versions[1] and "unknown" not in versions  # unknown: no claim either way
-    result = verdict(old if isinstance(old, (int, float)) else None, float(new), tolerance, versions if differ else None)
+    result = verdict(
+        old if isinstance(old, (int, float)) else None, float(new), tolerance, versions if differ else None
+    )
     label = f"`{sha[:7]}`" if sha.startswith(baseline) else f"`{baseline}` ({sha[:7]})"
     first = result.line(label)
     notes, provenance = provenance_lines(root, sha, label)

@@ -45,8 +45,11 @@ class Run:
 
     @property
     def recipe(self) -> tuple[tuple[str, str], ...]:
-        params = {k: v for k, v in core.renamed(self.params).items()
-                  if k not in NOT_RECIPE and not k.startswith((*NOT_RECIPE_SECTIONS, TARGETS, AUX_TARGETS))}
+        params = {
+            k: v
+            for k, v in core.renamed(self.params).items()
+            if k not in NOT_RECIPE and not k.startswith((*NOT_RECIPE_SECTIONS, TARGETS, AUX_TARGETS))
+        }
         # One entry for the whole layout, so switching {eyes_lips} for {eyes, lips} reads as one change.
         params["data.targets"] = "; ".join(f"{t}={self.params[TARGETS + t]}" for t in self.targets)
         aux = self._names(AUX_TARGETS)
@@ -100,8 +103,9 @@ def _metric(runs: Sequence[Run], key: str) -> list[float]:
 def _headline(runs: Sequence[Run]) -> list[float]:
     """Test IoU of all targets as one mask: a one-target run's ``test_iou``; with several targets,
     ``test_iou_combined`` (their macro mean, ``test_iou``, would not compare with one mask)."""
-    return _metric([r for r in runs if len(r.targets) <= 1], "test_iou") + \
-        _metric([r for r in runs if len(r.targets) > 1], "test_iou_combined")
+    return _metric([r for r in runs if len(r.targets) <= 1], "test_iou") + _metric(
+        [r for r in runs if len(r.targets) > 1], "test_iou_combined"
+    )
 
 
 def _names(runs: Sequence[Run]) -> str:
@@ -125,9 +129,14 @@ def table(recipes: Sequence[Recipe]) -> str:
     for recipe in recipes:
         runs = recipe.runs
         label = ", ".join(f"`{k}={recipe.params.get(k, '–')}`" for k in keys) or "(all runs share one recipe)"
-        row = [label, _names(runs), ", ".join(sorted(_fold(r) for r in runs)),
-               mean_std(_metric(runs, "train_minutes"), 1), mean_std(_metric(runs, "train_images_per_second"), 0),
-               mean_std(_headline(runs))]
+        row = [
+            label,
+            _names(runs),
+            ", ".join(sorted(_fold(r) for r in runs)),
+            mean_std(_metric(runs, "train_minutes"), 1),
+            mean_std(_metric(runs, "train_images_per_second"), 0),
+            mean_std(_headline(runs)),
+        ]
         row += [mean_std(_metric(runs, f"test_iou_{t}")) for t in targets]
         row.append(mean_std(_metric(runs, "best_val_iou")))
         lines.append("| " + " | ".join(row) + " |")
@@ -140,7 +149,7 @@ def load_runs(experiment: str, uri: str | None = None) -> list[Run]:
     from mlflow.tracking import MlflowClient
 
     uri = uri or tracking_uri()
-    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).is_file():
         raise EyelipError(f"{uri}: no MLflow store; run `dvc repro` first (or set MLFLOW_TRACKING_URI)")
     client = MlflowClient(uri)
     found = client.get_experiment_by_name(experiment)
@@ -148,13 +157,23 @@ def load_runs(experiment: str, uri: str | None = None) -> list[Run]:
         names = sorted(e.name for e in client.search_experiments())
         raise EyelipError(f"no MLflow experiment {experiment!r} in {uri}; experiments: {', '.join(names) or 'none'}")
     runs = client.search_runs([found.experiment_id], order_by=["attributes.start_time ASC"], max_results=10_000)
-    unfinished = [f"{r.info.run_name or r.info.run_id[:8]} ({r.info.status})" for r in runs
-                  if r.info.status != "FINISHED"]
+    unfinished = [
+        f"{r.info.run_name or r.info.run_id[:8]} ({r.info.status})" for r in runs if r.info.status != "FINISHED"
+    ]
     if unfinished:
         print(f"left out, as they did not finish: {', '.join(unfinished)}")
-    return [Run(r.info.run_name or r.info.run_id[:8], dict(r.data.params), dict(r.data.metrics), r.info.run_id,
-                r.info.start_time or 0, {k: v for k, v in r.data.tags.items() if k.startswith(environment.PREFIX)})
-            for r in runs if r.info.status == "FINISHED" and "test_iou" in r.data.metrics]
+    return [
+        Run(
+            r.info.run_name or r.info.run_id[:8],
+            dict(r.data.params),
+            dict(r.data.metrics),
+            r.info.run_id,
+            r.info.start_time or 0,
+            {k: v for k, v in r.data.tags.items() if k.startswith(environment.PREFIX)},
+        )
+        for r in runs
+        if r.info.status == "FINISHED" and "test_iou" in r.data.metrics
+    ]
 
 
 def read_ledger(path: Path, experiment: str) -> list[Run]:
@@ -173,8 +192,13 @@ def read_ledger(path: Path, experiment: str) -> list[Run]:
 
 
 def ledger_text(experiment: str, runs: Sequence[Run]) -> str:
-    kept = [{**asdict(run), "metrics": {k: v for k, v in run.metrics.items()
-                                        if k in TABLE_METRICS or k.startswith("test_iou")}} for run in runs]
+    kept = [
+        {
+            **asdict(run),
+            "metrics": {k: v for k, v in run.metrics.items() if k in TABLE_METRICS or k.startswith("test_iou")},
+        }
+        for run in runs
+    ]
     return json.dumps({"experiment": experiment, "runs": kept}, indent=1, sort_keys=True) + "\n"
 
 
@@ -195,17 +219,24 @@ def environment_lines(recipes: Sequence[Recipe]) -> list[str]:
         return []
     if not varying:
         return [f"All {len(recorded)} runs that record their environment ran in the same one."]
+
     def runs_with(key: str, value: str) -> str:
         return _names([run for run in recorded if run.env.get(key, "—") == value])
 
-    lines = ["Environments differ (`env.*` tags) between runs: " + "; ".join(
-        f"`{k.removeprefix(environment.PREFIX)}`: " + ", ".join(f"{v} ({runs_with(k, v)})" for v in values)
-        for k, values in varying.items())]
+    lines = [
+        "Environments differ (`env.*` tags) between runs: "
+        + "; ".join(
+            f"`{k.removeprefix(environment.PREFIX)}`: " + ", ".join(f"{v} ({runs_with(k, v)})" for v in values)
+            for k, values in varying.items()
+        )
+    ]
     for number, recipe in enumerate(recipes, 1):
         split = sorted(k for k in varying if len({run.env.get(k, "—") for run in recipe.runs if run.env}) > 1)
         if split:
-            lines.append(f"Row {number}: same params, different environments ({', '.join(split)}): "
-                         "its spread is not only the folds' or the seeds'.")
+            lines.append(
+                f"Row {number}: same params, different environments ({', '.join(split)}): "
+                "its spread is not only the folds' or the seeds'."
+            )
     return lines
 
 
@@ -215,21 +246,23 @@ def render(experiment: str, runs: Sequence[Run]) -> str:
     recipes = group(runs)
     common = {k: v for k, v in recipes[0].params.items() if k not in differing(recipes)}
     shared = ", ".join(f"`{k}={v}`" for k, v in sorted(common.items()))
-    return "\n".join([
-        f"# Results: MLflow experiment `{experiment}`",
-        "",
-        f"Generated by `eyelip results --experiment {experiment}` from the MLflow store; do not edit by hand.",
-        "One row per recipe; the runs of a k-fold sweep (`split.fold` = 0..k-1) share a row: mean ± std "
-        "over folds (sample std). Test IoU is pooled over the test fold at the mask size (`resize.size`), with "
-        "all targets as one mask (eyes and lips merged: the reference notebook's target), so one- and two-target runs compare; "
-        "`best val IoU` is the validation IoU of the epoch kept, the number recipes were chosen by.",
-        "",
-        table(recipes),
-        "",
-        f"Shared by all rows: {shared}",
-        "",
-        *(line + "\n" for line in environment_lines(recipes)),
-    ])
+    return "\n".join(
+        [
+            f"# Results: MLflow experiment `{experiment}`",
+            "",
+            f"Generated by `eyelip results --experiment {experiment}` from the MLflow store; do not edit by hand.",
+            "One row per recipe; the runs of a k-fold sweep (`split.fold` = 0..k-1) share a row: mean ± std "
+            "over folds (sample std). Test IoU is pooled over the test fold at the mask size (`resize.size`), with "
+            "all targets as one mask (eyes and lips merged: the reference notebook's target), so one- and two-target runs compare; "
+            "`best val IoU` is the validation IoU of the epoch kept, the number recipes were chosen by.",
+            "",
+            table(recipes),
+            "",
+            f"Shared by all rows: {shared}",
+            "",
+            *(line + "\n" for line in environment_lines(recipes)),
+        ]
+    )
 
 
 def run_results(experiment: str, out: str | Path, ledger: str | Path | None = None) -> None:
@@ -249,5 +282,7 @@ def run_results(experiment: str, out: str | Path, ledger: str | Path | None = No
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic.write_text(out, text)
     atomic.write_text(ledger, ledger_text(experiment, runs))
-    print(f"{out}: {text.count(chr(10) + '| ') - 1} recipes, {len(runs)} runs ({len(runs) - len(current)} "
-          f"from {ledger} only) of experiment {experiment!r}")
+    print(
+        f"{out}: {text.count(chr(10) + '| ') - 1} recipes, {len(runs)} runs ({len(runs) - len(current)} "
+        f"from {ledger} only) of experiment {experiment!r}"
+    )

@@ -67,7 +67,7 @@ def open_store(uri: str) -> None:
 
     # The lock lives outside the project (no file for git to see), keyed by the store's real path so
     # that workers in DVC's temporary copies, which log to the original root's store, share it.
-    where = Path(uri[len("sqlite:///"):]).resolve()
+    where = Path(uri[len("sqlite:///") :]).resolve()
     key = hashlib.sha1(str(where).encode()).hexdigest()[:16]
     with FileLock(Path(tempfile.gettempdir()) / f"eyelip-mlflow-{key}.lock"):
         MlflowClient(uri)  # creates and migrates a fresh store's schema, or finds it complete
@@ -75,8 +75,9 @@ def open_store(uri: str) -> None:
 
 def git_commit(cwd: Path | None = None) -> str:
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True,
-                              check=True).stdout.strip()
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"  # not a git checkout, or no commit yet
 
@@ -133,8 +134,9 @@ def start_run(params: Tracked, run_id: str | None = None):
 
 
 def write_run_file(run: Any, path: str | Path = RUN_FILE) -> None:
-    atomic.write_json(path, {"run_id": run.info.run_id, "experiment_id": run.info.experiment_id,
-                             "run_name": run.info.run_name})
+    atomic.write_json(
+        path, {"run_id": run.info.run_id, "experiment_id": run.info.experiment_id, "run_name": run.info.run_name}
+    )
 
 
 def read_run_id(path: str | Path = RUN_FILE) -> str | None:
@@ -189,15 +191,17 @@ class TrackedRun:
     def log_epoch(self, row: Mapping[str, float]) -> None:
         import mlflow
 
-        mlflow.log_metrics({k: float(v) for k, v in row.items() if k not in ("epoch", "seconds")},
-                           step=int(row["epoch"]))
+        mlflow.log_metrics(
+            {k: float(v) for k, v in row.items() if k not in ("epoch", "seconds")}, step=int(row["epoch"])
+        )
 
     def log_summary(self, summary: Mapping[str, Any]) -> None:
         """The run's numeric summary (best_val_iou, train_minutes, ...), so runs compare without files."""
         import mlflow
 
-        mlflow.log_metrics({k: float(v) for k, v in summary.items()
-                            if isinstance(v, (int, float)) and not isinstance(v, bool)})
+        mlflow.log_metrics(
+            {k: float(v) for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        )
 
     def finish(self, artifacts: list[Path], model: Any, input_example: Any) -> None:
         """Log files and the model (with signature and input example), then close the run."""
@@ -212,6 +216,11 @@ class TrackedRun:
             output = model(torch.from_numpy(input_example)).numpy()
         # Explicit requirements: inferring them warns about torch's local "+cpu" version label.
         requirements = [f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}"]
-        mlflow.pytorch.log_model(model, name="model", input_example=input_example, pip_requirements=requirements,
-                                 signature=infer_signature(input_example, output))
+        mlflow.pytorch.log_model(
+            model,
+            name="model",
+            input_example=input_example,
+            pip_requirements=requirements,
+            signature=infer_signature(input_example, output),
+        )
         mlflow.end_run()

@@ -84,9 +84,12 @@ class Augment:
         if images.ndim != 4 or images.shape[1] < 3:
             raise ValueError(f"images must be (N, 3 + P, H, W), got {tuple(images.shape)}")
         n = images.shape[0]
-        if (masks.ndim != 4 or masks.shape[0] != n
-                or images.shape[2] * masks.shape[3] != images.shape[3] * masks.shape[2]
-                or images.shape[2] % masks.shape[2]):
+        if (
+            masks.ndim != 4
+            or masks.shape[0] != n
+            or images.shape[2] * masks.shape[3] != images.shape[3] * masks.shape[2]
+            or images.shape[2] % masks.shape[2]
+        ):
             raise ValueError(
                 f"masks must be (N, C, H/k, W/k) for images {tuple(images.shape)} (integer k >= 1), "
                 f"got {tuple(masks.shape)}"
@@ -131,9 +134,7 @@ class Augment:
             order[i], order[j] = order[j], order[i]
         return masks[:, order]
 
-    def _warp(
-        self, images: torch.Tensor, masks: torch.Tensor, uniform: Uniform
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def _warp(self, images: torch.Tensor, masks: torch.Tensor, uniform: Uniform) -> tuple[torch.Tensor, torch.Tensor]:
         cfg = self.cfg
         n, _, height, width = images.shape
         angle = uniform(-cfg["rotate"], cfg["rotate"]) * (math.pi / 180)
@@ -156,27 +157,29 @@ class Augment:
         images = F.grid_sample(images, grid, padding_mode="zeros", align_corners=False)
         if masks.shape[2:] != images.shape[2:]:
             grid = F.affine_grid(theta, [n, 1, *masks.shape[2:]], align_corners=False)
-        masks = F.grid_sample(
-            masks, grid.to(masks.dtype), padding_mode="zeros", align_corners=False
-        )
+        masks = F.grid_sample(masks, grid.to(masks.dtype), padding_mode="zeros", align_corners=False)
         return images, (masks > 0.5).to(masks.dtype)
 
-    def _crop(
-        self, images: torch.Tensor, masks: torch.Tensor, uniform: Uniform
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def _crop(self, images: torch.Tensor, masks: torch.Tensor, uniform: Uniform) -> tuple[torch.Tensor, torch.Tensor]:
         size, jitter = int(self.cfg["crop"]), self.cfg["crop_jitter"]
         height, width = masks.shape[2:]
         if size > min(height, width):
-            raise ValueError(f"train.augment.crop: a {size} px window does not fit {height}x{width} masks; "
-                             f"use at most {min(height, width)}, or 0 to train on whole faces")
+            raise ValueError(
+                f"train.augment.crop: a {size} px window does not fit {height}x{width} masks; "
+                f"use at most {min(height, width)}, or 0 to train on whole faces"
+            )
         scale = images.shape[2] // height  # resize.input_scale: photo pixels per mask pixel
         on = masks.amax(1) > 0
         tops = _window(on.any(2), size, uniform(-jitter, jitter)).tolist()
         lefts = _window(on.any(1), size, uniform(-jitter, jitter)).tolist()
         windows = list(zip(tops, lefts))
-        images = torch.stack([images[i, :, scale * t:scale * (t + size), scale * l:scale * (l + size)]
-                              for i, (t, l) in enumerate(windows)])
-        masks = torch.stack([masks[i, :, t:t + size, l:l + size] for i, (t, l) in enumerate(windows)])
+        images = torch.stack(
+            [
+                images[i, :, scale * t : scale * (t + size), scale * l : scale * (l + size)]
+                for i, (t, l) in enumerate(windows)
+            ]
+        )
+        masks = torch.stack([masks[i, :, t : t + size, l : l + size] for i, (t, l) in enumerate(windows)])
         return images, masks
 
 

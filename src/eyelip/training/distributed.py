@@ -38,8 +38,9 @@ def launched() -> bool:
 
 def relaunch(nproc: int, script: str) -> int:
     """Run ``script`` under torchrun with ``nproc`` local processes; returns its exit status."""
-    return subprocess.call([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                            f"--nproc-per-node={nproc}", script])
+    return subprocess.call(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", script]
+    )
 
 
 @dataclass(frozen=True)
@@ -60,13 +61,13 @@ class Dist:
         if self.world == 1:
             return order
         # Padded so that every rank runs the same number of steps: DDP's all-reduces must pair up.
-        return np.resize(order, math.ceil(len(order) / self.world) * self.world)[self.rank::self.world]
+        return np.resize(order, math.ceil(len(order) / self.world) * self.world)[self.rank :: self.world]
 
     def part(self, rows: np.ndarray) -> np.ndarray:
         """This rank's share of an evaluation set: no padding, every row counted once."""
         if len(rows) < self.world:
             raise DataError(f"{len(rows)} validation images for {self.world} processes; use fewer processes")
-        return rows[self.rank::self.world]
+        return rows[self.rank :: self.world]
 
     def all_sum(self, tensor: torch.Tensor) -> torch.Tensor:
         """The sum of ``tensor`` over all ranks (``tensor`` itself in one process)."""
@@ -100,14 +101,18 @@ def init(mode: str | bool, device: str) -> Dist:
     if not launched():
         return SINGLE
     if mode is False:
-        raise ParamError(f"runtime.distributed: false, but torchrun started {os.environ['WORLD_SIZE']} processes, "
-                         "which would each write the outputs; set it to auto or run without torchrun")
+        raise ParamError(
+            f"runtime.distributed: false, but torchrun started {os.environ['WORLD_SIZE']} processes, "
+            "which would each write the outputs; set it to auto or run without torchrun"
+        )
     local_rank, local_world = int(os.environ["LOCAL_RANK"]), int(os.environ["LOCAL_WORLD_SIZE"])
     cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
     if cuda:
         if local_rank >= torch.cuda.device_count():
-            raise ParamError(f"{local_world} processes per node but {torch.cuda.device_count()} GPUs; "
-                             "use one process per GPU (train.nproc or torchrun --nproc-per-node)")
+            raise ParamError(
+                f"{local_world} processes per node but {torch.cuda.device_count()} GPUs; "
+                "use one process per GPU (train.nproc or torchrun --nproc-per-node)"
+            )
         torch.cuda.set_device(local_rank)
     else:
         # torchrun sets OMP_NUM_THREADS=1; share the cores instead (runtime.threads overrides).

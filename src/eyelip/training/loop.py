@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from eyelip import atomic
+from eyelip.data.dataset import ResizedArrays
 from eyelip.data.layout import mirror_pairs
 from eyelip.errors import DataError, ParamError
 from eyelip.model.checkpoint import Resume, model_file, write_model_file
@@ -41,13 +41,13 @@ from eyelip.model.losses import CombinedLoss, build_loss
 from eyelip.model.metrics import ConfusionMeter, iou
 from eyelip.model.spec import ModelSpec
 from eyelip.model.unet import build_model
-from eyelip.training.augment import Augment
-from eyelip.data.dataset import ResizedArrays
 from eyelip.params.model import ModelParams
 from eyelip.params.runtime import RuntimeParams
 from eyelip.params.train import TrainParams
+from eyelip.training.augment import Augment
 from eyelip.training.distributed import SINGLE, Dist
 from eyelip.training.ema import WeightAverage
+
 
 class Trained(Protocol):
     """The params training reads (the train stage's view of params.yaml, or the whole ``Params``)."""
@@ -112,8 +112,9 @@ def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
 
 def make_optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay,
-                               nesterov=True)
+        return torch.optim.SGD(
+            model.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay, nesterov=True
+        )
     cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
     return cls(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
@@ -146,9 +147,17 @@ class Epoch:
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig, arrays: ResizedArrays, train_rows: np.ndarray, val_rows: np.ndarray,
-                 targets: list[str], flip_pairs: list[tuple[int, int]] | None = None, dist: Dist = SINGLE,
-                 aux_targets: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        arrays: ResizedArrays,
+        train_rows: np.ndarray,
+        val_rows: np.ndarray,
+        targets: list[str],
+        flip_pairs: list[tuple[int, int]] | None = None,
+        dist: Dist = SINGLE,
+        aux_targets: list[str] | None = None,
+    ) -> None:
         self.cfg, self.arrays, self.targets, self.dist = cfg, arrays, targets, dist
         self.channels = len(targets) + len(aux_targets or [])  # model outputs: targets, then auxiliary targets
         self.train_rows, self.val_rows = train_rows, val_rows
@@ -157,8 +166,13 @@ class Trainer:
         self.device = pick_device(cfg.runtime.device)
         torch.manual_seed(cfg.seed)
         try:  # params that only the data can refute (model.prior_gate without prior channels)
-            self.model = build_model(cfg.model, out_channels=self.channels, in_channels=arrays.spec.input_channels,
-                                     input_scale=arrays.spec.input_scale, output_scale=arrays.spec.train_scale)
+            self.model = build_model(
+                cfg.model,
+                out_channels=self.channels,
+                in_channels=arrays.spec.input_channels,
+                input_scale=arrays.spec.input_scale,
+                output_scale=arrays.spec.train_scale,
+            )
         except ValueError as exc:
             raise ParamError(str(exc)) from exc
         self.model = self.model.to(self.device)
@@ -178,7 +192,8 @@ class Trainer:
         self.steps_per_epoch = math.ceil(math.ceil(len(train_rows) / dist.world) / cfg.batch_size)
         total, warmup = cfg.epochs * self.steps_per_epoch, round(cfg.warmup_epochs * self.steps_per_epoch)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda step: lr_factor(step, total, warmup, cfg.schedule))
+            self.optimizer, lambda step: lr_factor(step, total, warmup, cfg.schedule)
+        )
         self.shuffle = torch.Generator().manual_seed(cfg.seed)
         # Each rank its own augmentation stream; rank 0's is the single-process one.
         self.aug_rng = torch.Generator().manual_seed(cfg.seed + 1 + 1000 * dist.rank)
@@ -212,8 +227,15 @@ class Trainer:
         self.model.train()
         stats = Epoch(ConfusionMeter())
         batches = self.arrays.batches(self.dist.shard(self.train_rows, self.shuffle), self.cfg.batch_size, train=True)
-        bar = tqdm(batches, total=self.steps_per_epoch, desc=f"epoch {epoch}/{self.cfg.epochs}", unit="batch",
-                   leave=False, mininterval=1.0, disable=not self.dist.main)
+        bar = tqdm(
+            batches,
+            total=self.steps_per_epoch,
+            desc=f"epoch {epoch}/{self.cfg.epochs}",
+            unit="batch",
+            leave=False,
+            mininterval=1.0,
+            disable=not self.dist.main,
+        )
         for x, y in bar:
             x, y = self.augment(*self._to(x, y), self.aug_rng)
             x = x.contiguous(memory_format=torch.channels_last)  # a no-op unless train.augment.crop copied it
@@ -249,10 +271,17 @@ class Trainer:
         return stats.row("val", not self.jaccard_only, self.dist)
 
     def state(self) -> dict[str, Any]:
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "shuffle": self.shuffle.get_state(),
-                "aug_rng": self.aug_rng.get_state(), "torch_rng": torch.get_rng_state(),
-                "history": self.history, "best": self.best, "ema": self.ema.state_dict() if self.ema else None}
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "shuffle": self.shuffle.get_state(),
+            "aug_rng": self.aug_rng.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "history": self.history,
+            "best": self.best,
+            "ema": self.ema.state_dict() if self.ema else None,
+        }
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
@@ -266,10 +295,18 @@ class Trainer:
             self.ema.load_state_dict(state["ema"])
 
 
-def fit(cfg: TrainConfig, arrays: ResizedArrays, train_rows: np.ndarray, val_rows: np.ndarray,
-        model_path: Path, resume_path: Path, fingerprint: str,
-        on_epoch: Callable[[dict[str, float]], None] = lambda row: None,
-        on_start: Callable[[str | None], str | None] = lambda run_id: run_id, dist: Dist = SINGLE) -> dict[str, Any]:
+def fit(
+    cfg: TrainConfig,
+    arrays: ResizedArrays,
+    train_rows: np.ndarray,
+    val_rows: np.ndarray,
+    model_path: Path,
+    resume_path: Path,
+    fingerprint: str,
+    on_epoch: Callable[[dict[str, float]], None] = lambda row: None,
+    on_start: Callable[[str | None], str | None] = lambda run_id: run_id,
+    dist: Dist = SINGLE,
+) -> dict[str, Any]:
     """Train on the targets and auxiliary targets of ``arrays.spec``, resuming from ``resume_path``
     when it holds an unfinished run of the same job (``fingerprint``).
 
@@ -333,17 +370,24 @@ def fit(cfg: TrainConfig, arrays: ResizedArrays, train_rows: np.ndarray, val_row
         if dist.main:
             Resume(fingerprint, run_id, stop or epoch == cfg.epochs, trainer.state(), best_model).save(resume_path)
             on_epoch(row)
-            print(f"epoch {epoch}/{cfg.epochs}: " + "  ".join(
-                f"{k} {v:.4f}" for k, v in row.items() if k not in ("epoch", "seconds", "lr"))
-                + f"  ({row['seconds']:.0f}s)")
+            print(
+                f"epoch {epoch}/{cfg.epochs}: "
+                + "  ".join(f"{k} {v:.4f}" for k, v in row.items() if k not in ("epoch", "seconds", "lr"))
+                + f"  ({row['seconds']:.0f}s)"
+            )
             if stop:
                 print(f"early stop: val_iou has not improved for {cfg.patience} epochs")
         if stop:
             break
-    return {"best_epoch": trainer.best["epoch"], "best_val_iou": trainer.best["val_iou"],
-            "epochs_run": len(trainer.history), "early_stopped": stop,
-            "final": {k: v for k, v in trainer.history[-1].items() if k not in ("epoch", "seconds")},
-            "train_images_per_second": round(seen / train_seconds, 1) if seen else None,
-            # Wall time of all epochs (training + validation), resumed ones included: the training budget.
-            "train_minutes": round(sum(row["seconds"] for row in trainer.history) / 60, 2),
-            "history": trainer.history, "run_id": run_id}
+    return {
+        "best_epoch": trainer.best["epoch"],
+        "best_val_iou": trainer.best["val_iou"],
+        "epochs_run": len(trainer.history),
+        "early_stopped": stop,
+        "final": {k: v for k, v in trainer.history[-1].items() if k not in ("epoch", "seconds")},
+        "train_images_per_second": round(seen / train_seconds, 1) if seen else None,
+        # Wall time of all epochs (training + validation), resumed ones included: the training budget.
+        "train_minutes": round(sum(row["seconds"] for row in trainer.history) / 60, 2),
+        "history": trainer.history,
+        "run_id": run_id,
+    }

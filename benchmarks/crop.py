@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from train_throughput import eyelip, random_arrays
 
-from eyelip import params as P
+from eyelip.params import whole as P
 from eyelip.training.loop import TrainConfig
 
 

@@ -19,9 +19,9 @@ import numpy as np
 import yaml
 from train_throughput import eyelip, random_arrays
 
-from eyelip import params as P
 from eyelip.model.unet import build_model
-from eyelip.params import ModelParams
+from eyelip.params import whole as P
+from eyelip.params.model import ModelParams
 from eyelip.training.loop import TrainConfig
 
 

@@ -22,8 +22,8 @@ from pathlib import Path
 import torch
 import yaml
 
-from eyelip import params as P
 from eyelip.data.dataset import ResizedArrays, split_rows
+from eyelip.params import whole as P
 from eyelip.profiles import apply_profile
 from eyelip.training.loop import TrainConfig, autocast_dtype, fit, pick_device
 

@@ -68,15 +68,15 @@ def train_fold(job: dict[str, Any], model_dir: Path) -> tuple[dict[str, Any], di
     """Trains ``job["params"]`` on fold ``job["fold"]`` of ``job["data"]`` into ``model_dir/model.pt``,
     silently (no DVC, no MLflow); returns fit's summary, the fold's ids by split, the arrays and the
     minutes it took."""
-    from eyelip import params as P
     from eyelip.data.dataset import ResizedArrays
     from eyelip.data.split import fold_split
+    from eyelip.params import whole
     from eyelip.training.loop import TrainConfig, fit
 
     params = copy.deepcopy(job["params"])
     assign(params, "runtime.threads", job["threads"])
     assign(params, "runtime.device", job["device"])
-    cfg = TrainConfig.from_params(P.parse(params))
+    cfg = TrainConfig.from_params(whole.parse(params))
     arrays = ResizedArrays(job["data"])
     split = params["split"]
     ids = fold_split(arrays.ids, split["folds"], job["fold"], split["val"], split["seed"])

@@ -18,12 +18,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from eyelip import params as P
 from eyelip.data.arrays import ids_text
 from eyelip.data.dataset import ResizedArrays
 from eyelip.data.spec import DataSpec
 from eyelip.model.losses import build_loss
 from eyelip.model.unet import build_model
+from eyelip.params import whole as P
 from eyelip.training.loop import TrainConfig, Trainer, autocast_dtype, pick_device
 
 

@@ -3,7 +3,8 @@
 The first stage of the pipeline (every other one depends on its output, the sample included), and it
 depends on the whole of params.yaml: a wrong value in any section, even one no stage depends on
 (``runtime:``, ``tracking:``), stops `dvc repro` here, in seconds, naming the key. ``stage.run`` loads
-and validates the file; this checks data.root, which the data stages depend on, so a missing path
+and validates the whole file (:class:`eyelip.params.whole.Params`; later stages validate only the
+sections they read); this checks data.root, which the data stages depend on, so a missing path
 would otherwise stop `dvc repro` with DVC's bare ``[Errno 2]`` before any script could explain it. The
 built-in sample is not looked into: the `sample` stage (re)builds it after this one.
 Writes data/check.json (the root as given, and its image count unless it is the sample).
@@ -13,7 +14,7 @@ from pathlib import Path
 
 from eyelip import atomic, stage
 from eyelip.data.source import Source
-from eyelip.params import Params
+from eyelip.params.whole import Params
 
 SAMPLE = "data/sample.zip"  # stage `sample`'s output
 OUT = "data/check.json"
@@ -31,4 +32,4 @@ def main(params: Params) -> None:
 
 
 if __name__ == "__main__":
-    stage.run("check-data", main)
+    stage.run("check-data", main, Params)

@@ -11,11 +11,20 @@ from pathlib import Path
 from eyelip import atomic, stage
 from eyelip.evaluation.evaluate import TestSplit, evaluate, write_reports
 from eyelip.inference.predictors import TorchPredictor
-from eyelip.params import Params
+from eyelip.params.core import View
+from eyelip.params.runtime import RuntimeParams
+from eyelip.params.tracking import TrackingParams
 from eyelip.tracking.store import resume_run
 
 MODEL, METRICS, REPORTS = Path("models/model.pt"), Path("metrics/evaluate.json"), Path("metrics/evaluate")
 BATCH_SIZE = 32
+
+
+class Params(View):
+    """The sections of params.yaml this stage reads."""
+
+    runtime: RuntimeParams = RuntimeParams()
+    tracking: TrackingParams = TrackingParams()
 
 
 def main(params: Params) -> None:
@@ -35,4 +44,4 @@ def main(params: Params) -> None:
 
 
 if __name__ == "__main__":
-    stage.run("evaluate", main)
+    stage.run("evaluate", main, Params)

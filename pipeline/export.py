@@ -15,7 +15,10 @@ from eyelip.errors import DataError, EyelipError
 from eyelip.evaluation.evaluate import TestSplit
 from eyelip.inference.predictors import TorchPredictor
 from eyelip.model.checkpoint import load_model
-from eyelip.params import Params
+from eyelip.params.core import View
+from eyelip.params.export import ExportParams
+from eyelip.params.runtime import RuntimeParams
+from eyelip.params.tracking import TrackingParams
 from eyelip.release.export import export_checked
 from eyelip.release.registry import Lineage, publish
 from eyelip.tracking.store import RUN_FILE, data_version, read_run_id
@@ -32,6 +35,14 @@ def test_iou() -> float:
     if not isinstance(metrics.get("iou"), (int, float)):
         raise EyelipError(f"{EVALUATE}: no numeric 'iou'; re-run `dvc repro evaluate`")
     return float(metrics["iou"])
+
+
+class Params(View):
+    """The sections of params.yaml this stage reads."""
+
+    export: ExportParams = ExportParams()
+    runtime: RuntimeParams = RuntimeParams()
+    tracking: TrackingParams = TrackingParams()
 
 
 def main(params: Params) -> None:
@@ -65,4 +76,4 @@ def main(params: Params) -> None:
 
 
 if __name__ == "__main__":
-    stage.run("export", main)
+    stage.run("export", main, Params)

@@ -5,7 +5,18 @@ resize.input_scale, with the channels of resize.prior after R, G, B."""
 from eyelip import atomic, stage
 from eyelip.data.resize import resize_dataset
 from eyelip.data.source import Source
-from eyelip.params import Params
+from eyelip.params.core import View
+from eyelip.params.data import DataParams
+from eyelip.params.resize import ResizeParams
+from eyelip.params.runtime import RuntimeParams
+
+
+class Params(View):
+    """The sections of params.yaml this stage reads."""
+
+    data: DataParams = DataParams()
+    resize: ResizeParams = ResizeParams()
+    runtime: RuntimeParams = RuntimeParams()
 
 
 def main(params: Params) -> None:
@@ -19,7 +30,7 @@ def main(params: Params) -> None:
         prior=resize.prior,
         train_scale=resize.train_scale,
         on_error=params.data.on_error,
-        **stage.workers(params.runtime),
+        **params.runtime.workers(),
     )
     atomic.write_json("metrics/resize.json", summary)
     faces = f"; no face found in {summary['no_face']} (prior channels empty)" if "no_face" in summary else ""
@@ -27,4 +38,4 @@ def main(params: Params) -> None:
 
 
 if __name__ == "__main__":
-    stage.run("resize", main)
+    stage.run("resize", main, Params)

@@ -8,9 +8,20 @@ from pathlib import Path
 
 from eyelip import atomic, stage
 from eyelip.data.synthetic import generate_sample
-from eyelip.params import Params
+from eyelip.params.core import View
+from eyelip.params.data import DataParams
+from eyelip.params.runtime import RuntimeParams
+from eyelip.params.sample import SampleParams
 
 OUT = "data/sample.zip"
+
+
+class Params(View):
+    """The sections of params.yaml this stage reads."""
+
+    sample: SampleParams = SampleParams()
+    data: DataParams = DataParams()
+    runtime: RuntimeParams = RuntimeParams()
 
 
 def main(params: Params) -> None:
@@ -31,4 +42,4 @@ def main(params: Params) -> None:
 
 
 if __name__ == "__main__":
-    stage.run("sample", main)
+    stage.run("sample", main, Params)

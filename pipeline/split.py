@@ -3,7 +3,14 @@
 from eyelip import atomic, stage
 from eyelip.data.arrays import read_ids
 from eyelip.data.split import fold_split, split_counts, split_ids, write_split
-from eyelip.params import Params
+from eyelip.params.core import View
+from eyelip.params.split import SplitParams
+
+
+class Params(View):
+    """The sections of params.yaml this stage reads."""
+
+    split: SplitParams = SplitParams()
 
 
 def main(params: Params) -> None:
@@ -23,4 +30,4 @@ def main(params: Params) -> None:
 
 
 if __name__ == "__main__":
-    stage.run("split", main)
+    stage.run("split", main, Params)

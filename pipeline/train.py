@@ -16,7 +16,11 @@ from pathlib import Path
 from eyelip import atomic, stage
 from eyelip.data.dataset import ResizedArrays, split_rows, to_input
 from eyelip.model.checkpoint import load_model
-from eyelip.params import Params
+from eyelip.params.core import View
+from eyelip.params.model import ModelParams
+from eyelip.params.runtime import RuntimeParams
+from eyelip.params.tracking import TrackingParams
+from eyelip.params.train import TrainParams
 from eyelip.tracking.plots import rows_csv, training_curves
 from eyelip.tracking.store import TrackedRun
 from eyelip.training import distributed
@@ -25,6 +29,17 @@ from eyelip.training.loop import TrainConfig, fit
 MODEL, RESUME = Path("models/model.pt"), Path("models/resume.pt")
 OLD_RESUME = Path("models/checkpoint.pt")  # where eyelip kept the resume state before its format was versioned
 HISTORY, CURVES = Path("metrics/train_history.csv"), Path("metrics/train_curves.png")
+
+
+class Params(View):
+    """The sections of params.yaml this stage reads. Its new MLflow run logs the file's every key as written
+    and the defaults of these sections for keys left out (``File.flat``): not those of other sections,
+    whose schema this stage does not depend on (params.yaml writes every key, so none is missing there)."""
+
+    model: ModelParams = ModelParams()
+    train: TrainParams = TrainParams()
+    runtime: RuntimeParams = RuntimeParams()
+    tracking: TrackingParams = TrackingParams()
 
 
 def main(params: Params) -> None:
@@ -76,4 +91,4 @@ def main(params: Params) -> None:
 
 
 if __name__ == "__main__":
-    stage.run("train", main)
+    stage.run("train", main, Params)

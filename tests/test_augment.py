@@ -4,7 +4,8 @@ import torch
 
 from eyelip.data.dataset import ResizedArrays
 from eyelip.errors import ParamError
-from eyelip.params import AugmentParams, parse
+from eyelip.params.train import AugmentParams
+from eyelip.params.whole import parse
 from eyelip.training.augment import Augment
 from eyelip.training.loop import TrainConfig, Trainer
 

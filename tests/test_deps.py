@@ -134,6 +134,9 @@ def repo_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ("src/eyelip/model/unet.py", {"train", "evaluate", "export"}),
         ("src/eyelip/data/preprocess.py", {"fuse-masks", "resize", "train", "evaluate", "export"}),
         ("src/eyelip/data/split.py", {"split"}),
+        # A section's schema: the stages that read that section, and check-data, which validates the whole file.
+        ("src/eyelip/params/train.py", {"check-data", "train"}),
+        ("src/eyelip/params/resize.py", {"check-data", "resize"}),
     ],
 )
 def test_editing_a_module_changes_exactly_the_stages_that_import_it(

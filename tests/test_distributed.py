@@ -11,7 +11,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from eyelip.data.dataset import ResizedArrays, split_rows
-from eyelip.params import parse
+from eyelip.params.whole import parse
 from eyelip.training.distributed import SINGLE, Dist
 from eyelip.training.loop import TrainConfig, fit
 

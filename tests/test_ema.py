@@ -12,7 +12,7 @@ from torch import nn
 from eyelip.data.dataset import ResizedArrays
 from eyelip.errors import ParamError
 from eyelip.model.checkpoint import Resume
-from eyelip.params import parse
+from eyelip.params.whole import parse
 from eyelip.tracking.plots import training_curves
 from eyelip.training.ema import WeightAverage
 from eyelip.training.loop import TrainConfig, Trainer, fit

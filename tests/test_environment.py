@@ -14,7 +14,7 @@ import pytest
 import torch
 import yaml
 
-from eyelip import params as P
+from eyelip.params import whole as P
 from eyelip.tracking import environment
 from eyelip.tracking.report import provenance_lines, unrecorded_params
 from eyelip.tracking.results import Recipe, group, load_runs, render

@@ -130,7 +130,7 @@ def test_latency_covers_every_runtime_and_batch(exported: dict[str, Path]) -> No
 STAGE_SCRIPT = """
 import json, runpy, sys
 import mlflow
-from eyelip.params import parse
+from eyelip.params.whole import parse
 from eyelip.tracking import store as tracking
 
 run = tracking.start_run(parse({"tracking": {"experiment": "eyelip-test"}}))

@@ -6,7 +6,8 @@ import torch.nn.functional as F
 from eyelip.errors import ParamError
 from eyelip.model.losses import DiceLoss, JaccardLoss, LovaszHingeLoss, build_loss
 from eyelip.model.metrics import ConfusionMeter, accuracy, confusion, dice, iou, precision, recall
-from eyelip.params import LossParams, parse
+from eyelip.params.train import LossParams
+from eyelip.params.whole import parse
 
 BIG = 30.0  # |logit| that makes sigmoid exactly 0/1 in float32
 

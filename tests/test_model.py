@@ -7,7 +7,8 @@ import torch.nn.functional as F
 
 from eyelip.errors import ParamError
 from eyelip.model.unet import UNet, block_logits, build_model
-from eyelip.params import ModelParams, parse
+from eyelip.params.model import ModelParams
+from eyelip.params.whole import parse
 
 
 def n_params(model: torch.nn.Module) -> int:

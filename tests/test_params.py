@@ -12,10 +12,11 @@ from typing import Any
 import pytest
 import yaml
 
-from eyelip import params as P
 from eyelip import stage
 from eyelip.cli import main
 from eyelip.errors import ParamError
+from eyelip.params import core
+from eyelip.params import whole as P
 from eyelip.profiles import apply_profile, available
 
 REPO = Path(__file__).resolve().parents[1]
@@ -54,7 +55,7 @@ def edited(data: dict, key: str, rename: str | None = None, value: Any = None) -
 def cases(data: dict) -> list[tuple[str, dict]]:
     """For each leaf key: (the key as the user wrote it, the broken params), a typo and a wrong type."""
     out = []
-    for key in P.keys(data):
+    for key in core.keys(data):
         node: Any = data
         for part in key.split("."):
             node = node[part]
@@ -66,11 +67,12 @@ def cases(data: dict) -> list[tuple[str, dict]]:
 def stops_before_the_body(
     params_file: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> str:
-    """What ``stage.run`` (every stage's entry) prints when it refuses ``params_file``; fails if the body ran."""
+    """What ``stage.run`` prints when check-data, the first stage, which validates the whole file, refuses
+    ``params_file``; fails if the body ran."""
     monkeypatch.chdir(params_file.parent)
     ran: list[P.Params] = []
     with pytest.raises(SystemExit) as stop:
-        stage.run("any", ran.append)
+        stage.run("check-data", ran.append, P.Params)
     assert stop.value.code == 1 and not ran
     return capsys.readouterr().err
 
@@ -101,7 +103,7 @@ def test_every_key_of_params_yaml_and_the_profiles_is_checked_by_name_and_type(
             params_file.write_text(yaml.safe_dump(broken, sort_keys=False))
             err = stops_before_the_body(params_file, monkeypatch, capsys)
             assert f" {key}:" in err and len(err.strip().splitlines()) == 1, f"{label}: {key}: {err}"
-        covered[label] = len(P.keys(data))
+        covered[label] = len(core.keys(data))
     # Each profile file itself: a typo or a wrong type in it is refused when applied, naming the file and key.
     profiles_dir = tmp_path / "profiles"
     profiles_dir.mkdir()
@@ -116,11 +118,11 @@ def test_every_key_of_params_yaml_and_the_profiles_is_checked_by_name_and_type(
                 refused.value
             )
             assert params_file.read_text() == (REPO / "params.yaml").read_text(), "nothing written"
-        covered[f"profiles/{name}.yaml"] = len(P.keys(profile))
+        covered[f"profiles/{name}.yaml"] = len(core.keys(profile))
     report = ", ".join(f"{label}: {n}" for label, n in covered.items())
     print(f"\nleaf keys covered (each with a one-letter typo and a wrong type): {report}")
-    schema_keys = set(P.keys(P.Params().model_dump())) - {"train.loss.pos_weight"}  # optional, not in params.yaml
-    assert set(P.keys(base)) == schema_keys, "params.yaml lists every key of the schema"
+    schema_keys = set(core.keys(P.Params().model_dump())) - {"train.loss.pos_weight"}  # optional, not in params.yaml
+    assert set(core.keys(base)) == schema_keys, "params.yaml lists every key of the schema"
 
 
 @pytest.mark.parametrize(
@@ -172,6 +174,25 @@ def test_values_reach_the_code_as_written() -> None:
     assert P.parse({}) == P.Params(), "every key has its default in the schema"
 
 
+def test_a_stage_validates_the_sections_it_reads_and_leaves_the_rest_to_check_data() -> None:
+    from eyelip.params.train import TrainParams
+
+    class TrainView(core.View):
+        train: TrainParams = TrainParams()
+
+    with pytest.raises(ParamError, match=r"^params.yaml: train.lrr: unknown key; did you mean train.lr\?$"):
+        core.validate(TrainView, {"train": {"lrr": 0.1}})
+    # Another section's typo, an unknown section and a rule across sections are check-data's (P.Params).
+    other = {"train": {"lr": 0.1}, "runtime": {"n_job": 2}, "extra": {}, "model": {"depth": 9}}
+    view = core.validate(TrainView, other)
+    assert view.train == TrainParams(lr=0.1) and not hasattr(view, "runtime")
+    with pytest.raises(ParamError, match="runtime.n_job: unknown key"):
+        P.parse(other)
+    # MLflow logs the file as written, the defaults of the sections the stage validated for the keys left out.
+    assert view.flat()["train.lr"] == 0.1 and view.flat()["runtime.n_job"] == 2 and "train.epochs" in view.flat()
+    assert "model.base_width" not in view.flat()
+
+
 def test_params_check_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["params", "check", "--file", str(REPO / "params.yaml")]) == 0
     assert capsys.readouterr().out.strip() == f"{REPO / 'params.yaml'}: ok, 64 keys"
@@ -185,8 +206,8 @@ def test_params_check_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]
 
 def test_the_committed_json_schema_is_generated_from_the_models() -> None:
     expected = P.schema_text((REPO / "params.yaml").read_text())
-    assert (REPO / P.SCHEMA_FILE).read_text() == expected, (
-        f"{P.SCHEMA_FILE} is stale: regenerate it with `eyelip params schema > {P.SCHEMA_FILE}`"
+    assert (REPO / core.SCHEMA_FILE).read_text() == expected, (
+        f"{core.SCHEMA_FILE} is stale: regenerate it with `eyelip params schema > {core.SCHEMA_FILE}`"
     )
 
 
@@ -215,9 +236,9 @@ def test_editors_find_the_schema_and_params_and_profiles_validate_against_it() -
     for path in files:
         first = path.read_text().splitlines()[0]
         target = (path.parent / first.split("$schema=", 1)[1]).resolve()
-        assert first.startswith("# yaml-language-server: $schema=") and target == REPO / P.SCHEMA_FILE, path
+        assert first.startswith("# yaml-language-server: $schema=") and target == REPO / core.SCHEMA_FILE, path
     check = subprocess.run(
-        [str(BIN / "check-jsonschema"), "--schemafile", str(REPO / P.SCHEMA_FILE), *map(str, files)],
+        [str(BIN / "check-jsonschema"), "--schemafile", str(REPO / core.SCHEMA_FILE), *map(str, files)],
         capture_output=True,
         text=True,
     )
@@ -228,7 +249,7 @@ def test_the_json_schema_flags_what_editors_should(tmp_path: Path) -> None:
     bad = tmp_path / "params.yaml"
     bad.write_text("train:\n  lr: fast\n  epoch: 3\n")
     check = subprocess.run(
-        [str(BIN / "check-jsonschema"), "--schemafile", str(REPO / P.SCHEMA_FILE), str(bad)],
+        [str(BIN / "check-jsonschema"), "--schemafile", str(REPO / core.SCHEMA_FILE), str(bad)],
         capture_output=True,
         text=True,
     )
@@ -244,15 +265,19 @@ def test_library_allowed_values_agree_with_the_schema() -> None:
     from eyelip.data.parallel import BACKENDS, ON_ERROR
     from eyelip.data.prior import PRIORS
     from eyelip.model import unet
+    from eyelip.params.data import OnError, Part, Rule
+    from eyelip.params.model import Block, Norm
+    from eyelip.params.resize import Prior
+    from eyelip.params.runtime import Backend
 
     pairs: list[tuple[Any, tuple]] = [
-        (P.Rule, RULES),
-        (P.Part, PARTS),
-        (P.Backend, BACKENDS),
-        (P.OnError, ON_ERROR),
-        (P.Prior, PRIORS),
-        (P.Norm, unet._NORMS),
-        (P.Block, unet._BLOCKS),
+        (Rule, RULES),
+        (Part, PARTS),
+        (Backend, BACKENDS),
+        (OnError, ON_ERROR),
+        (Prior, PRIORS),
+        (Norm, unet._NORMS),
+        (Block, unet._BLOCKS),
     ]
     for literal, values in pairs:
         assert get_args(literal) == tuple(values), (literal, values)

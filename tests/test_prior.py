@@ -31,7 +31,7 @@ from eyelip.inference.predictors import OnnxPredictor, TorchPredictor
 from eyelip.model.checkpoint import load_model, save_model
 from eyelip.model.spec import ModelSpec
 from eyelip.model.unet import build_model
-from eyelip.params import AugmentParams
+from eyelip.params.train import AugmentParams
 from eyelip.release.export import export_onnx
 from eyelip.training.augment import Augment
 

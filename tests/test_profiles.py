@@ -11,7 +11,7 @@ import yaml
 
 from eyelip.cli import main
 from eyelip.errors import DataError, EyelipError
-from eyelip.params import flatten
+from eyelip.params.core import flatten
 from eyelip.profiles import apply_profile, available
 
 REPO = Path(__file__).resolve().parents[1]

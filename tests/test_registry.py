@@ -14,7 +14,6 @@ import torch
 from mlflow import MlflowClient
 from PIL import Image
 
-from eyelip import params as P
 from eyelip.data.dataset import ResizedArrays
 from eyelip.data.fuse import FusedMasks, fuse_dataset
 from eyelip.data.resize import resize_dataset
@@ -24,6 +23,7 @@ from eyelip.evaluation.evaluate import TestSplit
 from eyelip.inference.predictors import OnnxPredictor
 from eyelip.model.spec import ModelSpec
 from eyelip.model.unet import build_model
+from eyelip.params import whole as P
 from eyelip.release.export import export_onnx
 from eyelip.release.pyfunc import log_pyfunc
 from eyelip.release.registry import Lineage, champion_scorer, layout_name, model_digest, publish, register, rescore

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from eyelip import params as P
 from eyelip.errors import ParamError
+from eyelip.params import core, whole
+from eyelip.params.runtime import RuntimeParams
 from eyelip.tracking.results import Run
 from eyelip.training.loop import TrainConfig
 
@@ -18,24 +19,24 @@ REPO = Path(__file__).resolve().parents[1]
 RECIPE = {"model": {"base_width": 8, "depth": 3}, "train": {"epochs": 1, "batch_size": 4, "lr": 0.003, "seed": 0}}
 
 
-@pytest.mark.parametrize("old, new", sorted(P.MOVED.items()))
+@pytest.mark.parametrize("old, new", sorted(core.MOVED.items()))
 def test_an_old_params_file_names_the_moved_key(tmp_path: Path, old: str, new: str) -> None:
     section, key = old.split(".")
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump({**RECIPE, section: {**RECIPE.get(section, {}), key: 1}}))
     with pytest.raises(ParamError, match=rf"^{old}: moved to {new} in "):
-        P.load(path)
+        whole.load(path)
 
 
 def test_the_project_params_have_every_runtime_setting_in_one_section() -> None:
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    assert {new.split(".")[1] for new in P.MOVED.values()} == set(params[P.RUNTIME])
-    assert set(P.RuntimeParams.model_fields) == set(params[P.RUNTIME])
+    assert {new.split(".")[1] for new in core.MOVED.values()} == set(params[core.RUNTIME])
+    assert set(RuntimeParams.model_fields) == set(params[core.RUNTIME])
 
 
 def test_the_resume_fingerprint_ignores_runtime_settings_only() -> None:
     def config(recipe: dict) -> TrainConfig:
-        return TrainConfig.from_params(P.parse(recipe))
+        return TrainConfig.from_params(whole.parse(recipe))
 
     base = config(RECIPE).fingerprint("data")
     fast = config({**RECIPE, "runtime": {"threads": 1, "device": "cpu", "compile": True, "distributed": False}})

@@ -27,7 +27,7 @@ from test_queue import run_queue, wait_for_queue
 from test_registry import ONE, eval_set, lineage, onnx_model
 from test_remote import clone_pulls_everything, tiny_project
 
-from eyelip import params as P
+from eyelip.params import whole as P
 
 pytestmark = pytest.mark.slow  # each test starts DVC projects or publishers, and the stack takes minutes to start
 

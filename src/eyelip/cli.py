@@ -272,7 +272,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             run_profile(args.name, args.data_root)
         elif args.command == "params":
-            from eyelip.params import run_params
+            from eyelip.params.whole import run_params
 
             run_params(args.action, args.file)
         elif args.command == "results":

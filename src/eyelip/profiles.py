@@ -18,7 +18,8 @@ from ruamel.yaml import YAML
 from eyelip import atomic
 from eyelip.data.source import Source
 from eyelip.errors import EyelipError
-from eyelip.params import PARAMS_FILE, parse
+from eyelip.params.core import PARAMS_FILE
+from eyelip.params.whole import parse
 
 PROFILES_DIR = "profiles"
 # Mappings whose keys are names chosen by the user, not settings: a profile replaces them whole

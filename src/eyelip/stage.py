@@ -5,10 +5,10 @@ from __future__ import annotations
 import signal
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
-from eyelip import params as P
 from eyelip.errors import EyelipError
+from eyelip.params import core
 
 
 class Terminated(KeyboardInterrupt):
@@ -29,13 +29,20 @@ def close_tracking(error: BaseException) -> None:
         store.close_run(error)
 
 
-def run(name: str, body: Callable[[P.Params], None]) -> None:
-    """Run a stage body with params.yaml, validated whole first (a typo in any section stops every stage
-    before it touches an output); an EyelipError is printed as one line, exit status 1; Ctrl+C exits 130
-    and SIGTERM 143. Its MLflow run, if any, ends FAILED or KILLED."""
+F = TypeVar("F", bound=core.File)
+
+
+def run(name: str, body: Callable[[F], None], params: type[F]) -> None:
+    """Run a stage body with the sections of params.yaml it reads (``params``, a
+    :class:`~eyelip.params.core.View`), validated first, unknown keys in them included. A stage imports,
+    and so depends on, the schema of those sections only; the whole file (unknown sections, typos in any
+    section, rules that join sections) is checked by ``check-data``, whose ``params`` is the whole
+    :class:`~eyelip.params.whole.Params` and which DVC runs before every other stage. An EyelipError is
+    printed as one line, exit status 1; Ctrl+C exits 130 and SIGTERM 143. Its MLflow run, if any, ends
+    FAILED or KILLED."""
     signal.signal(signal.SIGTERM, _terminate)
     try:
-        body(P.load())
+        body(core.load(params))
     except EyelipError as exc:
         close_tracking(exc)
         print(f"eyelip {name}: error: {exc}", file=sys.stderr)
@@ -48,8 +55,3 @@ def run(name: str, body: Callable[[P.Params], None]) -> None:
     except Exception as exc:  # a crash: the traceback as usual, and the run FAILED
         close_tracking(exc)
         raise
-
-
-def workers(runtime: P.RuntimeParams) -> dict[str, Any]:
-    """joblib settings from ``runtime.n_jobs`` and ``runtime.backend``."""
-    return {"n_jobs": runtime.n_jobs, "backend": runtime.backend}

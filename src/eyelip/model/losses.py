@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from eyelip.params import LossParams, Reduction
+from eyelip.params.train import LossParams, Reduction
 
 _REDUCTIONS = get_args(Reduction)
 
@@ -139,7 +139,7 @@ class CombinedLoss(nn.Module):
     up-weights positive pixels, which are ~1.6% of a face.
     """
 
-    def __init__(  # no defaults: those of the ``train.loss`` section (eyelip.params.LossParams) apply
+    def __init__(  # no defaults: those of the ``train.loss`` section (eyelip.params.train.LossParams) apply
         self,
         jaccard: float,
         bce: float,
@@ -184,5 +184,5 @@ class CombinedLoss(nn.Module):
 
 
 def build_loss(cfg: LossParams) -> CombinedLoss:
-    """The :class:`CombinedLoss` of the ``train.loss`` params section (checked by :mod:`eyelip.params`)."""
+    """The :class:`CombinedLoss` of the ``train.loss`` params section (checked by :mod:`eyelip.params.train`)."""
     return CombinedLoss(**cfg.model_dump())

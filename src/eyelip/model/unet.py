@@ -54,7 +54,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from eyelip.params import ModelParams
+from eyelip.params.model import ModelParams
 
 Norm = Literal["batch", "group", "none"]
 Block = Literal["plain", "residual", "depthwise"]

@@ -53,14 +53,15 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from PIL import Image
 
 from eyelip.errors import EyelipError
 from eyelip.inference.predictors import Predictor
 from eyelip.model.spec import LAYOUT, ModelSpec
-from eyelip.params import Params
+from eyelip.params.export import ExportParams
+from eyelip.tracking.store import Tracked
 
 if TYPE_CHECKING:
     from eyelip.evaluation.evaluate import TestSplit
@@ -412,8 +413,15 @@ def champion_scorer(test: TestSplit) -> Callable[[str, str], float]:
     return lambda name, version: rescore(load_version(name, version), test)
 
 
+class Published(Tracked, Protocol):
+    """What :func:`publish` reads: the export stage's params, with ``export`` (the registered model)."""
+
+    @property
+    def export(self) -> ExportParams: ...
+
+
 def publish(
-    params: Params,
+    params: Published,
     onnx_path: str | Path,
     export_metrics: str | Path,
     summary: Mapping[str, Any],

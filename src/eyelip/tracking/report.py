@@ -28,8 +28,8 @@ from typing import Any
 import yaml
 
 from eyelip import atomic
-from eyelip import params as P
 from eyelip.errors import EyelipError
+from eyelip.params import core, whole
 from eyelip.tracking import environment
 from eyelip.tracking import store as tracking
 
@@ -255,8 +255,8 @@ def unrecorded_params(lock_text: str | None, params_text: str | None) -> list[tu
     lock, params = yaml.safe_load(lock_text) or {}, yaml.safe_load(params_text) or {}
     found: dict[str, tuple[Any, Any]] = {}
     for stage in (lock.get("stages") or {}).values():
-        for key, value in ((stage.get("params") or {}).get(P.PARAMS_FILE) or {}).items():
-            recorded, current = P.flatten({key: value}), P.flatten({key: _at(params, key)})
+        for key, value in ((stage.get("params") or {}).get(core.PARAMS_FILE) or {}).items():
+            recorded, current = core.flatten({key: value}), core.flatten({key: _at(params, key)})
             for leaf in sorted({*recorded, *current}):
                 if recorded.get(leaf) != current.get(leaf):
                     found[leaf] = (recorded.get(leaf), current.get(leaf))
@@ -268,10 +268,10 @@ def provenance_lines(root: Path, sha: str, label: str) -> tuple[list[str], list[
     beside them (baseline commit, this workspace) and what differs between the two environments."""
     notes, lines = [], ["## Provenance", ""]
     sides = (
-        (f"baseline {label}", git_show(root, sha, "dvc.lock"), git_show(root, sha, P.PARAMS_FILE)),
+        (f"baseline {label}", git_show(root, sha, "dvc.lock"), git_show(root, sha, core.PARAMS_FILE)),
         (
             "this workspace",
-            *((root / f).read_text() if (root / f).is_file() else None for f in ("dvc.lock", P.PARAMS_FILE)),
+            *((root / f).read_text() if (root / f).is_file() else None for f in ("dvc.lock", core.PARAMS_FILE)),
         ),
     )
     for side, lock_text, params_text in sides:
@@ -332,7 +332,7 @@ def build_report(root: Path, baseline: str, out: Path, images: str = "relative",
     notes, provenance = provenance_lines(root, sha, label)
     if notes:
         first += "; **note**: " + "; ".join(notes)
-    params_now = P.load(root / P.PARAMS_FILE)
+    params_now = whole.load(root / core.PARAMS_FILE)
     gate = champion_line(root, params_now.export.registered_model)
     if gate:
         first += f"; {gate}"

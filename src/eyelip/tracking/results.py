@@ -20,15 +20,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from eyelip import atomic
-from eyelip import params as P
 from eyelip.errors import EyelipError
+from eyelip.params import core
 from eyelip.tracking import environment
 from eyelip.tracking.store import tracking_uri
 
-# Beside the runtime section (eyelip.params.RUNTIME): params that name the fold a run holds out, where
+# Beside the runtime section (eyelip.params.core.RUNTIME): params that name the fold a run holds out, where
 # the data lies, a diagnostic that leaves the model as it is (val_raw), and stages after training.
 NOT_RECIPE = {"split.fold", "train.val_raw", "data.root"}
-NOT_RECIPE_SECTIONS = (f"{P.RUNTIME}.", "tracking.", "export.", "sample.")
+NOT_RECIPE_SECTIONS = (f"{core.RUNTIME}.", "tracking.", "export.", "sample.")
 TARGETS = "data.targets."
 AUX_TARGETS = "data.aux_targets."
 TABLE_METRICS = ("train_minutes", "train_images_per_second", "best_val_iou")  # and every test_iou*
@@ -47,7 +47,7 @@ class Run:
     def recipe(self) -> tuple[tuple[str, str], ...]:
         params = {
             k: v
-            for k, v in P.renamed(self.params).items()
+            for k, v in core.renamed(self.params).items()
             if k not in NOT_RECIPE and not k.startswith((*NOT_RECIPE_SECTIONS, TARGETS, AUX_TARGETS))
         }
         # One entry for the whole layout, so switching {eyes_lips} for {eyes, lips} reads as one change.

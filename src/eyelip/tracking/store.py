@@ -22,15 +22,30 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import yaml
 
 from eyelip import atomic
-from eyelip.params import Params
+from eyelip.params.runtime import RuntimeParams
+from eyelip.params.tracking import TrackingParams
 from eyelip.tracking import environment
 
 RUN_FILE = "models/run.json"
+
+
+class Tracked(Protocol):
+    """What starting a run reads: a stage's params (an ``eyelip.params.core.View`` with ``tracking`` and
+    ``runtime``, or the whole ``Params``), not the whole schema, so that a tracked stage depends on the
+    schema of the sections it reads only."""
+
+    @property
+    def tracking(self) -> TrackingParams: ...
+
+    @property
+    def runtime(self) -> RuntimeParams: ...
+
+    def flat(self) -> dict[str, Any]: ...
 
 
 def project_root() -> Path:
@@ -100,7 +115,7 @@ def ensure_experiment(name: str) -> str:
         return mlflow.get_experiment_by_name(name).experiment_id
 
 
-def start_run(params: Params, run_id: str | None = None):
+def start_run(params: Tracked, run_id: str | None = None):
     """Start (or, with ``run_id``, resume) the pipeline's MLflow run in ``tracking.experiment``; returns the
     active run."""
     import mlflow  # imported lazily: it takes seconds, and only training needs it at start-up
@@ -141,7 +156,7 @@ def close_run(error: BaseException | None = None) -> None:
 
 
 @contextmanager
-def resume_run(params: Params, run_file: str | Path = RUN_FILE) -> Iterator[Any]:
+def resume_run(params: Tracked, run_file: str | Path = RUN_FILE) -> Iterator[Any]:
     """The training stage's run (``run_file``) resumed, for a later stage to add to (a new run when
     there is none); use as ``with resume_run(params) as run:``, which ends it (:func:`close_run`)."""
     run_id = read_run_id(run_file)
@@ -159,7 +174,7 @@ def resume_run(params: Params, run_file: str | Path = RUN_FILE) -> Iterator[Any]
 class TrackedRun:
     """The training stage's MLflow run: params and tags once, metrics per epoch, artifacts at the end."""
 
-    def __init__(self, params: Params) -> None:
+    def __init__(self, params: Tracked) -> None:
         self.params = params
         self.data_version = data_version()
         self.run: Any = None

@@ -40,7 +40,7 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from eyelip.params import AugmentParams
+from eyelip.params.train import AugmentParams
 
 _LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601, also the Y row of YIQ
 _RGB_TO_YIQ = torch.tensor([_LUMA, (0.596, -0.274, -0.322), (0.211, -0.523, 0.312)])
@@ -53,7 +53,7 @@ class Augment:
 
     Args:
         cfg: the ``train.augment`` params section (see the module docstring), checked by
-            :mod:`eyelip.params`.
+            :mod:`eyelip.params.train`.
         flip_pairs: pairs ``(i, j)`` of mask channels that swap under a horizontal flip.
     """
 

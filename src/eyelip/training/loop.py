@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -41,27 +41,42 @@ from eyelip.model.losses import CombinedLoss, build_loss
 from eyelip.model.metrics import ConfusionMeter, iou
 from eyelip.model.spec import ModelSpec
 from eyelip.model.unet import build_model
-from eyelip.params import ModelParams, Params, RuntimeParams, TrainParams
+from eyelip.params.model import ModelParams
+from eyelip.params.runtime import RuntimeParams
+from eyelip.params.train import TrainParams
 from eyelip.training.augment import Augment
 from eyelip.training.distributed import SINGLE, Dist
 from eyelip.training.ema import WeightAverage
 
 
+class Trained(Protocol):
+    """The params training reads (the train stage's view of params.yaml, or the whole ``Params``)."""
+
+    @property
+    def train(self) -> TrainParams: ...
+
+    @property
+    def model(self) -> ModelParams: ...
+
+    @property
+    def runtime(self) -> RuntimeParams: ...
+
+
 class TrainConfig(TrainParams):
     """What training uses: the ``train`` section, the ``model`` section and the ``runtime`` settings, typed and
-    validated by :mod:`eyelip.params` (whose defaults these are)."""
+    validated by the :mod:`eyelip.params` section models (whose defaults these are)."""
 
     model: ModelParams = ModelParams()
     runtime: RuntimeParams = RuntimeParams()
 
     @classmethod
-    def from_params(cls, params: Params) -> TrainConfig:
+    def from_params(cls, params: Trained) -> TrainConfig:
         return cls(**dict(params.train), model=params.model, runtime=params.runtime)
 
     def fingerprint(self, data_version: str, world: int = 1) -> str:
         """Identifies a training job: a checkpoint is resumed only by the same job. ``world`` (the
         number of processes) is part of it: it sets the global batch. The runtime settings
-        (eyelip.params.RUNTIME) are not: they change how fast, never what."""
+        (eyelip.params.core.RUNTIME) are not: they change how fast, never what."""
         job = self.model_dump(exclude={"runtime"})
         return hashlib.sha1(json.dumps([job, data_version, world], sort_keys=True).encode()).hexdigest()
 

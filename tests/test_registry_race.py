@@ -101,7 +101,7 @@ def published(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Lin
     """A tiny ONNX model and the lineage every publisher registers it with (one test split)."""
     root = tmp_path_factory.mktemp("race")
     model = onnx_model(root / "model.onnx", ONE, 0.0)
-    lineage = Lineage.of(OnnxPredictor(model), data_version="d", test_split="0123456789ab", test_images=6)
+    lineage = Lineage(OnnxPredictor(model).spec, data_version="d", test_split="0123456789ab", test_images=6)
     return root, model, lineage
 
 

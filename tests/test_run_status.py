@@ -75,7 +75,7 @@ def test_interrupted_training_is_killed_in_mlflow_with_its_epochs_logged(
     # SIGTERM (kill, a queue worker stopped) on the resumed training: the same run, KILLED again.
     stopped, again = interrupt_training(project, signal.SIGTERM, 1)
     assert stopped.returncode == 143, stopped.stderr
-    assert "resuming from models/checkpoint.pt" in stopped.stdout
+    assert "resuming from models/resume.pt" in stopped.stdout
     assert stopped.stderr.strip().endswith("eyelip train: stopped (SIGTERM); no partial output was kept")
     more = epochs_logged(project, run_id)
     assert again == run_id and client.get_run(run_id).info.status == "KILLED"
@@ -94,14 +94,21 @@ CRASH = """
 import sys
 from eyelip import stage
 from eyelip.errors import EyelipError
+from eyelip.params.core import View
+from eyelip.params.runtime import RuntimeParams
+from eyelip.params.tracking import TrackingParams
 from eyelip.tracking.store import start_run
 
+class Params(View):
+    tracking: TrackingParams = TrackingParams(experiment="crashes")
+    runtime: RuntimeParams = RuntimeParams()
+
 def body(params):
-    run = start_run("crashes", params)
+    run = start_run(params)
     print(run.info.run_id, flush=True)
     raise EyelipError("bad value") if sys.argv[1] == "error" else RuntimeError("a bug")
 
-stage.run("crash", body)
+stage.run("crash", body, Params)
 """
 
 

@@ -77,7 +77,9 @@ def test_split_stage_writes_the_requested_fold(tmp_path: Path, monkeypatch: pyte
     monkeypatch.chdir(tmp_path)
     (tmp_path / "data" / "resized").mkdir(parents=True)
     (tmp_path / "data" / "resized" / "ids.txt").write_text(ids_text(list(range(50))))
-    stage.main({"split": {"seed": 0, "train": 0.8, "val": 5, "test": 0.1, "folds": 5, "fold": 3}})
+    stage.main(
+        stage.Params.model_validate({"split": {"seed": 0, "train": 0.8, "val": 5, "test": 0.1, "folds": 5, "fold": 3}})
+    )
     written = {name: read_ids(tmp_path / "data" / "split" / f"{name}.txt") for name in ("train", "val", "test")}
     assert written == fold_split(list(range(50)), 5, 3, 5, seed=0)
     assert json.loads((tmp_path / "metrics" / "split.json").read_text()) == {"train": 35, "val": 5, "test": 10}

@@ -308,7 +308,7 @@ def runs_in(job: Job) -> list[Any]:
 def test_pull_request_retrains_what_the_params_touched_and_comments_the_report(origin: Origin, tmp_path: Path) -> None:
     payload = {"pull_request": {"number": 7, "base": {"sha": origin.base}, "head": {"sha": origin.head}}}
     job = run_workflow(origin, tmp_path, "pull_request", origin.head, payload)
-    assert ran_stages(job.logs["Reproduce the pipeline"]) == {"train", "evaluate", "export"}
+    assert ran_stages(job.logs["Reproduce the pipeline"]) == {"check-data", "train", "evaluate", "export"}
     assert "Push the experiment" in job.skipped
     first = (job.workspace / "summary.md").read_text().splitlines()[0]
     assert first.startswith(f"**{expected_verdict(job, origin.base)}**: test IoU ")
@@ -328,7 +328,7 @@ def test_pull_request_retrains_what_the_params_touched_and_comments_the_report(o
 
 def test_push_compares_with_the_previous_tip_and_comments_nothing(origin: Origin, tmp_path: Path) -> None:
     job = run_workflow(origin, tmp_path, "push", origin.head, {"before": origin.base, "after": origin.head})
-    assert ran_stages(job.logs["Reproduce the pipeline"]) == {"train", "evaluate", "export"}
+    assert ran_stages(job.logs["Reproduce the pipeline"]) == {"check-data", "train", "evaluate", "export"}
     assert "Comment on the pull request" in job.skipped and job.comments == []
     assert job.summary.startswith(f"**{expected_verdict(job, origin.base)}**: test IoU ")
     assert f" at `{origin.base[:7]}`" in job.summary.splitlines()[0]
@@ -345,7 +345,7 @@ def test_dispatch_overrides_become_a_pushed_experiment_and_an_mlflow_run(origin:
     )
     name = "ci-4242-1"
     assert job.outputs["repro"] == {"experiment": name}
-    assert ran_stages(job.logs["Reproduce the pipeline"]) == {"train", "evaluate", "export"}
+    assert ran_stages(job.logs["Reproduce the pipeline"]) == {"check-data", "train", "evaluate", "export"}
     (run,) = runs_in(job)
     assert run.info.run_name == name and run.data.params["train.lr"] == "0.01"
     # The baseline is HEAD, whose committed metrics predate its params: the report says so.

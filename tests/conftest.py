@@ -23,6 +23,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +59,22 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.real_data)
         if "project" in item.fixturenames:
             item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(autouse=True)
+def _tracking_uri_stays_in_its_test() -> Iterator[None]:
+    """``mlflow.set_tracking_uri`` (which eyelip's store calls in-process) also sets MLFLOW_TRACKING_URI in
+    os.environ, which every later subprocess of this worker inherits: without this, one test's store
+    becomes the store of the next test's `dvc` or stage process, depending on test order."""
+    from mlflow.tracking._tracking_service import utils
+
+    env, uri = os.environ.get("MLFLOW_TRACKING_URI"), utils._tracking_uri
+    yield
+    if env is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = env
+    utils._tracking_uri = uri
 
 
 @pytest.fixture(scope="session")

@@ -15,16 +15,13 @@ from pathlib import Path
 import pytest
 from conftest import Project
 from mlflow.tracking import MlflowClient
+from test_train import FAST as TRAIN_FAST
 
 from eyelip.tracking.report import champion_line
 from eyelip.tracking.results import load_runs
 
-FAST = {
-    "resize": {"size": 64},
-    "model": {"base_width": 8, "depth": 3},
-    "train": {"epochs": 50, "batch_size": 32},
-    "runtime": {"threads": 2},
-}
+# test_train's fast recipe, with epochs enough that a signal always lands mid-training.
+FAST = {**TRAIN_FAST, "train": {**TRAIN_FAST["train"], "epochs": 50}}
 
 
 def epochs_logged(project: Project, run_id: str) -> list[int]:

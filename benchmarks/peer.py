@@ -1,0 +1,135 @@
+"""Claim: at equal wall-clock training time, on the same faces, eyelip's recipe beats the U-Net a user would
+pick instead, a segmentation_models_pytorch U-Net trained by a plain, competent loop (benchmarks/peer_train.py).
+
+Run from eyelip's root, inside `.venv`, on a clone of it OUTSIDE this repository whose params.yaml holds
+the recipe and the data (e.g. `eyelip profile mini --data-root ../shared/celebamask-hq-mini`, then
+`dvc repro split`): nothing the clone derives from licensed faces may come back here. In that clone,
+one after the other on a machine left alone:
+
+1. eyelip as configured (`dvc exp run -n peer-eyelip evaluate`): its training minutes set the budget;
+2. eyelip without the face-mesh prior (`-S resize.prior=none -S model.prior_gate=0`), same epochs;
+3. the peer, for the budget of 1, in its own environment (``--peer-python``; no eyelip code in its
+   training path). Its test probabilities are scored by eyelip's own evaluation, as eyelip's are.
+
+Prints one Markdown table: test IoU of eyes and lips as one mask at the mask size and at the native
+mask resolution, per target, training time, epochs and images per second, and the CPU.
+
+The peer's environment (torch with torchvision, which smp needs; CPU or CUDA build):
+    python -m venv .venv-peer && .venv-peer/bin/pip install torch torchvision 'segmentation-models-pytorch==0.6.*'
+
+    python benchmarks/peer.py --project ../eyelip-mini --peer-python .venv-peer/bin/python [--encoder resnet18]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from eyelip.evaluation.evaluate import TestSplit, evaluate
+from eyelip.tracking.environment import cpu_info
+
+HERE = Path(__file__).resolve().parent
+KEYS = ("iou_combined", "iou_eyes", "iou_lips", "iou_native_combined", "iou_native_eyes", "iou_native_lips")
+
+
+class StoredProbs:
+    """A Predictor (eyelip.inference.predictors) that replays the peer's test probabilities in test.txt order."""
+
+    def __init__(self, probs: np.ndarray, targets: list[str]) -> None:
+        self.probs, self.targets, self.size, self.at = probs, targets, probs.shape[-1], 0
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        out = self.probs[self.at : self.at + len(images)]
+        self.at += len(images)
+        return out
+
+
+def eyelip_run(project: Path, name: str, *sets: str) -> dict[str, object]:
+    subprocess.run(
+        ["dvc", "exp", "run", "-n", name, *(a for s in sets for a in ("-S", s)), "evaluate"], cwd=project, check=True
+    )
+    train = json.loads((project / "metrics/train.json").read_text())
+    scores = json.loads((project / "metrics/evaluate.json").read_text())
+    history = (project / "metrics/train_history.csv").read_text().splitlines()
+    return {
+        "method": f"eyelip ({name})",
+        "train_seconds": train["train_minutes"] * 60,
+        "epochs": len(history) - 1,
+        "images_per_second": train["train_images_per_second"],
+        **{k: scores[k] for k in KEYS},
+    }
+
+
+def peer_run(project: Path, python: str, budget: float, encoder: str, weights: str | None) -> dict[str, object]:
+    with tempfile.TemporaryDirectory() as out:
+        command = [python, str(HERE / "peer_train.py"), "--project", str(project), "--budget", str(budget)]
+        command += ["--out", out, "--encoder", encoder] + (["--encoder-weights", weights] if weights else [])
+        subprocess.run(command, check=True)
+        summary = json.loads((Path(out) / "history.json").read_text())
+        probs = np.load(Path(out) / "probs.npy")
+    split = TestSplit.open(project / "data/resized", project / "data/fused", project / "data/split")
+    scores = evaluate(StoredProbs(probs, list(split.spec.targets)), split.batches(32)).metrics
+    return {
+        "method": f"smp U-Net {encoder} ({weights or 'from scratch'}, {summary['size']} px, torch {summary['torch']})",
+        "train_seconds": summary["train_seconds"],
+        "epochs": summary["epochs"],
+        "images_per_second": round(summary["images_per_second"], 1),
+        **{k: scores[k] for k in KEYS},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "--project", type=Path, required=True, help="a clone outside this repository, run through split"
+    )
+    parser.add_argument("--peer-python", required=True, help="python of an environment with torch and smp")
+    parser.add_argument(
+        "--encoder", default="resnet18", help="smp encoder (default: the fastest of its usual ones on CPU)"
+    )
+    parser.add_argument("--encoder-weights", default=None, help="e.g. imagenet, where weights can be downloaded")
+    parser.add_argument("--json", type=Path, help="also write the rows here")
+    args = parser.parse_args()
+    project = args.project.resolve()
+    if project == HERE.parent or HERE.parent in project.parents:
+        sys.exit(
+            f"--project {args.project}: must be a clone outside this repository (its outputs derive from the data)"
+        )
+    model, flags = cpu_info()
+    isa = (
+        "AVX512-BF16"
+        if "avx512_bf16" in flags
+        else "AVX512"
+        if "avx512f" in flags
+        else "AVX2"
+        if "avx2" in flags
+        else "-"
+    )
+    rows = [eyelip_run(project, "peer-eyelip")]
+    rows.append(eyelip_run(project, "peer-eyelip-noprior", "resize.prior=none", "model.prior_gate=0"))
+    rows.append(
+        peer_run(project, args.peer_python, float(rows[0]["train_seconds"]), args.encoder, args.encoder_weights)
+    )
+    print(f"\nCPU: {model}, {os.cpu_count()} cores, {isa}; test faces: {project / 'data/split/test.txt'}")
+    print(
+        "| method | train min | epochs | img/s | test IoU (one mask) | eyes | lips | native: one mask | eyes | lips |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        scores = " | ".join(f"{r[k]:.4f}" for k in KEYS)
+        print(
+            f"| {r['method']} | {r['train_seconds'] / 60:.1f} | {r['epochs']} | {r['images_per_second']} | {scores} |"
+        )
+    if args.json:
+        args.json.write_text(json.dumps({"cpu": model, "isa": isa, "rows": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -17,13 +17,13 @@ from eyelip.training.loop import TrainConfig, fit
 
 NO_AUGMENT = {k: 0 for k in ("hflip", "brightness", "contrast", "saturation", "hue", "rotate", "scale", "translate")}
 # Equal up to float rounding needs: no augmentation (each rank draws its own), GroupNorm (BatchNorm
-# statistics are per rank on CPU, where SyncBatchNorm does not run) and 384 = 6 x 64 training rows
+# statistics are per rank on CPU, where SyncBatchNorm does not run) and 128 = 2 x 64 training rows
 # (no padded last batch), of the built-in synthetic sample at 128 px.
 DDP = {
-    "sample": {"n": 504, "image_size": 128, "mask_size": 128},
+    "sample": {"n": 248, "image_size": 128, "mask_size": 128},
     "resize": {"size": 64},
     "model": {"base_width": 8, "depth": 3, "norm": "group"},
-    "split": {"train": 384, "val": 60, "test": 60},
+    "split": {"train": 128, "val": 60, "test": 60},
     "train": {"epochs": 2, "batch_size": 32, "nproc": 2, "augment": NO_AUGMENT},
     "runtime": {"threads": 1},
 }

@@ -224,9 +224,12 @@ def measure_latency(
         reps = repeats if n == 1 else max(1, repeats // 3)
         for name, fn in runners.items():
             timed[name][f"b{n}"] = latency(fn, batch, reps)
-    # Eager as a user would run it: in the faster memory format, chosen at batch 1.
-    eager_format = min(("nchw", "channels_last"), key=lambda f: timed[f"torch_eager_{f}"][f"b{batch_sizes[0]}"])
-    result = {"torch_eager": timed[f"torch_eager_{eager_format}"], **timed}
+    # Eager as a user would run it: in the faster memory format at each batch size.
+    formats = {
+        key: min(("nchw", "channels_last"), key=lambda f: timed[f"torch_eager_{f}"][key])
+        for key in timed["onnxruntime"]
+    }
+    result = {"torch_eager": {key: timed[f"torch_eager_{f}"][key] for key, f in formats.items()}, **timed}
     speedup = {
         name: {key: round(result["torch_eager"][key] / ms, 3) for key, ms in result[name].items()}
         for name in ("onnxruntime", "torchscript", "onnxruntime_int8")
@@ -234,7 +237,7 @@ def measure_latency(
     }
     return {
         "threads": threads,
-        "torch_eager": {"memory_format": eager_format, "mode": "torch.inference_mode"},
+        "torch_eager": {"memory_format": formats, "mode": "torch.inference_mode"},
         "onnxruntime_options": {**ORT_OPTIONS, "intra_op_num_threads": threads},
         "latency_ms": result,
         "speedup_vs_eager": speedup,

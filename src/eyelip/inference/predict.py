@@ -81,14 +81,17 @@ def read_photo(
         data = path.read_bytes()
     except OSError as exc:
         raise EyelipError(f"{path}: cannot read ({exc.strerror})") from exc
+    return decode_photo(data, size, prior, str(path), full)
+
+
+def decode_photo(
+    data: bytes, size: int, prior: str, where: str, full: bool = True
+) -> tuple[np.ndarray, Image.Image | tuple[int, int]]:
+    """The model input (size, size, 3 + prior channels) and the upright photo at full resolution, or
+    without ``full`` only its upright width x height (a JPEG then decoded at reduced scale only)."""
     if full:
-        return decode_photo(data, size, prior, str(path))
-    return decode_input(data, size, str(path), prior), upright_size(data)
-
-
-def decode_photo(data: bytes, size: int, prior: str, where: str) -> tuple[np.ndarray, Image.Image]:
-    """The model input (size, size, 3 + prior channels) and the upright photo at full resolution."""
-    return decode_input(data, size, where, prior), Image.fromarray(decode_image(data, None, where), mode="RGB")
+        return decode_input(data, size, where, prior), Image.fromarray(decode_image(data, None, where), mode="RGB")
+    return decode_input(data, size, where, prior), upright_size(data)
 
 
 def upright_size(data: bytes) -> tuple[int, int]:

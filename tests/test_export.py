@@ -11,6 +11,7 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 import torch
 
@@ -19,7 +20,14 @@ from eyelip.inference.predictors import OnnxPredictor, TorchPredictor
 from eyelip.model.checkpoint import save_model
 from eyelip.model.spec import ModelSpec
 from eyelip.model.unet import UNet, build_model
-from eyelip.release.export import TorchScriptPredictor, export_onnx, export_torchscript, measure_latency, parity
+from eyelip.release.export import (
+    TorchScriptPredictor,
+    export_onnx,
+    export_torchscript,
+    measure_latency,
+    parity,
+    quantize_int8,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE, TARGETS, CFG = 64, ["eyes_lips"], {"base_width": 4, "depth": 2}
@@ -118,11 +126,35 @@ def test_torchscript_loads_without_eyelip(exported: dict[str, Path]) -> None:
     assert out.stdout.strip() == "(2, 1, 64, 64)"
 
 
-def test_latency_covers_every_runtime_and_batch(exported: dict[str, Path]) -> None:
-    result = measure_latency(small_model(), exported["onnx"], exported["ts"], SIZE, batch_sizes=(1, 4), repeats=3)
-    assert set(result["latency_ms"]) == {"torch_eager", "onnxruntime", "torchscript"}
+def test_latency_covers_every_runtime_and_batch(exported: dict[str, Path], tmp_path: Path, synthetic: Path) -> None:
+    int8 = tmp_path / "model.int8.onnx"
+    quantize_int8(exported["onnx"], int8, faces(synthetic, (0, 1, 2, 4)))
+    result = measure_latency(
+        small_model(), exported["onnx"], exported["ts"], SIZE, batch_sizes=(1, 4), repeats=3, int8_path=int8
+    )
+    formats = {"torch_eager_nchw", "torch_eager_channels_last", "onnxruntime", "torchscript", "onnxruntime_int8"}
+    assert set(result["latency_ms"]) == {"torch_eager", *formats}
     assert all(set(ms) == {"b1", "b4"} and min(ms.values()) > 0 for ms in result["latency_ms"].values())
-    assert set(result["speedup_vs_eager"]) == {"onnxruntime", "torchscript"}
+    for key, ms in result["latency_ms"]["torch_eager"].items():  # the faster memory format, as recorded
+        assert ms == result["latency_ms"][f"torch_eager_{result['torch_eager']['memory_format'][key]}"][key]
+        assert ms == min(result["latency_ms"][f"torch_eager_{f}"][key] for f in ("nchw", "channels_last"))
+    assert set(result["speedup_vs_eager"]) == {"onnxruntime", "torchscript", "onnxruntime_int8"}
+    assert result["onnxruntime_options"]["intra_op_num_threads"] == result["threads"] == torch.get_num_threads()
+
+
+def test_int8_model_keeps_the_metadata_and_tracks_the_fp32_model(
+    exported: dict[str, Path], tmp_path: Path, synthetic: Path
+) -> None:
+    int8 = tmp_path / "model.int8.onnx"
+    quantize_int8(exported["onnx"], int8, faces(synthetic, (0, 1, 2, 4)))
+    predictor = OnnxPredictor(int8)  # eyelip predict and evaluate read it like the fp32 model
+    assert predictor.spec == SPEC and predictor.session.get_modelmeta().custom_metadata_map["quantization"].startswith(
+        "int8 QDQ"
+    )
+    ops = {node.op_type for node in onnx.load(str(int8)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    result = parity(OnnxPredictor(exported["onnx"]), predictor, faces(synthetic), batch_size=4)
+    assert 0 < result["max_abs_prob_diff"] < 0.2 and result["identical_mask_fraction"] > 0.95
 
 
 # --- the export stage and the registry gate, in one real SQLite MLflow store ----------------------
@@ -173,9 +205,10 @@ def stage_run(tmp_path_factory: pytest.TempPathFactory, synthetic: Path) -> tupl
     )
     (root / "data" / "split").mkdir()
     (root / "data" / "split" / "test.txt").write_text("3\n5\n6\n")
+    (root / "data" / "split" / "train.txt").write_text("0\n1\n2\n4\n")  # the int8 model's calibration
     save_model(root / "models" / "model.pt", small_model(), SPEC, epoch=2, val_iou=0.6)
     (root / "metrics").mkdir()
-    (root / "metrics" / "evaluate.json").write_text(json.dumps({"iou": 0.8}))
+    (root / "metrics" / "evaluate.json").write_text(json.dumps({"iou": 0.8, "iou_native": 0.7}))
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}"}
     env.pop("DVC_ROOT", None)
     proc = subprocess.run(
@@ -191,12 +224,15 @@ def result_of(proc: subprocess.CompletedProcess) -> dict:
 
 def test_export_stage_writes_models_metrics_and_logs_to_the_training_run(stage_run) -> None:
     root, proc = stage_run
-    assert (root / "models" / "model.onnx").is_file() and (root / "models" / "model.ts").is_file()
+    assert all((root / "models" / name).is_file() for name in ("model.onnx", "model.ts", "model.int8.onnx"))
     assert not [p for p in (root / "models").iterdir() if p.name.startswith(".")]  # no temporaries left
     metrics = json.loads((root / "metrics" / "export.json").read_text())
     assert metrics["parity"]["onnxruntime"]["images"] == 3
     assert metrics["parity"]["onnxruntime"]["max_abs_prob_diff"] < 1e-4
     assert set(metrics["latency_ms"]["torchscript"]) == {"b1", "b32"}
+    int8 = metrics["int8"]  # scored on the 3 test faces (no foreground: IoU 1 only for an empty prediction)
+    assert int8["calibration_images"] == 4 and int8["iou_model"] == 0.8 and int8["iou_native_model"] == 0.7
+    assert int8["iou_cost"] == pytest.approx(0.8 - int8["iou"], abs=1e-6)
     result = result_of(proc)
     assert "export.json" in result["artifacts"]
     assert "export_onnxruntime_max_abs_prob_diff" in result["run"] and "latency_ms_onnxruntime_b32" in result["run"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import shutil
 import subprocess
 import sys
@@ -15,8 +16,15 @@ from PIL import Image
 
 from eyelip.data.preprocess import decode_image
 from eyelip.errors import EyelipError
-from eyelip.inference.predict import collect_inputs, resize_probabilities, run_predict
-from eyelip.inference.predictors import OnnxPredictor
+from eyelip.inference.predict import (
+    collect_inputs,
+    overlay,
+    predict_files,
+    resize_probabilities,
+    run_predict,
+    upright_size,
+)
+from eyelip.inference.predictors import OnnxPredictor, load_predictor
 from eyelip.model.spec import ModelSpec
 from eyelip.model.unet import build_model
 from eyelip.release.export import export_onnx
@@ -124,3 +132,52 @@ def test_bad_inputs_fail_with_a_clear_message(case: str, model: Path, synthetic:
     assert proc.returncode == 1
     assert "eyelip predict: error:" in proc.stderr and expected in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_no_overlay_writes_the_same_masks_and_nothing_else(synthetic: Path, tmp_path: Path) -> None:
+    two = onnx_model(tmp_path / "two.onnx", ["eyes", "lips"])
+    photos = [str(photo(synthetic, 3)), str(photo(synthetic, 2001))]
+    run_predict(photos, str(two), tmp_path / "both", batch_size=1)
+    proc = eyelip(*photos, "--model", str(two), "--out", str(tmp_path / "masks"), "--no-overlay")
+    assert proc.returncode == 0, proc.stderr
+    assert "-> 2 masks each in" in proc.stdout
+    masks = sorted(p.name for p in (tmp_path / "masks").iterdir())
+    assert masks == ["2001_eyes_mask.png", "2001_lips_mask.png", "3_eyes_mask.png", "3_lips_mask.png"]
+    for name in masks:
+        assert np.array_equal(
+            np.asarray(Image.open(tmp_path / "masks" / name)), np.asarray(Image.open(tmp_path / "both" / name))
+        )
+
+
+def test_overlay_blends_each_target_in_turn_and_rounds_once() -> None:
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (40, 30, 3), dtype=np.uint8)
+    masks = rng.random((2, 40, 30)) < [[[0.3]], [[0.5]]]  # overlapping: the second target on top
+    expected = pixels.astype(np.float32)  # the rule on the whole image, in float, rounded at the end
+    for mask, colour in zip(masks, [(255, 0, 0), (0, 200, 255)]):
+        expected[mask] = 0.55 * expected[mask] + 0.45 * np.array(colour, dtype=np.float32)
+    result = np.asarray(overlay(Image.fromarray(pixels), masks))
+    assert np.array_equal(result, expected.round().astype(np.uint8))
+    assert np.array_equal(result[~masks.any(axis=0)], pixels[~masks.any(axis=0)])
+
+
+@pytest.mark.parametrize(("fmt", "orientation"), [("JPEG", None), ("JPEG", 6), ("JPEG", 8), ("PNG", 5), ("WEBP", 7)])
+def test_upright_size_is_the_decoded_photos(fmt: str, orientation: int | None) -> None:
+    image = Image.fromarray(np.zeros((20, 36, 3), np.uint8))
+    exif = Image.Exif()
+    if orientation:
+        exif[0x0112] = orientation
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, exif=exif)
+    height, width = decode_image(buffer.getvalue(), None, "x").shape[:2]
+    assert upright_size(buffer.getvalue()) == (width, height) == ((20, 36) if orientation else (36, 20))
+
+
+def test_a_write_that_fails_in_a_worker_stops_the_run(model: Path, synthetic: Path, tmp_path: Path) -> None:
+    long = tmp_path / f"{'a' * 245}.jpg"  # its mask's name fits, the temporary name it is written under does not
+    shutil.copy(photo(synthetic, 3), long)
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(EyelipError, match=rf"{long.stem}_mask.png: cannot write \(.*\); pass a writable --out folder"):
+        predict_files(load_predictor(model), [photo(synthetic, 2001), long], out, 0.5, batch_size=1, workers=2)
+    assert sorted(p.name for p in out.iterdir()) == ["2001_mask.png", "2001_overlay.png"]  # the photo before it

@@ -5,7 +5,7 @@ size); over HTTP (``mlflow models serve``) the bytes go base64-encoded, e.g.
 ``{"dataframe_split": {"columns": ["image"], "data": [["<base64>"]]}}``. Output: one row per photo,
 one column ``mask_<target>`` per target holding a PNG (mode L, 255 = inside) at the photo's own
 width x height. Parameter ``threshold`` (default 0.5). Inside it is exactly ``eyelip predict``:
-the photo decoded by ``predict.decode_photo`` (with the model's prior), the exported
+the photo decoded by ``predict.decode_photo`` as ``--no-overlay`` does (with the model's prior), the exported
 ONNX model, probabilities resized bilinearly to the photo's size (``predict.resize_probabilities``),
 then thresholded. The ONNX file is an artifact of the logged model and this package travels in its
 ``code/`` folder, so loading needs neither the training stack nor an installed eyelip.
@@ -76,8 +76,8 @@ class EyelipModel(mlflow.pyfunc.PythonModel):
         predictor, rows = self.predictor, []
         for index, data in enumerate(model_input[INPUT]):
             where = f"{INPUT}[{index}]"  # the request's row: the client knows its images by position
-            model_input, photo = decode_photo(bytes(data), predictor.input_size, predictor.prior, where)
-            masks = resize_probabilities(predictor(model_input[None])[0], *photo.size) >= threshold
+            model_input, size = decode_photo(bytes(data), predictor.input_size, predictor.prior, where, full=False)
+            masks = resize_probabilities(predictor(model_input[None])[0], *size) >= threshold
             rows.append([png(mask) for mask in masks])
         return pd.DataFrame(rows, columns=mask_columns(predictor.targets))
 

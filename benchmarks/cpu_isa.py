@@ -41,10 +41,8 @@ def worker(epochs: int, overrides: dict[str, object]) -> None:
     import torch
 
     from eyelip.data.dataset import ResizedArrays, split_rows
-    from eyelip.data.layout import mirror_pairs
-    from eyelip.model.spec import ModelSpec
     from eyelip.params import whole as P
-    from eyelip.training.loop import TrainConfig, Trainer
+    from eyelip.training.loop import TrainConfig, build_trainer
 
     cfg = TrainConfig.from_params(P.load())
     if "precision" in overrides:
@@ -53,9 +51,7 @@ def worker(epochs: int, overrides: dict[str, object]) -> None:
         cfg = cfg.model_copy(update={"runtime": cfg.runtime.model_copy(update={"compile": True})})
     arrays = ResizedArrays("data/resized")
     train, val = split_rows(arrays, "data/split", "train"), split_rows(arrays, "data/split", "val")
-    spec = ModelSpec.of(arrays.spec, cfg.model)
-    pairs = mirror_pairs(spec.target_parts) if cfg.augment.hflip else []
-    trainer = Trainer(cfg, arrays, train, val, spec.targets, pairs)
+    _, trainer = build_trainer(cfg, arrays, train, val)
     seconds = []
     for epoch in range(1, epochs + 2):
         tic = time.perf_counter()

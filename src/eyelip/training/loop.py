@@ -295,6 +295,19 @@ class Trainer:
             self.ema.load_state_dict(state["ema"])
 
 
+def build_trainer(
+    cfg: TrainConfig, arrays: ResizedArrays, train_rows: np.ndarray, val_rows: np.ndarray, dist: Dist = SINGLE
+) -> tuple[ModelSpec, Trainer]:
+    """The model's contract (``arrays.spec``'s layout and ``cfg.model``) and a ``Trainer`` on its targets
+    and auxiliary targets, as ``fit`` trains them."""
+    spec = ModelSpec.of(arrays.spec, cfg.model)
+    try:  # left/right targets swap channels when the image is flipped
+        pairs = mirror_pairs({**spec.target_parts, **spec.aux_targets}) if cfg.augment.hflip else []
+    except ValueError as exc:
+        raise ParamError(str(exc)) from exc
+    return spec, Trainer(cfg, arrays, train_rows, val_rows, spec.targets, pairs, dist, list(spec.aux_targets))
+
+
 def fit(
     cfg: TrainConfig,
     arrays: ResizedArrays,
@@ -317,16 +330,11 @@ def fit(
     ``best_val_iou`` is None. Under DDP (``dist``) every rank trains and gets the same global
     metrics; only rank 0 calls the callbacks and writes files.
     """
-    spec = ModelSpec.of(arrays.spec, cfg.model)
-    try:  # left/right targets swap channels when the image is flipped
-        pairs = mirror_pairs({**spec.target_parts, **spec.aux_targets}) if cfg.augment.hflip else []
-    except ValueError as exc:
-        raise ParamError(str(exc)) from exc
     # Without validation faces (split.val: 0) every non-test face trains and the last epoch is kept.
     validate = len(val_rows) > 0
     if not validate and cfg.patience:
         raise ParamError("train.patience: early stopping needs validation faces; set split.val > 0 or patience: 0")
-    trainer = Trainer(cfg, arrays, train_rows, val_rows, spec.targets, pairs, dist, list(spec.aux_targets))
+    spec, trainer = build_trainer(cfg, arrays, train_rows, val_rows, dist)
     run_id, best_model = None, None
     if resume_path.exists():
         try:

@@ -226,8 +226,8 @@ def predict_files(
     outcome = Outcome()
     pending: deque[tuple[Path, Future[float]]] = deque()
 
-    def collect(keep: int) -> None:  # a write error (EyelipError) stops the run here
-        while len(pending) > keep:
+    def collect() -> None:  # every pending write; a write error (EyelipError) stops the run here
+        while pending:
             path, written = pending.popleft()
             outcome.coverage.append(written.result())
             outcome.written.append(path)
@@ -245,10 +245,10 @@ def predict_files(
             if not decoded:
                 continue
             probs = predictor(np.stack([model_input for _, (model_input, _) in decoded]))
-            collect(0)  # the previous batch: its photos are freed before the next batch is read
+            collect()  # the previous batch: its photos are freed before the next batch is read
             for (path, (_, photo)), prob in zip(decoded, probs):
                 pending.append((path, pool.submit(write_outputs, path, photo, prob, predictor.targets, threshold, out)))
-        collect(0)
+        collect()
     return outcome
 
 

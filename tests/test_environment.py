@@ -88,6 +88,17 @@ def test_results_say_when_runs_differ_by_environment_not_params(store: str) -> N
     text = render("two-machines", runs)
     assert "`cpu_capability`: AVX2 (avx2), AVX512 (avx512)" in text  # ... two environments
     assert "Row 1: same params, different environments (env.cpu_capability)" in text
+    cpu = environment.collect("cpu")["env.cpu"]
+    assert f" | {cpu} (AVX2 kernels, " in text and f"; {cpu} (AVX512 kernels, " in text  # the row's CPUs
+
+
+def test_cpu_label_names_the_cpu_kernels_bf16_and_threads() -> None:
+    tags = {"env.cpu": "AMD EPYC", "env.cpu_capability": "AVX512", "env.cpu_bf16": "True", "env.threads": "2"}
+    assert environment.cpu_label(tags) == "AMD EPYC (AVX512 kernels, bf16, 2 threads)"
+    capped = {**tags, "env.cpu_capability": "AVX2", "env.onednn_max_isa": "AVX2", "env.cpu_bf16": "False"}
+    assert environment.cpu_label(capped) == "AMD EPYC (AVX2 kernels, oneDNN up to AVX2, no bf16, 2 threads)"
+    assert environment.cpu_label({**tags, "env.device": "cuda (NVIDIA H100)"}) == "cuda (NVIDIA H100)"
+    assert environment.cpu_label({}) == ""  # a run from before environments were recorded
 
 
 def test_results_of_one_environment_say_so() -> None:

@@ -66,10 +66,10 @@ def test_folds_of_a_recipe_share_a_row_with_mean_and_std(store: str) -> None:
     rows = [line for line in text.splitlines() if line.startswith("| `")]
     assert len(rows) == 2
     assert rows[0].startswith(
-        "| `model.base_width=16` | w16-fold0, w16-fold1 | 0/5, 1/5 | 4.5 ± 0.7 | 50 ± 0 | 0.815 ± 0.014 |"
+        "| `model.base_width=16` | w16-fold0, w16-fold1 | 0/5, 1/5 | 4.5 ± 0.7 | 50 ± 0 | – | 0.815 ± 0.014 |"
     )
     assert "| 0.770 ± 0.014 | 0.850 ± 0.014 | 0.820 ± 0.014 |" in rows[0]
-    assert rows[1].startswith("| `model.base_width=24` | w24 | 0/5 | 4.0 | 50 | 0.835 | 0.800 | 0.860 | 0.840 |")
+    assert rows[1].startswith("| `model.base_width=24` | w24 | 0/5 | 4.0 | 50 | – | 0.835 | 0.800 | 0.860 | 0.840 |")
     assert "test IoU eyes | test IoU lips" in text
     assert "`train.epochs=25`" in text.split("Shared by all rows:")[1]
     assert '`data.targets=eyes=["l_eye", "r_eye"]; lips=["u_lip", "l_lip"]`' in text.split("Shared by all rows:")[1]

@@ -82,6 +82,26 @@ def collect(device: str = "auto") -> dict[str, str]:
     return {PREFIX + k: v for k, v in env.items()}
 
 
+def cpu_label(tags: Mapping[str, str]) -> str:
+    """Where a run's minutes were spent, in a few words: the device (a GPU's name) or the CPU model
+    with the kernels torch ran on it (capped by ``ATEN_CPU_CAPABILITY``, ``ONEDNN_MAX_CPU_ISA``),
+    native bf16 and threads; "" for a run that recorded no environment."""
+    cpu = tags.get(PREFIX + "cpu")
+    if not cpu:
+        return ""
+    device = tags.get(PREFIX + "device", "cpu")
+    if device != "cpu":
+        return device
+    parts = [f"{tags.get(PREFIX + 'cpu_capability', '?')} kernels"]
+    isa = tags.get(PREFIX + "onednn_max_isa", "default")
+    if isa != "default":
+        parts.append(f"oneDNN up to {isa}")
+    parts.append("bf16" if tags.get(PREFIX + "cpu_bf16") == "True" else "no bf16")
+    if PREFIX + "threads" in tags:
+        parts.append(f"{tags[PREFIX + 'threads']} threads")
+    return f"{cpu} ({', '.join(parts)})"
+
+
 def read(text: str | None) -> dict[str, str]:
     """A ``metrics/environment.json`` text's tags; {} for none (a run from before it was recorded)."""
     return {k: str(v) for k, v in json.loads(text).items()} if text else {}

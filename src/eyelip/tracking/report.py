@@ -299,9 +299,8 @@ def provenance_lines(root: Path, sha: str, label: str) -> tuple[list[str], list[
         ]
     elif old and new:
         lines.append(
-            f"Same environment as the baseline (lock {new.get('env.lock')}, torch "
-            f"{new.get('env.torch')}, {new.get('env.cpu')}, {new.get('env.cpu_capability')}, "
-            f"{new.get('env.threads')} threads)."
+            f"Same environment as the baseline (lock {new.get('env.lock')}, torch {new.get('env.torch')}, "
+            f"{environment.cpu_label(new)})."
         )
     else:
         lines.append(

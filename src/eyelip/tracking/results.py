@@ -119,11 +119,13 @@ def _fold(run: Run) -> str:
 
 
 def table(recipes: Sequence[Recipe]) -> str:
-    """One row per recipe: differing params, runs, folds, minutes, speed, test IoU (per target), val IoU."""
+    """One row per recipe: differing params, runs, folds, minutes, speed, CPU (– for runs from before
+    environments were recorded), test IoU (per target), val IoU."""
     keys = differing(recipes)
     targets = sorted({t for r in recipes for run in r.runs for t in run.targets if len(run.targets) > 1})
-    # Minutes depend on how busy the machine was; images/s says how fast it was training.
-    header = ["recipe (params that differ)", "runs", "folds", "train min/run", "train img/s", "test IoU (one mask)"]
+    # Minutes depend on how busy the machine was; images/s says how fast it was training, and on which CPU.
+    header = ["recipe (params that differ)", "runs", "folds", "train min/run", "train img/s", "trained on"]
+    header.append("test IoU (one mask)")
     header += [f"test IoU {t}" for t in targets] + ["best val IoU"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for recipe in recipes:
@@ -135,6 +137,7 @@ def table(recipes: Sequence[Recipe]) -> str:
             ", ".join(sorted(_fold(r) for r in runs)),
             mean_std(_metric(runs, "train_minutes"), 1),
             mean_std(_metric(runs, "train_images_per_second"), 0),
+            "; ".join(sorted({environment.cpu_label(r.env) or "–" for r in runs})),
             mean_std(_headline(runs)),
         ]
         row += [mean_std(_metric(runs, f"test_iou_{t}")) for t in targets]

@@ -11,13 +11,18 @@ one after the other on a machine left alone:
 3. the peer, for the budget of 1, in its own environment (``--peer-python``; no eyelip code in its
    training path). Its test probabilities are scored by eyelip's own evaluation, as eyelip's are.
 
+With ``--folds 0,1,2,3,4`` (k-fold profiles such as ``mini``) it does 1-3 for each test fold in turn
+(``-S split.fold=K``), so every method sees the same faces per fold; ``--skip-no-prior`` leaves 2 out.
+
 Prints one Markdown table: test IoU of eyes and lips as one mask at the mask size and at the native
-mask resolution, per target, training time, epochs and images per second, and the CPU.
+mask resolution, per target, training time, epochs and images per second, and the CPU; with several
+folds, a row per fold and method, then each method's mean ± std over the folds.
 
 The peer's environment (torch with torchvision, which smp needs; CPU or CUDA build):
     python -m venv .venv-peer && .venv-peer/bin/pip install torch torchvision 'segmentation-models-pytorch==0.6.*'
 
     python benchmarks/peer.py --project ../eyelip-mini --peer-python .venv-peer/bin/python [--encoder resnet18]
+        [--folds 0,1,2,3,4] [--skip-no-prior]
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -51,7 +57,7 @@ class StoredProbs:
         return out
 
 
-def eyelip_run(project: Path, name: str, *sets: str) -> dict[str, object]:
+def eyelip_run(project: Path, method: str, name: str, *sets: str) -> dict[str, object]:
     subprocess.run(
         ["dvc", "exp", "run", "-n", name, *(a for s in sets for a in ("-S", s)), "evaluate"], cwd=project, check=True
     )
@@ -59,7 +65,7 @@ def eyelip_run(project: Path, name: str, *sets: str) -> dict[str, object]:
     scores = json.loads((project / "metrics/evaluate.json").read_text())
     history = (project / "metrics/train_history.csv").read_text().splitlines()
     return {
-        "method": f"eyelip ({name})",
+        "method": method,
         "train_seconds": train["train_minutes"] * 60,
         "epochs": len(history) - 1,
         "images_per_second": train["train_images_per_second"],
@@ -95,6 +101,10 @@ def main() -> None:
         "--encoder", default="resnet18", help="smp encoder (default: the fastest of its usual ones on CPU)"
     )
     parser.add_argument("--encoder-weights", default=None, help="e.g. imagenet, where weights can be downloaded")
+    parser.add_argument(
+        "--folds", help="test folds to race on, one after the other, e.g. 0,1,2,3,4 (default: the project's split.fold)"
+    )
+    parser.add_argument("--skip-no-prior", action="store_true", help="leave out eyelip without the prior (step 2)")
     parser.add_argument("--json", type=Path, help="also write the rows here")
     args = parser.parse_args()
     project = args.project.resolve()
@@ -112,23 +122,55 @@ def main() -> None:
         if "avx2" in flags
         else "-"
     )
-    rows = [eyelip_run(project, "peer-eyelip")]
-    rows.append(eyelip_run(project, "peer-eyelip-noprior", "resize.prior=none", "model.prior_gate=0"))
-    rows.append(
-        peer_run(project, args.peer_python, float(rows[0]["train_seconds"]), args.encoder, args.encoder_weights)
-    )
+    folds = [int(k) for k in args.folds.split(",")] if args.folds else [None]
+    rows = []
+    for fold in folds:
+        tag, sets = ("", ()) if fold is None else (f"-f{fold}", (f"split.fold={fold}",))
+        eyelip = eyelip_run(project, "eyelip", "peer-eyelip" + tag, *sets)
+        rows.append({"fold": fold, **eyelip})
+        if not args.skip_no_prior:
+            no_prior = ("resize.prior=none", "model.prior_gate=0")
+            run = eyelip_run(project, "eyelip without the prior", "peer-eyelip-noprior" + tag, *sets, *no_prior)
+            rows.append({"fold": fold, **run})
+        # The eyelip runs left the workspace's data/split at this fold: the peer trains on the same faces.
+        run = peer_run(project, args.peer_python, float(eyelip["train_seconds"]), args.encoder, args.encoder_weights)
+        rows.append({"fold": fold, **run})
     print(f"\nCPU: {model}, {os.cpu_count()} cores, {isa}; test faces: {project / 'data/split/test.txt'}")
+    scores = ["test IoU (one mask)", "eyes", "lips", "native: one mask", "eyes", "lips"]
     print(
-        "| method | train min | epochs | img/s | test IoU (one mask) | eyes | lips | native: one mask | eyes | lips |"
+        markdown(
+            ["method", "fold", "train min", "epochs", "img/s", *scores],
+            [
+                [r["method"], "–" if r["fold"] is None else r["fold"], f"{r['train_seconds'] / 60:.1f}", r["epochs"]]
+                + [r["images_per_second"], *(f"{r[k]:.4f}" for k in KEYS)]
+                for r in rows
+            ],
+        )
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        scores = " | ".join(f"{r[k]:.4f}" for k in KEYS)
+    if len(folds) > 1:
+        print(f"\nMean ± std over folds {args.folds}:")
+        methods = {r["method"]: [m for m in rows if m["method"] == r["method"]] for r in rows}
         print(
-            f"| {r['method']} | {r['train_seconds'] / 60:.1f} | {r['epochs']} | {r['images_per_second']} | {scores} |"
+            markdown(
+                ["method", "train min", *scores],
+                [
+                    [method, mean_std([r["train_seconds"] / 60 for r in runs], 1)]
+                    + [mean_std([r[k] for r in runs], 3) for k in KEYS]
+                    for method, runs in methods.items()
+                ],
+            )
         )
     if args.json:
         args.json.write_text(json.dumps({"cpu": model, "isa": isa, "rows": rows}, indent=1))
+
+
+def markdown(header: list[str], rows: list[list[object]]) -> str:
+    lines = [header, ["---"] * len(header), *rows]
+    return "\n".join("| " + " | ".join(str(cell) for cell in line) + " |" for line in lines)
+
+
+def mean_std(values: list[float], digits: int) -> str:
+    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
 if __name__ == "__main__":

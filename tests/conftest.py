@@ -21,6 +21,7 @@ import os
 # spin, or each worker's torch steals the other's CPU. Set before torch loads; stage processes inherit it.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -36,6 +37,12 @@ from eyelip.data.layout import PARTS, image_relpath, mask_relpath
 from eyelip.data.source import Source
 from eyelip.data.spec import DataSpec
 from eyelip.data.synthetic import generate_sample
+
+# A shell without job control (`./dev test &` in a script, some CI runners) starts the suite with SIGINT
+# ignored, which every process it starts inherits: the Ctrl+C tests would see training run on. A handler
+# here is reset to the default in each child, whose Python then raises KeyboardInterrupt as at a terminal.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 REPO = Path(__file__).resolve().parents[1]
 MINI = Path(os.environ.get("EYELIP_MINI", REPO.parent / "shared" / "celebamask-hq-mini")).resolve()

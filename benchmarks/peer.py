@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -40,6 +39,7 @@ import numpy as np
 
 from eyelip.evaluation.evaluate import TestSplit, evaluate
 from eyelip.tracking.environment import cpu_info
+from eyelip.tracking.results import mean_std
 
 HERE = Path(__file__).resolve().parent
 KEYS = ("iou_combined", "iou_eyes", "iou_lips", "iou_native_combined", "iou_native_eyes", "iou_native_lips")
@@ -167,10 +167,6 @@ def main() -> None:
 def markdown(header: list[str], rows: list[list[object]]) -> str:
     lines = [header, ["---"] * len(header), *rows]
     return "\n".join("| " + " | ".join(str(cell) for cell in line) + " |" for line in lines)
-
-
-def mean_std(values: list[float], digits: int) -> str:
-    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
 if __name__ == "__main__":

@@ -124,9 +124,17 @@ def table(recipes: Sequence[Recipe]) -> str:
     keys = differing(recipes)
     targets = sorted({t for r in recipes for run in r.runs for t in run.targets if len(run.targets) > 1})
     # Minutes depend on how busy the machine was; images/s says how fast it was training, and on which CPU.
-    header = ["recipe (params that differ)", "runs", "folds", "train min/run", "train img/s", "trained on"]
-    header.append("test IoU (one mask)")
-    header += [f"test IoU {t}" for t in targets] + ["best val IoU"]
+    header = [
+        "recipe (params that differ)",
+        "runs",
+        "folds",
+        "train min/run",
+        "train img/s",
+        "trained on",
+        "test IoU (one mask)",
+        *(f"test IoU {t}" for t in targets),
+        "best val IoU",
+    ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for recipe in recipes:
         runs = recipe.runs

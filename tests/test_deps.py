@@ -166,3 +166,17 @@ def test_runtime_and_tracking_params_change_no_stage(repo_copy: Path) -> None:
         assert stages_with_changed_code_or_params(repo_copy) == {"check-data", "train"}
     finally:
         params.write_text(original)
+
+
+def test_bytecode_beside_the_sources_changes_no_stage(repo_copy: Path) -> None:
+    """`./dev test` leaves __pycache__ in src/: .dvcignore keeps it out of the stages' directory deps, so
+    a checkout that ran the tests hashes them as a fresh clone does (and its dvc.lock matches one)."""
+    cache, stray = repo_copy / "src/eyelip/model/__pycache__", repo_copy / "src/eyelip/training/stray.pyc"
+    cache.mkdir()
+    try:
+        (cache / "unet.cpython-311.pyc").write_bytes(b"bytecode")
+        stray.write_bytes(b"bytecode")
+        assert stages_with_changed_code_or_params(repo_copy) == set()
+    finally:
+        shutil.rmtree(cache)
+        stray.unlink()

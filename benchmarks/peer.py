@@ -7,12 +7,14 @@ the recipe and the data (e.g. `eyelip profile mini --data-root ../shared/celebam
 one after the other on a machine left alone:
 
 1. eyelip as configured (`dvc exp run -n peer-eyelip evaluate`): its training minutes set the budget;
-2. eyelip without the face-mesh prior (`-S resize.prior=none -S model.prior_gate=0`), same epochs;
-3. the peer, for the budget of 1, in its own environment (``--peer-python``; no eyelip code in its
-   training path). Its test probabilities are scored by eyelip's own evaluation, as eyelip's are.
+2. the peer, for the budget of 1, in its own environment (``--peer-python``), on the faces of 1 (no eyelip
+   code in its training path). Its test probabilities are scored by eyelip's own evaluation, as eyelip's are;
+3. eyelip without the face-mesh prior (`-S resize.prior=none -S model.prior_gate=0`), same epochs.
 
 With ``--folds 0,1,2,3,4`` (k-fold profiles such as ``mini``) it does 1-3 for each test fold in turn
-(``-S split.fold=K``), so every method sees the same faces per fold; ``--skip-no-prior`` leaves 2 out.
+(``-S split.fold=K``), so every method sees the same faces per fold; ``--skip-no-prior`` leaves 3 out.
+Each run starts from the clone's own params.yaml (`dvc exp run` leaves a run's params in the workspace),
+which is put back at the end.
 
 Prints one Markdown table: test IoU of eyes and lips as one mask at the mask size and at the native
 mask resolution, per target, training time, epochs and images per second, and the CPU; with several
@@ -57,7 +59,10 @@ class StoredProbs:
         return out
 
 
-def eyelip_run(project: Path, method: str, name: str, *sets: str) -> dict[str, object]:
+def eyelip_run(project: Path, params: str, method: str, name: str, *sets: str) -> dict[str, object]:
+    """One `dvc exp run` of the clone's own ``params`` text with ``sets`` on top (an earlier run's sets
+    would otherwise stay in the workspace's params.yaml)."""
+    (project / "params.yaml").write_text(params)
     subprocess.run(
         ["dvc", "exp", "run", "-n", name, *(a for s in sets for a in ("-S", s)), "evaluate"], cwd=project, check=True
     )
@@ -123,18 +128,28 @@ def main() -> None:
         else "-"
     )
     folds = [int(k) for k in args.folds.split(",")] if args.folds else [None]
-    rows = []
-    for fold in folds:
-        tag, sets = ("", ()) if fold is None else (f"-f{fold}", (f"split.fold={fold}",))
-        eyelip = eyelip_run(project, "eyelip", "peer-eyelip" + tag, *sets)
-        rows.append({"fold": fold, **eyelip})
-        if not args.skip_no_prior:
-            no_prior = ("resize.prior=none", "model.prior_gate=0")
-            run = eyelip_run(project, "eyelip without the prior", "peer-eyelip-noprior" + tag, *sets, *no_prior)
-            rows.append({"fold": fold, **run})
-        # The eyelip runs left the workspace's data/split at this fold: the peer trains on the same faces.
-        run = peer_run(project, args.peer_python, float(eyelip["train_seconds"]), args.encoder, args.encoder_weights)
-        rows.append({"fold": fold, **run})
+    params = (project / "params.yaml").read_text()
+    rows: list[dict[str, object]] = []
+
+    def add(fold: int | None, row: dict[str, object]) -> None:
+        rows.append({"fold": fold, **row})
+        if args.json:  # after every run: an interrupted race keeps the rows it finished
+            args.json.write_text(json.dumps({"cpu": model, "isa": isa, "rows": rows}, indent=1))
+
+    try:
+        for fold in folds:
+            tag, sets = ("", ()) if fold is None else (f"-f{fold}", (f"split.fold={fold}",))
+            eyelip = eyelip_run(project, params, "eyelip", "peer-eyelip" + tag, *sets)
+            add(fold, eyelip)
+            # The workspace's data is now that run's: the peer trains and is scored on the same faces.
+            budget = float(eyelip["train_seconds"])
+            add(fold, peer_run(project, args.peer_python, budget, args.encoder, args.encoder_weights))
+            if not args.skip_no_prior:
+                no_prior = (*sets, "resize.prior=none", "model.prior_gate=0")
+                name = "peer-eyelip-noprior" + tag
+                add(fold, eyelip_run(project, params, "eyelip without the prior", name, *no_prior))
+    finally:
+        (project / "params.yaml").write_text(params)
     print(f"\nCPU: {model}, {os.cpu_count()} cores, {isa}; test faces: {project / 'data/split/test.txt'}")
     scores = ["test IoU (one mask)", "eyes", "lips", "native: one mask", "eyes", "lips"]
     print(
@@ -160,8 +175,6 @@ def main() -> None:
                 ],
             )
         )
-    if args.json:
-        args.json.write_text(json.dumps({"cpu": model, "isa": isa, "rows": rows}, indent=1))
 
 
 def markdown(header: list[str], rows: list[list[object]]) -> str:

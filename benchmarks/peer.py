@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from eyelip.evaluation.evaluate import TestSplit, evaluate
-from eyelip.tracking.environment import cpu_info
+from eyelip.tracking import environment
 from eyelip.tracking.results import mean_std
 
 HERE = Path(__file__).resolve().parent
@@ -69,8 +69,10 @@ def eyelip_run(project: Path, params: str, method: str, name: str, *sets: str) -
     train = json.loads((project / "metrics/train.json").read_text())
     scores = json.loads((project / "metrics/evaluate.json").read_text())
     history = (project / "metrics/train_history.csv").read_text().splitlines()
+    env = environment.read((project / "metrics/environment.json").read_text())
     return {
         "method": method,
+        "cpu": environment.cpu_label(env),
         "train_seconds": train["train_minutes"] * 60,
         "epochs": len(history) - 1,
         "images_per_second": train["train_images_per_second"],
@@ -89,6 +91,7 @@ def peer_run(project: Path, python: str, budget: float, encoder: str, weights: s
     scores = evaluate(StoredProbs(probs, list(split.spec.targets)), split.batches(32)).metrics
     return {
         "method": f"smp U-Net {encoder} ({weights or 'from scratch'}, {summary['size']} px, torch {summary['torch']})",
+        "cpu": environment.cpu_label(summary["env"]),
         "train_seconds": summary["train_seconds"],
         "epochs": summary["epochs"],
         "images_per_second": round(summary["images_per_second"], 1),
@@ -117,16 +120,6 @@ def main() -> None:
         sys.exit(
             f"--project {args.project}: must be a clone outside this repository (its outputs derive from the data)"
         )
-    model, flags = cpu_info()
-    isa = (
-        "AVX512-BF16"
-        if "avx512_bf16" in flags
-        else "AVX512"
-        if "avx512f" in flags
-        else "AVX2"
-        if "avx2" in flags
-        else "-"
-    )
     folds = [int(k) for k in args.folds.split(",")] if args.folds else [None]
     params = (project / "params.yaml").read_text()
     rows: list[dict[str, object]] = []
@@ -134,7 +127,7 @@ def main() -> None:
     def add(fold: int | None, row: dict[str, object]) -> None:
         rows.append({"fold": fold, **row})
         if args.json:  # after every run: an interrupted race keeps the rows it finished
-            args.json.write_text(json.dumps({"cpu": model, "isa": isa, "rows": rows}, indent=1))
+            args.json.write_text(json.dumps({"rows": rows}, indent=1))
 
     try:
         for fold in folds:
@@ -150,7 +143,11 @@ def main() -> None:
                 add(fold, eyelip_run(project, params, "eyelip without the prior", name, *no_prior))
     finally:
         (project / "params.yaml").write_text(params)
-    print(f"\nCPU: {model}, {os.cpu_count()} cores, {isa}; test faces: {project / 'data/split/test.txt'}")
+    # Each run's CPU as its process ran it (the kernels torch dispatched to, capped by ATEN_CPU_CAPABILITY and
+    # ONEDNN_MAX_CPU_ISA; bf16; threads), not the flags /proc/cpuinfo lists.
+    for label in dict.fromkeys(r["cpu"] for r in rows):
+        print(f"\nCPU: {label}, {os.cpu_count()} cores")
+    print(f"test faces: {project / 'data/split/test.txt'}")
     scores = ["test IoU (one mask)", "eyes", "lips", "native: one mask", "eyes", "lips"]
     print(
         markdown(

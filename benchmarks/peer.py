@@ -80,6 +80,18 @@ def eyelip_run(project: Path, params: str, method: str, name: str, *sets: str) -
     }
 
 
+def peer_env(summary: dict[str, object]) -> dict[str, str]:
+    """The peer's run as ``env.*`` tags (what eyelip records in metrics/environment.json) for ``cpu_label``:
+    the kernels and bf16 its torch reported; the CPU and the oneDNN cap are this process's, which it inherited."""
+    return {
+        environment.PREFIX + "cpu": environment.cpu_info()[0],
+        environment.PREFIX + "cpu_capability": str(summary["cpu_capability"]),
+        environment.PREFIX + "cpu_bf16": str(summary["bf16"]),
+        environment.PREFIX + "onednn_max_isa": os.environ.get("ONEDNN_MAX_CPU_ISA", "default"),
+        environment.PREFIX + "threads": str(summary["threads"]),
+    }
+
+
 def peer_run(project: Path, python: str, budget: float, encoder: str, weights: str | None) -> dict[str, object]:
     with tempfile.TemporaryDirectory() as out:
         command = [python, str(HERE / "peer_train.py"), "--project", str(project), "--budget", str(budget)]
@@ -91,7 +103,7 @@ def peer_run(project: Path, python: str, budget: float, encoder: str, weights: s
     scores = evaluate(StoredProbs(probs, list(split.spec.targets)), split.batches(32)).metrics
     return {
         "method": f"smp U-Net {encoder} ({weights or 'from scratch'}, {summary['size']} px, torch {summary['torch']})",
-        "cpu": environment.cpu_label(summary["env"]),
+        "cpu": environment.cpu_label(peer_env(summary)),
         "train_seconds": summary["train_seconds"],
         "epochs": summary["epochs"],
         "images_per_second": round(summary["images_per_second"], 1),

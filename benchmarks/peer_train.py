@@ -20,8 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import platform
 import time
 from pathlib import Path
 
@@ -52,16 +50,6 @@ def load(project: Path, size: int) -> tuple[torch.Tensor, torch.Tensor, int, dic
     ids = {int(i): r for r, i in enumerate((resized / "ids.txt").read_text().split())}
     split = {name: rows(project, name, ids) for name in ("train", "val", "test")}
     return (images - MEAN) / STD, masks, meta["size"], split
-
-
-def cpu_model() -> str:
-    """The CPU's model name (Linux), as eyelip.tracking.environment.cpu_info reads it."""
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        return platform.processor() or platform.machine()
-    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
-    return names[0] if names else platform.machine()
 
 
 def augment(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -167,15 +155,9 @@ def main() -> None:
         "images_per_second": epoch * len(tr) / train_seconds,
         "bf16": native_bf16,
         "torch": torch.__version__,
-        # the kernels this process ran, as eyelip records them (metrics/environment.json), for peer.py's CPU label
-        "env": {
-            "env.cpu": cpu_model(),
-            "env.cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "env.cpu_bf16": str(native_bf16),
-            "env.onednn_max_isa": os.environ.get("ONEDNN_MAX_CPU_ISA", "default"),
-            "env.threads": str(torch.get_num_threads()),
-            "env.device": "cpu",
-        },
+        # what torch ran on (capped by ATEN_CPU_CAPABILITY): peer.py names the CPU from it
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "threads": torch.get_num_threads(),
         "smp": smp.__version__,
         "history": history,
     }

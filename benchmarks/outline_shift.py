@@ -48,29 +48,31 @@ def main() -> None:
     args = parser.parse_args()
     fused = FusedMasks(args.fused)
     names = [*fused.targets, "one mask"]
-    shifts = [(kind, r) for r in range(1, args.max_shift + 1) for kind in ("grown", "shrunk")]
-    counts = np.zeros((len(shifts), len(names), 2), np.int64)  # intersection, union
+    steps = {"grown": grow, "shrunk": shrink}
+    counts = np.zeros((len(steps), args.max_shift, len(names), 2), np.int64)  # intersection, union
     for row in tqdm(range(len(fused)), desc="faces", unit="face"):
         masks = list(fused[row][: len(fused.targets)])
         masks.append(np.any(masks, axis=0))
         for c, mask in enumerate(masks):
             truth = resize_mask(mask, args.size)
-            moved = {"grown": mask, "shrunk": mask}
-            for k, (kind, _) in enumerate(shifts):
-                moved[kind] = (grow if kind == "grown" else shrink)(moved[kind])
-                shifted = resize_mask(moved[kind], args.size)
-                counts[k, c] += [(shifted & truth).sum(), (shifted | truth).sum()]
+            for k, step in enumerate(steps.values()):
+                moved = mask
+                for r in range(args.max_shift):  # each step moves the outline one more pixel
+                    moved = step(moved)
+                    shifted = resize_mask(moved, args.size)
+                    counts[k, r, c] += [(shifted & truth).sum(), (shifted | truth).sum()]
     native = fused[0].shape[-1]
     print(
         f"{len(fused)} faces from {args.fused}: IoU at {args.size} px of the truth against itself, "
         f"outlines moved at {native} px"
     )
-    for (kind, r), table in zip(shifts, counts):
-        ious = table[:, 0] / np.maximum(table[:, 1], 1)
-        print(
-            f"  {kind} by {r} px ({r * args.size / native:.2f} of a scored pixel): "
-            + "  ".join(f"{n} {i:.4f}" for n, i in zip(names, ious))
-        )
+    for r in range(args.max_shift):
+        for kind, table in zip(steps, counts[:, r]):
+            ious = table[:, 0] / np.maximum(table[:, 1], 1)
+            print(
+                f"  {kind} by {r + 1} px ({(r + 1) * args.size / native:.2f} of a scored pixel): "
+                + "  ".join(f"{n} {i:.4f}" for n, i in zip(names, ious))
+            )
 
 
 if __name__ == "__main__":

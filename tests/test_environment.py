@@ -71,25 +71,35 @@ def test_a_new_run_records_its_environment_as_tags(store: str) -> None:
     assert not any(k.startswith("env.") for k in logged.params)  # facts, not knobs
 
 
-def test_results_say_when_runs_differ_by_environment_not_params(store: str) -> None:
+def test_results_give_each_machine_its_own_row_and_flag_other_environment_differences(store: str) -> None:
     client = mlflow.MlflowClient(store)
     experiment = client.create_experiment("two-machines")
-    for name, capability, iou in (("avx512", "AVX512", 0.8578), ("avx2", "AVX2", 0.8621)):
-        run = client.create_run(
-            experiment, run_name=name, tags={**environment.collect("cpu"), "env.cpu_capability": capability}
-        )
+    here = environment.collect("cpu")
+    runs = (
+        ("avx512", {"env.cpu_capability": "AVX512"}, 0.8578, 10.0),
+        ("avx2", {"env.cpu_capability": "AVX2", "env.cpu_bf16": "False"}, 0.8621, 17.0),
+        ("avx512-new-numpy", {"env.cpu_capability": "AVX512", "env.numpy": "9.9.9"}, 0.8580, 11.0),
+    )
+    for name, tags, iou, minutes in runs:
+        run = client.create_run(experiment, run_name=name, tags={**here, **tags})
         client.log_param(run.info.run_id, "train.lr", "0.005")
         client.log_metric(run.info.run_id, "test_iou", iou)
+        client.log_metric(run.info.run_id, "train_minutes", minutes)
         client.set_terminated(run.info.run_id)
     runs = load_runs("two-machines", store)
-    assert {r.name: r.env["env.cpu_capability"] for r in runs} == {"avx512": "AVX512", "avx2": "AVX2"}
-    recipes = group(runs)
-    assert len(recipes) == 1  # the same params ...
+    assert {r.name: r.env["env.cpu_capability"] for r in runs}["avx2"] == "AVX2"
+    # The same params on two machines: two rows, so neither the minutes nor bf16 and fp32 IoUs mix.
+    assert [[r.name for r in recipe.runs] for recipe in group(runs)] == [["avx512", "avx512-new-numpy"], ["avx2"]]
     text = render("two-machines", runs)
-    assert "`cpu_capability`: AVX2 (avx2), AVX512 (avx512)" in text  # ... two environments
-    assert "Row 1: same params, different environments (env.cpu_capability)" in text
-    cpu = environment.collect("cpu")["env.cpu"]
-    assert f" | {cpu} (AVX2 kernels, " in text and f"; {cpu} (AVX512 kernels, " in text  # the row's CPUs
+    rows = [line for line in text.splitlines() if line.startswith("| (the recipe all rows share)")]
+    cpu = here["env.cpu"]
+    assert len(rows) == 2
+    assert "| 10.5 ± 0.7 |" in rows[0] and f" | {cpu} (AVX512 kernels, " in rows[0] and "| 0.858 ± 0.000 |" in rows[0]
+    assert "| 17.0 |" in rows[1] and f" | {cpu} (AVX2 kernels, no bf16, " in rows[1] and "| 0.862 |" in rows[1]
+    assert "`cpu_capability`: AVX2 (avx2), AVX512 (avx512, avx512-new-numpy)" in text
+    # Within row 1 the machine is one, but a package is not: said below the table.
+    assert "Row 1: same params and machine, different environments (env.numpy)" in text
+    assert "Row 2:" not in text
 
 
 def test_cpu_label_names_the_cpu_kernels_bf16_and_threads() -> None:

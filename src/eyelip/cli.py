@@ -156,7 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="markdown table of an MLflow experiment's runs, grouped by recipe",
         description="Read the project's MLflow store and write a markdown table of the finished runs of one "
         "experiment, grouped by recipe (runs whose params differ only in split.fold are the folds "
-        "of one cross-validation): the params that differ between recipes, training minutes and the CPU they ran on, "
+        "of one cross-validation) and machine (a recipe trained on two CPUs, or with and without bf16, takes two "
+        "rows): the params that differ between recipes, training minutes and the machine, "
         "test IoU mean ± std over folds (per target when there are several) and val IoU. Runs listed "
         "before stay listed, from the ledger, after the store loses them.",
     )

@@ -11,7 +11,10 @@ and oneDNN's instruction sets before torch loads (``ATEN_CPU_CAPABILITY``, ``ONE
 - ``avx2-compile``: the same with ``runtime.compile: true`` (compilation excluded: first epoch dropped).
 
 Each row: median seconds per epoch over ``--epochs`` after one warm-up epoch, and its ratio to
-``native``. Run from a project run through `split`, e.g. a clone with the `mini` profile OUTSIDE this
+``native``; and the arithmetic rate that time implies: the floating-point operations of an epoch (its
+training steps and validation, counted by ``torch.utils.flop_counter`` over the warm-up epoch) per
+second. A rate near the CPU's peak says the epoch is compute-bound: only fewer operations make it
+faster, not other kernels. Run from a project run through `split`, e.g. a clone with the `mini` profile OUTSIDE this
 repository (its arrays derive from licensed faces), with nothing else running:
 
     python benchmarks/cpu_isa.py --project ../eyelip-mini [--epochs 3] [--rows native,avx2]
@@ -26,6 +29,7 @@ import statistics
 import subprocess
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 ROWS = {
@@ -39,6 +43,7 @@ ROWS = {
 def worker(epochs: int, overrides: dict[str, object]) -> None:
     """One row, in this process: prints a JSON line with each epoch's seconds."""
     import torch
+    from torch.utils.flop_counter import FlopCounterMode
 
     from eyelip.data.dataset import ResizedArrays, split_rows
     from eyelip.params import whole as P
@@ -52,15 +57,19 @@ def worker(epochs: int, overrides: dict[str, object]) -> None:
     arrays = ResizedArrays("data/resized")
     train, val = split_rows(arrays, "data/split", "train"), split_rows(arrays, "data/split", "val")
     _, trainer = build_trainer(cfg, arrays, train, val)
-    seconds = []
+    seconds, flops = [], 0
     for epoch in range(1, epochs + 2):
+        # The warm-up epoch also counts the operations (compiled graphs hide them from the counter).
+        counter = FlopCounterMode(display=False) if epoch == 1 and "compile" not in overrides else nullcontext()
         tic = time.perf_counter()
-        trainer.train_epoch(epoch)
-        trainer.evaluate(val)
+        with counter:
+            trainer.train_epoch(epoch)
+            trainer.evaluate(val)
         seconds.append(time.perf_counter() - tic)
+        flops = flops or (counter.get_total_flops() if isinstance(counter, FlopCounterMode) else 0)
     dtype = trainer.autocast.fast_dtype if trainer.autocast._enabled else torch.float32
     capability = torch.backends.cpu.get_cpu_capability()
-    print(json.dumps({"seconds": seconds, "capability": capability, "dtype": str(dtype), "train": len(train)}))
+    print(json.dumps({"seconds": seconds, "capability": capability, "dtype": str(dtype), "flops": flops}))
 
 
 def main() -> None:
@@ -79,8 +88,8 @@ def main() -> None:
     model, flags = cpu_info()
     epochs = P.load().train.epochs
     print(f"CPU: {model}, {os.cpu_count()} cores, flags: {' '.join(flags)}; train.epochs {epochs}")
-    print("| row | capability | autocast | s/epoch | ratio to native | est. min for train.epochs |")
-    print("|---|---|---|---|---|---|")
+    print("| row | capability | autocast | s/epoch | ratio to native | est. min for train.epochs | GFLOP/s |")
+    print("|---|---|---|---|---|---|---|")
     base = None
     for name in args.rows.split(","):
         env = {**os.environ, **ROWS[name][0]}
@@ -89,9 +98,10 @@ def main() -> None:
         result = json.loads(out.strip().splitlines()[-1])
         median = statistics.median(result["seconds"][1:])
         base = base or median
+        rate = f"{result['flops'] / median / 1e9:.0f}" if result["flops"] else "–"
         print(
             f"| {name} | {result['capability']} | {result['dtype']} | {median:.1f} | {median / base:.2f}x "
-            f"| {median * epochs / 60:.1f} |",
+            f"| {median * epochs / 60:.1f} | {rate} |",
             flush=True,
         )
 

@@ -14,8 +14,8 @@ Each row: median seconds per epoch over ``--epochs`` after one warm-up epoch, an
 ``native``; and the arithmetic rate that time implies: the floating-point operations of an epoch (its
 training steps and validation, counted by ``torch.utils.flop_counter`` over the warm-up epoch) per
 second. A rate near the CPU's peak says the epoch is compute-bound: only fewer operations make it
-faster, not other kernels. Run from a project run through `split`, e.g. a clone with the `mini` profile OUTSIDE this
-repository (its arrays derive from licensed faces), with nothing else running:
+faster, not other kernels. Run from a project run through `split`, e.g. a clone with the `mini` profile
+OUTSIDE this repository (its arrays derive from licensed faces), with nothing else running:
 
     python benchmarks/cpu_isa.py --project ../eyelip-mini [--epochs 3] [--rows native,avx2]
 """

@@ -60,13 +60,15 @@ def worker(epochs: int, overrides: dict[str, object]) -> None:
     seconds, flops = [], 0
     for epoch in range(1, epochs + 2):
         # The warm-up epoch also counts the operations (compiled graphs hide them from the counter).
-        counter = FlopCounterMode(display=False) if epoch == 1 and "compile" not in overrides else nullcontext()
+        counting = epoch == 1 and "compile" not in overrides
+        counter = FlopCounterMode(display=False) if counting else nullcontext()
         tic = time.perf_counter()
         with counter:
             trainer.train_epoch(epoch)
             trainer.evaluate(val)
         seconds.append(time.perf_counter() - tic)
-        flops = flops or (counter.get_total_flops() if isinstance(counter, FlopCounterMode) else 0)
+        if counting:
+            flops = counter.get_total_flops()
     dtype = trainer.autocast.fast_dtype if trainer.autocast._enabled else torch.float32
     capability = torch.backends.cpu.get_cpu_capability()
     print(json.dumps({"seconds": seconds, "capability": capability, "dtype": str(dtype), "flops": flops}))
